@@ -1,0 +1,37 @@
+# The standard targets. `make run` and `make test` are all a newcomer needs (see README.md).
+SHELL := /bin/bash
+NODE_MODULES := node_modules/.package-lock.json
+
+.PHONY: run test test-pg lint generate bench clean build typecheck
+
+$(NODE_MODULES): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+dist/.built: $(NODE_MODULES) $(shell find src generated -type f 2>/dev/null) tsconfig.json tsconfig.build.json
+	npm run -s build
+	@touch $@
+
+build: dist/.built
+
+run: dist/.built
+	node dist/src/cli.js serve
+
+test: $(NODE_MODULES)
+	npm run -s typecheck
+	bash scripts/test.sh
+
+lint: $(NODE_MODULES)
+	npm run -s lint
+
+generate: $(NODE_MODULES)
+	npm run -s generate
+
+typecheck: $(NODE_MODULES)
+	npm run -s typecheck
+
+bench: dist/.built
+	node scripts/bench/run.mjs
+
+clean:
+	rm -rf dist coverage .test-results.json .bench
