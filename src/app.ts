@@ -1,0 +1,112 @@
+// Builds the Express app: middleware, the validator, operation binding and the error handler.
+import { readFileSync } from 'node:fs';
+import express, { type Express, type Request } from 'express';
+import * as OpenApiValidator from 'express-openapi-validator';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import type { Database } from './db/database.js';
+import { controllers } from './controllers/index.js';
+import {
+  bindOperations,
+  createDispatcher,
+  type ApiDocument,
+  type ControllerModules,
+} from './http/dispatch.js';
+import { infraRouter } from './http/infra.js';
+import { locals, openapiMatch } from './http/locals.js';
+import { createMetrics } from './http/metrics.js';
+import {
+  auditTrail,
+  cors,
+  jsonDepthLimit,
+  rateLimit,
+  requestContext,
+  securityHeaders,
+} from './http/middleware.js';
+import { notFoundHandler, problemMiddleware } from './http/problem.js';
+import { bundledSpecPath } from './paths.js';
+import { DomainError } from './errors.js';
+import type { Services } from './services/index.js';
+
+const safeMethods = new Set(['GET', 'HEAD']);
+
+export function loadBundledSpec(): ApiDocument & Record<string, unknown> {
+  return JSON.parse(readFileSync(bundledSpecPath, 'utf8'));
+}
+
+export interface AppDeps {
+  config: Config;
+  database: Database;
+  services: Services;
+  log: Logger;
+  /** Readiness beyond the database: catalogs loaded, not shutting down. */
+  ready: () => Promise<{ ready: boolean; reason?: string }>;
+  /** The spec and the controllers, replaceable to test binding and to benchmark larger specs. */
+  apiDoc?: ApiDocument & Record<string, unknown>;
+  controllers?: ControllerModules;
+}
+
+export function createApp(deps: AppDeps): Express {
+  const { config, database, services, log } = deps;
+  const apiDoc = deps.apiDoc ?? loadBundledSpec();
+  // Refuses to build (and so the server to start) unless spec and controllers agree exactly.
+  const operations = bindOperations(apiDoc, deps.controllers ?? controllers);
+  const metrics = createMetrics();
+
+  const app = express();
+  app.disable('x-powered-by');
+  // Our ETags come from row versions; Express's body hashing would cost every response a digest.
+  app.set('etag', false);
+  app.set('trust proxy', config.server.trustedProxies.length > 0 ? config.server.trustedProxies : false);
+  app.set('query parser', 'extended');
+
+  app.use(requestContext(log));
+  app.use(metrics.middleware);
+  app.use(securityHeaders);
+  app.use(cors(config.server.corsOrigins));
+  app.use(infraRouter({ apiDoc, database, metrics: metrics.registry, ready: deps.ready }));
+
+  if (config.server.rateLimit.enabled) app.use(rateLimit(config.server.rateLimit));
+  app.use(
+    express.json({ limit: config.server.maxBodyBytes, type: ['application/json', 'application/*+json'] }),
+  );
+  app.use(jsonDepthLimit(config.server.maxJsonDepth));
+  app.use(auditTrail(services.audit));
+  app.use(
+    OpenApiValidator.middleware({
+      apiSpec: structuredClone(apiDoc) as never,
+      validateApiSpec: true,
+      validateRequests: { allowUnknownQueryParameters: false, coerceTypes: false },
+      validateResponses: config.validateResponses ? { removeAdditional: false } : false,
+      validateSecurity: {
+        handlers: {
+          bearerAuth: async (req: Request) => {
+            const res = req.res as express.Response;
+            try {
+              const principal = await services.authenticator.authenticate(req.headers.authorization);
+              const needed = safeMethods.has(req.method) ? 'read' : 'write';
+              if (!principal.scopes.includes(needed)) {
+                throw new DomainError(
+                  'insufficient-scope',
+                  `this token's scopes are ${principal.scopes.join(', ')}; ${req.method} needs "${needed}"`,
+                );
+              }
+              locals(res).principal = principal;
+              return true;
+            } catch (error) {
+              locals(res).authError = error;
+              throw error;
+            }
+          },
+        },
+      },
+      ignoreUndocumented: false,
+      fileUploader: false,
+    }),
+  );
+  const dispatch = createDispatcher(operations, services);
+  app.use((req, res, next) => (openapiMatch(req) ? dispatch(req, res) : next()));
+  app.use(notFoundHandler);
+  app.use(problemMiddleware);
+  return app;
+}

@@ -1,0 +1,248 @@
+// The package manifest: one YAML file per package version, written by package authors. Validated
+// here in full, so that a launch never meets a manifest it cannot use.
+import { Ajv2020, type AnySchema } from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
+import semver from 'semver';
+import { z } from 'zod';
+import { parseBytes, parseCpu } from '../../quantities.js';
+
+const slug = z.string().regex(/^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a lower-case RFC 1123 label');
+const cpu = z
+  .string()
+  .regex(/^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$/, 'must be a CPU quantity such as 0.5 or 500m');
+const bytes = z
+  .string()
+  .regex(/^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$/, 'must be a size such as 256Mi');
+
+const port = z
+  .object({
+    name: slug,
+    protocol: z.enum(['http', 'tcp']).default('http'),
+    container_port: z.number().int().min(1).max(65535).optional(),
+  })
+  .strict();
+
+const health = z
+  .object({ port: z.string(), path: z.string().startsWith('/').nullable().default(null) })
+  .strict()
+  .nullable()
+  .default(null);
+
+const env = z.record(z.string(), z.string()).default({});
+
+const localRun = z
+  .object({
+    command: z.array(z.string().min(1)).min(1),
+    ports: z.array(port).default([]),
+    health,
+    env,
+  })
+  .strict();
+
+const clusterRun = z
+  .object({
+    image: z.string().min(1),
+    command: z.array(z.string()).nullable().default(null),
+    args: z.array(z.string()).nullable().default(null),
+    ports: z.array(port).default([]),
+    health,
+    env,
+    // Files of the package directory to mount (read-only, at /app) into the container, so that a
+    // stock image can run the package's own program.
+    files: z
+      .array(z.string().regex(/^[A-Za-z0-9._-]+$/, 'must be a file name in the package directory'))
+      .max(20)
+      .default([]),
+  })
+  .strict();
+
+export const manifestSchema = z
+  .object({
+    name: slug,
+    version: z.string().refine((v) => semver.valid(v) === v, 'must be a semantic version such as 1.2.0'),
+    title: z.string().min(1).max(200),
+    description: z.string().max(5000).default(''),
+    icon: z.string().url().nullable().default(null),
+    keywords: z.array(z.string().min(1).max(100)).max(20).default([]),
+    home: z.string().url().nullable().default(null),
+    options: z
+      .record(z.string(), z.unknown())
+      .default({ type: 'object', properties: {}, additionalProperties: false }),
+    resources: z
+      .object({
+        cpu: cpu.default('100m'),
+        memory: bytes.default('128Mi'),
+        gpu: z.number().int().min(0).default(0),
+      })
+      .strict()
+      .prefault({}),
+    run: z
+      .object({ local: localRun.nullable().default(null), cluster: clusterRun.nullable().default(null) })
+      .strict()
+      .refine((run) => run.local !== null || run.cluster !== null, 'needs a `local` or a `cluster` run spec'),
+  })
+  .strict();
+
+type Manifest = z.infer<typeof manifestSchema>;
+export type LocalRunSpec = NonNullable<Manifest['run']['local']>;
+export type ClusterRunSpec = NonNullable<Manifest['run']['cluster']>;
+
+/** A validated package version, normalised: every optional field present, defaults computed. */
+export interface PackageVersionSpec {
+  name: string;
+  version: string;
+  title: string;
+  description: string;
+  icon: string | null;
+  keywords: string[];
+  home: string | null;
+  options_schema: Record<string, unknown>;
+  defaults: Record<string, unknown>;
+  resources: { cpu: string; memory: string; gpu: number };
+  run: { local: LocalRunSpec | null; cluster: ClusterRunSpec | null };
+}
+
+export class ManifestError extends Error {
+  override name = 'ManifestError';
+}
+
+function newAjv(): Ajv2020 {
+  const ajv = new Ajv2020({ strict: true, allErrors: true, useDefaults: true });
+  addFormats.default(ajv);
+  // `format: password` marks secrets: valid as any string, never returned or logged.
+  ajv.addFormat('password', true);
+  return ajv;
+}
+
+const ajv = newAjv();
+
+/** Validates a JSON Schema for launch options and returns the options a launch gets by default. */
+export function validateOptionsSchema(schema: Record<string, unknown>): Record<string, unknown> {
+  if (schema.type !== 'object') throw new ManifestError('options: the schema must have `type: object`');
+  let validate;
+  try {
+    validate = ajv.compile(schema as AnySchema);
+  } catch (error) {
+    throw new ManifestError(`options: not a valid JSON Schema: ${(error as Error).message}`);
+  }
+  checkDefaults(schema, 'options');
+  const defaults: Record<string, unknown> = {};
+  if (!validate(defaults)) {
+    throw new ManifestError(
+      `options: the defaults do not validate (${ajv.errorsText(validate.errors, { dataVar: 'defaults' })}); ` +
+        'give every required option a default',
+    );
+  }
+  return defaults;
+}
+
+/** Every `default` in the schema must validate against the schema it sits in. */
+function checkDefaults(schema: unknown, where: string): void {
+  if (schema === null || typeof schema !== 'object') return;
+  const node = schema as Record<string, unknown>;
+  if ('default' in node) {
+    const { default: value, ...rest } = node;
+    const check = newAjv().compile(rest as AnySchema);
+    if (!check(structuredClone(value))) {
+      throw new ManifestError(
+        `${where}: default ${JSON.stringify(value)} is invalid: ${ajv.errorsText(check.errors)}`,
+      );
+    }
+  }
+  const properties = node.properties;
+  if (properties && typeof properties === 'object') {
+    for (const [name, sub] of Object.entries(properties)) checkDefaults(sub, `${where}.${name}`);
+  }
+  if (node.items) checkDefaults(node.items, `${where}[]`);
+}
+
+const placeholder = /\$\{([^}]*)\}/g;
+
+function checkPlaceholders(texts: string[], where: string, options: Set<string>, ports: Set<string>): void {
+  for (const text of texts) {
+    for (const [, ref = ''] of text.matchAll(placeholder)) {
+      const [scope, name, ...rest] = ref.split('.');
+      const ok =
+        rest.length === 0 &&
+        ((scope === 'options' && name !== undefined && options.has(name)) ||
+          (scope === 'ports' && name !== undefined && ports.has(name)) ||
+          (scope === 'service' && (name === 'id' || name === 'name')) ||
+          (scope === 'project' && name === 'id'));
+      if (!ok) {
+        throw new ManifestError(
+          `${where}: unknown placeholder \${${ref}} (use options.<option>, ports.<port>, service.id, service.name or project.id)`,
+        );
+      }
+    }
+  }
+}
+
+function checkRun(
+  run: {
+    ports: { name: string; container_port?: number | undefined }[];
+    health: { port: string } | null;
+    env: Record<string, string>;
+  },
+  texts: string[],
+  where: string,
+  options: Set<string>,
+): void {
+  const names = run.ports.map((p) => p.name);
+  const duplicate = names.find((name, i) => names.indexOf(name) !== i);
+  if (duplicate) throw new ManifestError(`${where}.ports: port "${duplicate}" is declared twice`);
+  if (run.health && !names.includes(run.health.port)) {
+    throw new ManifestError(`${where}.health: port "${run.health.port}" is not declared in ports`);
+  }
+  checkPlaceholders([...texts, ...Object.values(run.env)], where, options, new Set(names));
+}
+
+/** Parses and validates one manifest document; throws ManifestError with a message for its author. */
+export function parseManifest(document: unknown): PackageVersionSpec {
+  const parsed = manifestSchema.safeParse(document);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ManifestError(`${issue?.path.join('.') || '(manifest)'}: ${issue?.message ?? 'invalid'}`);
+  }
+  const m = parsed.data;
+  const defaults = validateOptionsSchema(m.options);
+  const optionNames = new Set(
+    Object.keys((m.options.properties as Record<string, unknown> | undefined) ?? {}),
+  );
+  try {
+    parseCpu(m.resources.cpu);
+    parseBytes(m.resources.memory);
+  } catch (error) {
+    throw new ManifestError(`resources: ${(error as Error).message}`);
+  }
+  if (m.run.local) checkRun(m.run.local, m.run.local.command, 'run.local', optionNames);
+  if (m.run.cluster) {
+    const cluster = m.run.cluster;
+    const missing = cluster.ports.find((p) => p.container_port === undefined);
+    if (missing) throw new ManifestError(`run.cluster.ports: port "${missing.name}" needs a container_port`);
+    checkRun(cluster, [...(cluster.command ?? []), ...(cluster.args ?? [])], 'run.cluster', optionNames);
+  }
+  return {
+    name: m.name,
+    version: m.version,
+    title: m.title,
+    description: m.description,
+    icon: m.icon,
+    keywords: m.keywords,
+    home: m.home,
+    options_schema: m.options,
+    defaults,
+    resources: m.resources,
+    run: m.run,
+  };
+}
+
+/** Newest first by semantic version precedence. */
+export function compareVersionsDescending(a: string, b: string): number {
+  return semver.rcompare(a, b);
+}
+
+/** The version a launch gets by default: the highest release, or the highest pre-release if there is no release. */
+export function latestVersion(versions: string[]): string {
+  const sorted = [...versions].sort(compareVersionsDescending);
+  return sorted.find((v) => semver.prerelease(v) === null) ?? (sorted[0] as string);
+}

@@ -1,0 +1,132 @@
+#!/usr/bin/env node
+// The `atrium` command: serve (default), migrate, token create.
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { migrate, openDatabase } from './db/database.js';
+import { createLogger } from './log.js';
+import { readBuildInfo } from './build-info.js';
+import { systemClock } from './clock.js';
+import { createServices } from './services/index.js';
+import { startServer } from './server.js';
+import { DomainError } from './errors.js';
+
+const usage = `usage: atrium [command] [options]
+
+commands:
+  serve                 run the API (the default)
+  migrate               bring the database schema up to date, then exit
+  token create          create an API token and print its secret
+      --user <name>         the user (created if missing; default: admin)
+      --name <label>        what the token is for (default: cli)
+      --scopes <list>       read,write (default) or read
+      --expires-in-days <n> expiry (default: never)
+      --admin               make the user an administrator
+
+Configuration comes from ATRIUM_* environment variables and the YAML file named by ATRIUM_CONFIG
+(see README.md).`;
+
+async function serve(config: Config): Promise<void> {
+  const log = createLogger(config.log.level);
+  const server = await startServer(config, { log });
+  const banner = [
+    `Atrium is listening on ${server.url}  (API ${server.url}/api/v1, docs ${server.url}/docs/)`,
+  ];
+  if (server.adminSecret) {
+    banner.push(
+      '',
+      'An administrator token was created. It is shown this once; store it now:',
+      '',
+      `    ${server.adminSecret}`,
+      '',
+      `Try: curl -H "Authorization: Bearer ${server.adminSecret}" ${server.url}/api/v1/me`,
+    );
+  }
+  process.stderr.write(`\n${banner.join('\n')}\n\n`);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    server.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function withServices<T>(
+  config: Config,
+  work: (services: ReturnType<typeof createServices>) => Promise<T>,
+): Promise<T> {
+  const log = createLogger(config.log.level === 'info' ? 'warn' : config.log.level);
+  const database = openDatabase(config.databaseUrl, config.dataDir);
+  try {
+    await migrate(database);
+    return await work(createServices({ config, database, clock: systemClock, log, build: readBuildInfo() }));
+  } finally {
+    await database.close();
+  }
+}
+
+async function tokenCreate(config: Config, args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      user: { type: 'string', default: 'admin' },
+      name: { type: 'string', default: 'cli' },
+      scopes: { type: 'string', default: 'read,write' },
+      'expires-in-days': { type: 'string' },
+      admin: { type: 'boolean', default: false },
+    },
+  });
+  const scopes = values.scopes.split(',').map((s) => s.trim());
+  if (!scopes.every((s) => s === 'read' || s === 'write'))
+    throw new Error('--scopes takes read and/or write');
+  const days = values['expires-in-days'] === undefined ? null : Number(values['expires-in-days']);
+  if (days !== null && !(days > 0)) throw new Error('--expires-in-days takes a positive number');
+  const secret = await withServices(config, async (services) => {
+    const { user } = await services.users.ensureLocalUser(values.user, { admin: values.admin });
+    const { secret } = await services.tokens.issue(user, {
+      name: values.name,
+      scopes: scopes as ('read' | 'write')[],
+      expiresAt: days === null ? undefined : new Date(Date.now() + days * 86_400_000).toISOString(),
+    });
+    return secret;
+  });
+  process.stdout.write(`${secret}\n`);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command = 'serve', ...rest] = argv;
+  if (command === 'help' || command === '--help' || command === '-h') {
+    process.stdout.write(`${usage}\n`);
+    return;
+  }
+  const config = loadConfig();
+  switch (command) {
+    case 'serve':
+      return serve(config);
+    case 'migrate':
+      await withServices(config, async () => undefined);
+      process.stderr.write('database is up to date\n');
+      return;
+    case 'token':
+      if (rest[0] === 'create') return tokenCreate(config, rest.slice(1));
+      break;
+  }
+  throw new Error(`unknown command: ${argv.join(' ')}\n\n${usage}`);
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  const message =
+    error instanceof ConfigError || error instanceof DomainError || error instanceof Error
+      ? error.message
+      : String(error);
+  process.stderr.write(`atrium: ${message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,7 @@
+import type { PageRequest } from '../db/pagination.js';
+import { pageSizeDefault } from '../services/platform.js';
+
+/** The shared list parameters; the spec bounds `limit` and the validator applies its default. */
+export function pageOf(query: { limit?: number; cursor?: string }): PageRequest {
+  return { limit: query.limit ?? pageSizeDefault, cursor: query.cursor };
+}

@@ -1,0 +1,14 @@
+import type { Knex } from 'knex';
+import * as foundation from './001_foundation.js';
+
+// A static list, so that migrations work the same from src/ (tests) and dist/ (production), and a
+// bundler or a missing directory can never skip one. Append only.
+const migrations: Record<string, Knex.Migration> = {
+  '001_foundation': foundation,
+};
+
+export const migrationSource: Knex.MigrationSource<string> = {
+  getMigrations: async () => Object.keys(migrations),
+  getMigrationName: (name) => name,
+  getMigration: async (name) => migrations[name] as Knex.Migration,
+};

@@ -1,0 +1,340 @@
+import type { Knex } from 'knex';
+import { keysetPage, type Page, type PageRequest } from './pagination.js';
+import { toNullableNumber, toNumber } from './database.js';
+
+export type ProjectRole = 'owner' | 'member' | 'viewer';
+export type ProjectKind = 'personal' | 'group';
+
+export interface Project {
+  id: string;
+  name: string;
+  description: string;
+  kind: ProjectKind;
+  regionId: string;
+  personalOf: string | null;
+  version: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** A project as seen by one user: their role, or null when they see it only as an administrator. */
+export interface ProjectView extends Project {
+  role: ProjectRole | null;
+}
+
+interface ProjectRow {
+  id: string;
+  name: string;
+  description: string;
+  kind: ProjectKind;
+  region_id: string;
+  personal_of: string | null;
+  version: number | string;
+  created_at: string;
+  updated_at: string;
+  role?: ProjectRole | null;
+}
+
+function projectFromRow(row: ProjectRow): ProjectView {
+  return {
+    id: row.id,
+    name: row.name,
+    description: row.description,
+    kind: row.kind,
+    regionId: row.region_id,
+    personalOf: row.personal_of,
+    version: toNumber(row.version),
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    role: row.role ?? null,
+  };
+}
+
+/** Quota limits in base units (millicores, bytes, counts); null is unlimited. */
+export interface QuotaAmounts {
+  cpuMillis: number | null;
+  memoryBytes: number | null;
+  gpu: number | null;
+  services: number | null;
+  concurrentJobs: number | null;
+  storageBytes: number | null;
+}
+
+export const quotaColumns: Record<keyof QuotaAmounts, string> = {
+  cpuMillis: 'cpu_millis',
+  memoryBytes: 'memory_bytes',
+  gpu: 'gpu',
+  services: 'services',
+  concurrentJobs: 'concurrent_jobs',
+  storageBytes: 'storage_bytes',
+};
+
+/** Creates a project with its first owner and its quota, in the caller's transaction. */
+export async function insertProject(
+  trx: Knex.Transaction,
+  project: Project,
+  ownerUserId: string,
+  limits: QuotaAmounts,
+): Promise<void> {
+  await trx('projects').insert({
+    id: project.id,
+    name: project.name,
+    description: project.description,
+    kind: project.kind,
+    region_id: project.regionId,
+    personal_of: project.personalOf,
+    version: project.version,
+    created_at: project.createdAt,
+    updated_at: project.updatedAt,
+  });
+  await trx('project_members').insert({
+    project_id: project.id,
+    user_id: ownerUserId,
+    role: 'owner',
+    added_at: project.createdAt,
+  });
+  const quota: Record<string, unknown> = {
+    project_id: project.id,
+    version: 1,
+    updated_at: project.createdAt,
+  };
+  for (const [key, column] of Object.entries(quotaColumns))
+    quota[`limit_${column}`] = limits[key as keyof QuotaAmounts];
+  await trx('project_quotas').insert(quota);
+}
+
+export async function projectExists(db: Knex, id: string): Promise<boolean> {
+  return (await db('projects').where({ id }).first('id')) !== undefined;
+}
+
+export async function findPersonalProject(db: Knex, userId: string): Promise<Project | null> {
+  const row = await db<ProjectRow>('projects').where({ personal_of: userId }).first();
+  return row ? projectFromRow(row) : null;
+}
+
+/** The project and the user's role in it (null when not a member); null when there is no project. */
+export async function findProjectForUser(
+  db: Knex,
+  projectId: string,
+  userId: string,
+): Promise<ProjectView | null> {
+  const row = await db('projects as p')
+    .leftJoin('project_members as m', (j) =>
+      j.on('m.project_id', 'p.id').andOn('m.user_id', db.raw('?', [userId])),
+    )
+    .where('p.id', projectId)
+    .first('p.*', 'm.role');
+  return row ? projectFromRow(row as ProjectRow) : null;
+}
+
+export interface ProjectFilter {
+  kind?: ProjectKind | undefined;
+}
+
+export async function listUserProjects(
+  db: Knex,
+  userId: string,
+  filter: ProjectFilter,
+  page: PageRequest,
+): Promise<Page<ProjectView>> {
+  const query = db('projects as p')
+    .join('project_members as m', 'm.project_id', 'p.id')
+    .where('m.user_id', userId)
+    .select('p.*', 'm.role');
+  if (filter.kind) query.where('p.kind', filter.kind);
+  return keysetPage<ProjectRow, ProjectView>(query, page, {
+    list: 'projects',
+    keys: ['p.id'],
+    direction: 'asc',
+    keyOf: (row) => [row.id],
+    map: projectFromRow,
+  });
+}
+
+export async function listAllProjects(
+  db: Knex,
+  viewerId: string,
+  filter: ProjectFilter,
+  page: PageRequest,
+): Promise<Page<ProjectView>> {
+  const query = db('projects as p')
+    .leftJoin('project_members as m', (j) =>
+      j.on('m.project_id', 'p.id').andOn('m.user_id', db.raw('?', [viewerId])),
+    )
+    .select('p.*', 'm.role');
+  if (filter.kind) query.where('p.kind', filter.kind);
+  return keysetPage<ProjectRow, ProjectView>(query, page, {
+    list: 'projects',
+    keys: ['p.id'],
+    direction: 'asc',
+    keyOf: (row) => [row.id],
+    map: projectFromRow,
+  });
+}
+
+/** Every project of a user, personal first then by id; for `GET /me`, bounded by `max`. */
+export async function userProjectsForProfile(db: Knex, userId: string, max: number): Promise<ProjectView[]> {
+  const rows = await db('projects as p')
+    .join('project_members as m', 'm.project_id', 'p.id')
+    .where('m.user_id', userId)
+    .orderByRaw("case when p.kind = 'personal' then 0 else 1 end")
+    .orderBy('p.id')
+    .limit(max)
+    .select('p.*', 'm.role');
+  return (rows as ProjectRow[]).map(projectFromRow);
+}
+
+/**
+ * Applies changes when the version still matches (or unconditionally when expectedVersion is null)
+ * and bumps it. Returns false when nothing was updated (gone, or the version moved on).
+ */
+export async function updateProject(
+  db: Knex,
+  id: string,
+  changes: { name?: string | undefined; description?: string | undefined },
+  expectedVersion: number | null,
+  at: string,
+): Promise<boolean> {
+  const update: Record<string, unknown> = { updated_at: at, version: db.raw('version + 1') };
+  if (changes.name !== undefined) update.name = changes.name;
+  if (changes.description !== undefined) update.description = changes.description;
+  const query = db('projects').where({ id });
+  if (expectedVersion !== null) query.where({ version: expectedVersion });
+  return (await query.update(update)) > 0;
+}
+
+export async function deleteProject(db: Knex, id: string, expectedVersion: number | null): Promise<boolean> {
+  const query = db('projects').where({ id });
+  if (expectedVersion !== null) query.where({ version: expectedVersion });
+  return (await query.delete()) > 0;
+}
+
+export interface ProjectMember {
+  userId: string;
+  username: string;
+  name: string | null;
+  role: ProjectRole;
+  addedAt: string;
+}
+
+interface MemberRow {
+  user_id: string;
+  username: string;
+  name: string | null;
+  role: ProjectRole;
+  added_at: string;
+}
+
+const memberFromRow = (row: MemberRow): ProjectMember => ({
+  userId: row.user_id,
+  username: row.username,
+  name: row.name,
+  role: row.role,
+  addedAt: row.added_at,
+});
+
+function membersQuery(db: Knex, projectId: string) {
+  return db('project_members as m')
+    .join('users as u', 'u.id', 'm.user_id')
+    .where('m.project_id', projectId)
+    .select('m.user_id', 'u.username', 'u.name', 'm.role', 'm.added_at');
+}
+
+export async function listProjectMembers(
+  db: Knex,
+  projectId: string,
+  page: PageRequest,
+): Promise<Page<ProjectMember>> {
+  return keysetPage<MemberRow, ProjectMember>(membersQuery(db, projectId), page, {
+    list: `members:${projectId}`,
+    keys: ['u.username'],
+    direction: 'asc',
+    keyOf: (row) => [row.username],
+    map: memberFromRow,
+  });
+}
+
+export async function findProjectMember(
+  db: Knex,
+  projectId: string,
+  userId: string,
+): Promise<ProjectMember | null> {
+  const row = await membersQuery(db, projectId).where('m.user_id', userId).first();
+  return row ? memberFromRow(row as MemberRow) : null;
+}
+
+export async function insertProjectMember(
+  db: Knex,
+  projectId: string,
+  userId: string,
+  role: ProjectRole,
+  at: string,
+): Promise<void> {
+  await db('project_members').insert({ project_id: projectId, user_id: userId, role, added_at: at });
+}
+
+export async function updateProjectMemberRole(
+  db: Knex,
+  projectId: string,
+  userId: string,
+  role: ProjectRole,
+): Promise<void> {
+  await db('project_members').where({ project_id: projectId, user_id: userId }).update({ role });
+}
+
+export async function deleteProjectMember(db: Knex, projectId: string, userId: string): Promise<void> {
+  await db('project_members').where({ project_id: projectId, user_id: userId }).delete();
+}
+
+export async function countOwners(db: Knex, projectId: string): Promise<number> {
+  const row = await db('project_members')
+    .where({ project_id: projectId, role: 'owner' })
+    .count({ n: '*' })
+    .first();
+  return toNumber(row?.n ?? 0);
+}
+
+export interface Quota {
+  projectId: string;
+  limits: QuotaAmounts;
+  usage: { [K in keyof QuotaAmounts]: number };
+  version: number;
+  updatedAt: string;
+}
+
+export async function findQuota(db: Knex, projectId: string): Promise<Quota | null> {
+  const row = await db('project_quotas').where({ project_id: projectId }).first();
+  if (!row) return null;
+  const limits = {} as QuotaAmounts;
+  const usage = {} as Quota['usage'];
+  for (const [key, column] of Object.entries(quotaColumns) as [keyof QuotaAmounts, string][]) {
+    limits[key] = toNullableNumber(row[`limit_${column}`]);
+    usage[key] = toNumber(row[`used_${column}`]);
+  }
+  return { projectId, limits, usage, version: toNumber(row.version), updatedAt: row.updated_at };
+}
+
+export async function updateQuotaLimits(
+  db: Knex,
+  projectId: string,
+  limits: Partial<QuotaAmounts>,
+  expectedVersion: number | null,
+  at: string,
+): Promise<boolean> {
+  const update: Record<string, unknown> = { updated_at: at, version: db.raw('version + 1') };
+  for (const [key, value] of Object.entries(limits)) {
+    update[`limit_${quotaColumns[key as keyof QuotaAmounts]}`] = value;
+  }
+  const query = db('project_quotas').where({ project_id: projectId });
+  if (expectedVersion !== null) query.where({ version: expectedVersion });
+  return (await query.update(update)) > 0;
+}
+
+/**
+ * Serialises changes to one project's membership: on PostgreSQL, locks the project row until the
+ * transaction ends. SQLite transactions are already serial (one writer).
+ */
+export async function lockProject(trx: Knex.Transaction, projectId: string): Promise<void> {
+  if (trx.client.config.client === 'pg')
+    await trx('projects').where({ id: projectId }).forUpdate().first('id');
+}

@@ -1,0 +1,203 @@
+// Binding operations to controllers (the custom resolver) and running them (the dispatcher).
+import type { Request, Response } from 'express';
+import type { Services } from '../services/index.js';
+import { IdempotencyService } from '../services/idempotency.js';
+import type { AnyHandler, PublicContext } from './operation.js';
+import { locals, openapiMatch } from './locals.js';
+
+const methods = ['get', 'put', 'post', 'patch', 'delete'] as const;
+type Method = (typeof methods)[number];
+
+interface ParameterObject {
+  name: string;
+  in: string;
+}
+type ParameterOrRef = ParameterObject | { $ref: string };
+type SecurityRequirement = Record<string, string[]>;
+interface OperationObject {
+  operationId?: string;
+  'x-controller'?: string;
+  security?: SecurityRequirement[];
+  parameters?: ParameterOrRef[];
+}
+type PathItem = Partial<Record<Method, OperationObject>> & { parameters?: ParameterOrRef[] };
+
+/** The parts of a bundled OpenAPI document that binding reads. */
+export interface ApiDocument {
+  paths?: Record<string, PathItem>;
+  security?: SecurityRequirement[];
+  components?: { parameters?: Record<string, ParameterObject> };
+}
+
+export interface SpecOperation {
+  operationId: string;
+  controller: string;
+  method: (typeof methods)[number];
+  path: string;
+  public: boolean;
+  idempotencyKey: boolean;
+}
+
+/** Every operation of a (bundled) spec, with what binding and dispatch need to know of it. */
+export function specOperations(apiDoc: ApiDocument): SpecOperation[] {
+  const parameters = apiDoc.components?.parameters ?? {};
+  const resolve = (p: ParameterOrRef): ParameterObject | undefined =>
+    '$ref' in p ? parameters[p.$ref.split('/').pop() as string] : p;
+  const result: SpecOperation[] = [];
+  for (const [path, item] of Object.entries(apiDoc.paths ?? {})) {
+    for (const method of methods) {
+      const op = item[method];
+      if (!op) continue;
+      const security = op.security ?? apiDoc.security ?? [];
+      const params = [...(item.parameters ?? []), ...(op.parameters ?? [])].map(resolve);
+      result.push({
+        operationId: op.operationId ?? '',
+        controller: op['x-controller'] ?? '',
+        method,
+        path,
+        public: !security.some((requirement) => Object.keys(requirement).length > 0),
+        idempotencyKey: params.some((p) => p?.in === 'header' && p.name === 'Idempotency-Key'),
+      });
+    }
+  }
+  return result;
+}
+
+export class BindingError extends Error {
+  override name = 'BindingError';
+  constructor(readonly problems: string[]) {
+    super(`the spec and the controllers disagree:\n  ${problems.join('\n  ')}`);
+  }
+}
+
+export interface BoundOperation extends SpecOperation {
+  handler: AnyHandler;
+}
+
+export type ControllerModules = Record<string, Record<string, unknown>>;
+
+/**
+ * The custom resolver: binds each operationId to the function of that name exported by the module
+ * its `x-controller` names. Refuses (throws) unless every operation has a handler and every handler
+ * an operation, so the app cannot start half-bound.
+ */
+export function bindOperations(
+  apiDoc: ApiDocument,
+  controllers: ControllerModules,
+): Map<string, BoundOperation> {
+  const problems: string[] = [];
+  const bound = new Map<string, BoundOperation>();
+  const operations = specOperations(apiDoc);
+  for (const op of operations) {
+    const handler = controllers[op.controller]?.[op.operationId];
+    if (!op.operationId || !op.controller) {
+      problems.push(`${op.method.toUpperCase()} ${op.path} lacks an operationId or an x-controller`);
+    } else if (typeof handler !== 'function') {
+      problems.push(
+        `${op.operationId} (${op.method.toUpperCase()} ${op.path}) has no handler: src/controllers/${op.controller}.ts must export ${op.operationId}`,
+      );
+    } else if (bound.has(op.operationId)) {
+      problems.push(`operationId ${op.operationId} is used twice`);
+    } else {
+      bound.set(op.operationId, { ...op, handler: handler as AnyHandler });
+    }
+  }
+  for (const [controller, module] of Object.entries(controllers)) {
+    for (const [name, value] of Object.entries(module)) {
+      if (typeof value !== 'function') continue;
+      const op = bound.get(name);
+      if (!op || op.controller !== controller) {
+        problems.push(
+          `src/controllers/${controller}.ts exports ${name}, but no operation with x-controller ${controller} has that operationId`,
+        );
+      }
+    }
+  }
+  if (problems.length > 0) throw new BindingError(problems);
+  return bound;
+}
+
+const safeMethods = new Set(['GET', 'HEAD']);
+
+/** `Link: <…>; rel="next"`: the request's own URL with the next cursor. */
+function nextLink(req: Request, cursor: string): string {
+  const url = new URL(req.originalUrl, 'http://atrium.invalid');
+  url.searchParams.set('cursor', cursor);
+  return `<${url.pathname}${url.search}>; rel="next"`;
+}
+
+function etagMatches(ifNoneMatch: string | undefined, etag: string): boolean {
+  if (!ifNoneMatch) return false;
+  return ifNoneMatch.split(',').some((tag) => {
+    const t = tag.trim();
+    return t === '*' || t.replace(/^W\//, '') === etag;
+  });
+}
+
+/** Runs the controller of the matched operation and writes its reply. */
+export function createDispatcher(operations: Map<string, BoundOperation>, services: Services) {
+  return async function dispatch(req: Request, res: Response): Promise<void> {
+    const match = openapiMatch(req);
+    const op = match ? operations.get(match.schema.operationId) : undefined;
+    if (!match || !op) throw new Error(`no operation bound for ${req.method} ${req.path}`);
+    const { requestId, log, principal } = locals(res);
+    const ctx: PublicContext = {
+      services,
+      requestId,
+      log,
+      principal: principal ?? null,
+      clientIp: req.ip ?? '',
+    };
+    const input = {
+      params: match.pathParams,
+      query: req.query,
+      body: req.body,
+      headers: req.headers,
+    } as unknown as Parameters<AnyHandler>[0];
+
+    const key = op.idempotencyKey && principal ? req.get('Idempotency-Key') : undefined;
+    if (key && principal) {
+      const fingerprint = IdempotencyService.fingerprint(op.operationId, req.path, req.body);
+      const decision = await services.idempotency.begin(principal.user.id, key, fingerprint);
+      if (decision.kind === 'replay') {
+        const { status, headers, body } = decision.response;
+        res.status(status).set(headers).set('Idempotent-Replayed', 'true');
+        if (body === null) res.end();
+        else res.type('application/json').send(body);
+        return;
+      }
+    }
+
+    let reply;
+    try {
+      reply = await op.handler(input, ctx);
+    } catch (error) {
+      if (key && principal) await services.idempotency.abandon(principal.user.id, key);
+      throw error;
+    }
+
+    const headers: Record<string, string> = { ...reply.headers };
+    headers['Cache-Control'] = op.public ? 'no-cache' : 'private, no-store';
+    if (reply.etag) headers.ETag = reply.etag;
+    if (reply.location) headers.Location = reply.location;
+    const body = 'body' in reply ? reply.body : undefined;
+    const cursor = (body as { next_cursor?: unknown } | undefined)?.next_cursor;
+    if (typeof cursor === 'string') headers.Link = nextLink(req, cursor);
+    res.set(headers);
+
+    if (key && principal) {
+      await services.idempotency.complete(principal.user.id, key, {
+        status: reply.status,
+        headers,
+        body: body === undefined ? null : JSON.stringify(body),
+      });
+    }
+    if (reply.etag && safeMethods.has(req.method) && etagMatches(req.get('If-None-Match'), reply.etag)) {
+      res.status(304).end();
+    } else if (body === undefined) {
+      res.status(reply.status).end();
+    } else {
+      res.status(reply.status).json(body);
+    }
+  };
+}

@@ -1,0 +1,84 @@
+// The contract between the HTTP layer and controllers, typed from generated/: each controller
+// function receives the validated input of its operation and returns one of its documented replies.
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Logger } from 'pino';
+import type { operations } from '../../generated/openapi.js';
+import type { OperationId, operationIndex } from '../../generated/operations.js';
+import type { Principal } from '../services/principal.js';
+import type { Services } from '../services/index.js';
+
+export type { OperationId };
+type Op<K extends OperationId> = operations[K];
+
+type Empty = Record<string, never>;
+type Part<T, Where extends string> = Where extends keyof T
+  ? [NonNullable<T[Where]>] extends [never]
+    ? Empty
+    : NonNullable<T[Where]>
+  : Empty;
+
+export type PathParams<K extends OperationId> = Part<Op<K>['parameters'], 'path'>;
+export type QueryParams<K extends OperationId> = Part<Op<K>['parameters'], 'query'>;
+export type RequestBody<K extends OperationId> = [NonNullable<Op<K>['requestBody']>] extends [never]
+  ? undefined
+  : NonNullable<Op<K>['requestBody']> extends { content: { 'application/json': infer B } }
+    ? B
+    : never;
+
+type Responses<K extends OperationId> = Op<K>['responses'];
+type SuccessStatus<K extends OperationId> = Extract<keyof Responses<K>, 200 | 201 | 202 | 204>;
+type JsonBody<R> = R extends { content: { 'application/json': infer B } } ? B : undefined;
+
+interface ReplyMeta {
+  headers?: Record<string, string>;
+  /** The representation's version; sets `ETag` and answers 304 to a matching `If-None-Match`. */
+  etag?: string;
+  /** Sets `Location` (for 201 and 202). */
+  location?: string;
+}
+
+/** One of the operation's documented success responses, with its typed body. */
+export type Reply<K extends OperationId> = {
+  [S in SuccessStatus<K>]: JsonBody<Responses<K>[S]> extends undefined
+    ? { status: S } & ReplyMeta
+    : { status: S; body: JsonBody<Responses<K>[S]> } & ReplyMeta;
+}[SuccessStatus<K>];
+
+export interface OperationInput<K extends OperationId> {
+  params: PathParams<K>;
+  query: QueryParams<K>;
+  body: RequestBody<K>;
+  headers: IncomingHttpHeaders;
+}
+
+interface BaseContext {
+  services: Services;
+  requestId: string;
+  log: Logger;
+  /** The client's address (X-Forwarded-For is believed only from trusted proxies). */
+  clientIp: string;
+}
+
+export interface PublicContext extends BaseContext {
+  principal: Principal | null;
+}
+
+export interface AuthenticatedContext extends BaseContext {
+  principal: Principal;
+}
+
+/** Operations without security get a public context; all others an authenticated one. */
+export type ContextOf<K extends OperationId> = (typeof operationIndex)[K]['public'] extends true
+  ? PublicContext
+  : AuthenticatedContext;
+
+export type Handler<K extends OperationId> = (
+  input: OperationInput<K>,
+  ctx: ContextOf<K>,
+) => Promise<Reply<K>>;
+
+/** What the dispatcher calls: the same function with the types erased. */
+export type AnyHandler = (
+  input: OperationInput<OperationId>,
+  ctx: PublicContext,
+) => Promise<{ status: number; body?: unknown } & ReplyMeta>;

@@ -1,0 +1,114 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { createApp } from './app.js';
+import { bootstrapAdmin } from './bootstrap.js';
+import { readBuildInfo } from './build-info.js';
+import { systemClock, type Clock } from './clock.js';
+import type { Config } from './config.js';
+import { migrate, openDatabase, type Database } from './db/database.js';
+import { createLogger } from './log.js';
+import { createServices, type Services } from './services/index.js';
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  /** The admin token generated on first start, when no ATRIUM_ADMIN_TOKEN was configured. */
+  adminSecret: string | null;
+  services: Services;
+  database: Database;
+  /** Resolves once every catalog has been loaded (readiness). */
+  catalogsLoaded: Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  log?: Logger;
+  clock?: Clock;
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Opens and migrates the database, wires the services, makes sure there is an administrator, and
+ * listens. Catalogs load after listening: /healthz answers at once, /readyz once they are loaded.
+ */
+export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
+  const log = options.log ?? createLogger(config.log.level);
+  const clock = options.clock ?? systemClock;
+  const database = openDatabase(config.databaseUrl, config.dataDir);
+  let services: Services;
+  let adminSecret: string | null;
+  try {
+    await migrate(database);
+    services = createServices({ config, database, clock, log, build: readBuildInfo() });
+    adminSecret = await bootstrapAdmin(services, config.auth.adminToken);
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
+
+  let shuttingDown = false;
+  let loaded = false;
+  const app = createApp({
+    config,
+    database,
+    services,
+    log,
+    ready: async () =>
+      shuttingDown
+        ? { ready: false, reason: 'shutting down' }
+        : loaded
+          ? { ready: true }
+          : { ready: false, reason: 'catalogs are loading' },
+  });
+  const server = createServer(app);
+  try {
+    await listen(server, config.server.port, config.server.host);
+  } catch (error) {
+    await database.close();
+    throw error;
+  }
+  const { port } = server.address() as AddressInfo;
+  const url = `http://${config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host}:${port}`;
+  log.info({ url, database: database.location }, 'listening');
+
+  const catalogsLoaded = services.catalogs
+    .loadAll()
+    .catch((err: unknown) => log.error({ err }, 'catalogs failed to load'))
+    .finally(() => {
+      loaded = true;
+    });
+  const purge = setInterval(() => {
+    services.idempotency
+      .purgeExpired()
+      .catch((err: unknown) => log.warn({ err }, 'idempotency purge failed'));
+  }, 60 * 60_000);
+  purge.unref();
+
+  let closing: Promise<void> | null = null;
+  const close = () =>
+    (closing ??= (async () => {
+      shuttingDown = true;
+      clearInterval(purge);
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const grace = setTimeout(() => server.closeAllConnections(), config.server.shutdownGraceMs);
+      await closed;
+      clearTimeout(grace);
+      await catalogsLoaded;
+      await services.audit.flush();
+      await database.close();
+      log.info('stopped');
+    })());
+
+  return { url, port, adminSecret, services, database, catalogsLoaded, close };
+}

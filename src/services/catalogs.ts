@@ -1,0 +1,118 @@
+import type { Knex } from 'knex';
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
+import { iso } from '../clock.js';
+import type { CatalogSourceConfig } from '../config.js';
+import { notFound } from '../errors.js';
+import type { Engine } from '../db/database.js';
+import type { Page, PageRequest } from '../db/pagination.js';
+import * as q from '../db/catalogs.js';
+import type {
+  Catalog,
+  PackageDetail,
+  PackageFilter,
+  PackageSummary,
+  StoredPackageVersion,
+} from '../db/catalogs.js';
+import type { CatalogSource } from '../backends/catalog/source.js';
+import { requireAdmin, type Principal } from './principal.js';
+
+export interface CatalogServiceDeps {
+  db: Knex;
+  engine: Engine;
+  clock: Clock;
+  log: Logger;
+  catalogs: readonly CatalogSourceConfig[];
+  /** Opens the source of a configured catalog (a directory today). */
+  openSource: (catalog: CatalogSourceConfig) => CatalogSource;
+}
+
+export class CatalogService {
+  constructor(private readonly deps: CatalogServiceDeps) {}
+
+  /** At start-up: store the configured catalogs, then load each from its source. */
+  async loadAll(): Promise<void> {
+    await q.syncCatalogDefinitions(
+      this.deps.db,
+      this.deps.catalogs.map((c) => ({
+        id: c.id,
+        name: c.name,
+        description: c.description,
+        maintainer: c.maintainer,
+        source: c.path,
+      })),
+    );
+    for (const catalog of this.deps.catalogs) await this.load(catalog);
+  }
+
+  async refresh(principal: Principal, catalogId: string): Promise<Catalog> {
+    requireAdmin(principal);
+    const catalog = this.deps.catalogs.find((c) => c.id === catalogId);
+    if (!catalog) throw notFound('catalog', catalogId);
+    await this.load(catalog);
+    return this.get(catalogId);
+  }
+
+  list(page: PageRequest): Promise<Page<Catalog>> {
+    return q.listCatalogs(this.deps.db, page);
+  }
+
+  async get(catalogId: string): Promise<Catalog> {
+    const catalog = await q.findCatalog(this.deps.db, catalogId);
+    if (!catalog) throw notFound('catalog', catalogId);
+    return catalog;
+  }
+
+  async listPackages(
+    catalogId: string,
+    filter: PackageFilter,
+    page: PageRequest,
+  ): Promise<Page<PackageSummary>> {
+    await this.get(catalogId);
+    return q.listPackages(this.deps.db, catalogId, filter, page);
+  }
+
+  async getPackage(catalogId: string, name: string): Promise<PackageDetail> {
+    const found = await q.findPackage(this.deps.db, catalogId, name);
+    if (!found) throw notFound('package', `${catalogId}/${name}`);
+    return found;
+  }
+
+  /** One version; `latest` names the package's newest release. */
+  async getPackageVersion(catalogId: string, name: string, version: string): Promise<StoredPackageVersion> {
+    const { db } = this.deps;
+    const resolved = version === 'latest' ? await q.findLatestVersionName(db, catalogId, name) : version;
+    const found = resolved === null ? null : await q.findPackageVersion(db, catalogId, name, resolved);
+    if (!found) throw notFound('package version', `${catalogId}/${name}@${version}`);
+    return found;
+  }
+
+  private async load(catalog: CatalogSourceConfig): Promise<void> {
+    const { db, engine, clock, log } = this.deps;
+    const at = iso(clock());
+    try {
+      const contents = await this.deps.openSource(catalog).load();
+      const status = contents.issues.length > 0 ? 'degraded' : 'ok';
+      await q.replaceCatalogContents(db, engine, catalog.id, contents.packages, {
+        status,
+        issues: contents.issues,
+        refreshedAt: at,
+      });
+      log.info(
+        { catalog: catalog.id, packages: contents.packages.size, issues: contents.issues.length },
+        'catalog loaded',
+      );
+      for (const issue of contents.issues)
+        log.warn({ catalog: catalog.id, ...issue }, 'catalog manifest rejected');
+    } catch (error) {
+      // Catalogs are public: say what is wrong without revealing the server's paths.
+      const code = (error as { code?: string }).code;
+      const message =
+        code === 'ENOENT'
+          ? 'the catalog source directory does not exist'
+          : `cannot read the catalog source (${code ?? 'error'})`;
+      await q.markCatalogFailed(db, catalog.id, [{ file: '.', message }], at);
+      log.error({ catalog: catalog.id, err: error }, 'catalog source unreadable');
+    }
+  }
+}

@@ -1,0 +1,95 @@
+import type { Knex } from 'knex';
+import type { Clock } from '../clock.js';
+import { iso } from '../clock.js';
+import { DomainError, notFound, unauthorized, unprocessable } from '../errors.js';
+import type { Page, PageRequest } from '../db/pagination.js';
+import * as q from '../db/tokens.js';
+import type { ApiToken, TokenScope } from '../db/tokens.js';
+import type { User } from '../db/users.js';
+import { newId } from '../ids.js';
+import { hashSecret, newTokenSecret, secretPrefix } from '../auth/secrets.js';
+import type { Principal } from './principal.js';
+
+const lastUsedResolutionMs = 60_000;
+
+export interface TokenRequest {
+  name: string;
+  scopes?: TokenScope[] | undefined;
+  expiresAt?: string | undefined;
+}
+
+export class TokenService {
+  constructor(private readonly deps: { db: Knex; clock: Clock }) {}
+
+  /** Creates a token for the principal's user; it cannot carry scopes the principal lacks. */
+  async create(principal: Principal, request: TokenRequest): Promise<{ token: ApiToken; secret: string }> {
+    const scopes = request.scopes ?? ['read', 'write'];
+    const missing = scopes.filter((s) => !principal.scopes.includes(s));
+    if (missing.length > 0) {
+      throw new DomainError(
+        'insufficient-scope',
+        `a token cannot grant scopes its creator lacks: ${missing.join(', ')}`,
+      );
+    }
+    return this.issue(principal.user, { ...request, scopes });
+  }
+
+  /** Creates a token for a user, without a principal (command line, first start). */
+  async issue(
+    user: User,
+    request: TokenRequest,
+    secret = newTokenSecret(),
+  ): Promise<{ token: ApiToken; secret: string }> {
+    const now = this.deps.clock();
+    if (request.expiresAt !== undefined && Date.parse(request.expiresAt) <= now.getTime()) {
+      throw unprocessable('expires_at must be in the future');
+    }
+    const token: ApiToken = {
+      id: newId('tok'),
+      userId: user.id,
+      name: request.name,
+      prefix: secretPrefix(secret),
+      scopes: request.scopes ?? ['read', 'write'],
+      createdAt: iso(now),
+      expiresAt: request.expiresAt === undefined ? null : iso(new Date(request.expiresAt)),
+      lastUsedAt: null,
+      revokedAt: null,
+    };
+    await q.insertToken(this.deps.db, token, hashSecret(secret));
+    return { token, secret };
+  }
+
+  async exists(secret: string): Promise<boolean> {
+    return q.hasTokenWithHash(this.deps.db, hashSecret(secret));
+  }
+
+  list(principal: Principal, page: PageRequest): Promise<Page<ApiToken>> {
+    return q.listUserTokens(this.deps.db, principal.user.id, page);
+  }
+
+  async get(principal: Principal, tokenId: string): Promise<ApiToken> {
+    const token = await q.findUserToken(this.deps.db, principal.user.id, tokenId);
+    if (!token) throw notFound('token', tokenId);
+    return token;
+  }
+
+  async revoke(principal: Principal, tokenId: string): Promise<void> {
+    await this.get(principal, tokenId);
+    await q.revokeUserToken(this.deps.db, principal.user.id, tokenId, iso(this.deps.clock()));
+  }
+
+  /** The token and user a secret belongs to, if it is valid now. */
+  async authenticate(secret: string): Promise<{ token: ApiToken; user: User }> {
+    const found = await q.findTokenBySecretHash(this.deps.db, hashSecret(secret));
+    if (!found) throw unauthorized('the API token is not valid');
+    const { token } = found;
+    const now = this.deps.clock();
+    if (token.revokedAt) throw unauthorized('the API token has been revoked');
+    if (token.expiresAt && Date.parse(token.expiresAt) <= now.getTime())
+      throw unauthorized('the API token has expired');
+    if (!token.lastUsedAt || now.getTime() - Date.parse(token.lastUsedAt) > lastUsedResolutionMs) {
+      await q.touchToken(this.deps.db, token.id, iso(now));
+    }
+    return found;
+  }
+}
