@@ -17,7 +17,7 @@ build: dist/.built
 run: dist/.built
 	node dist/src/cli.js serve
 
-test: $(NODE_MODULES)
+test: dist/.built
 	npm run -s typecheck
 	bash scripts/test.sh
 

@@ -76,7 +76,7 @@ export function createApp(deps: AppDeps): Express {
     OpenApiValidator.middleware({
       apiSpec: structuredClone(apiDoc) as never,
       validateApiSpec: true,
-      validateRequests: { allowUnknownQueryParameters: false, coerceTypes: false },
+      validateRequests: { allowUnknownQueryParameters: false, coerceTypes: false, allErrors: true },
       validateResponses: config.validateResponses ? { removeAdditional: false } : false,
       validateSecurity: {
         handlers: {

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole suite: on SQLite always, and on PostgreSQL when one is reachable (or required).
+# Prints the closing line "N passed, M failed" from jest's JSON report.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${ATRIUM_TEST_DATABASE_URL:-}" ]; then
+  if node -e "require('net').connect(5432,'127.0.0.1').on('connect',()=>process.exit(0)).on('error',()=>process.exit(1))" 2>/dev/null; then
+    export ATRIUM_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres"
+  elif [ "${ATRIUM_TEST_REQUIRE_POSTGRES:-}" = "1" ]; then
+    echo "PostgreSQL is required (ATRIUM_TEST_REQUIRE_POSTGRES=1) but nothing answers on 127.0.0.1:5432" >&2
+    exit 1
+  else
+    echo "note: no PostgreSQL on 127.0.0.1:5432; running the SQLite half of the suite only" >&2
+  fi
+fi
+[ -n "${ATRIUM_TEST_DATABASE_URL:-}" ] && echo "PostgreSQL tests use ${ATRIUM_TEST_DATABASE_URL%%\?*}" >&2
+
+report=.test-results.json
+rm -f "$report"
+NODE_OPTIONS=--experimental-vm-modules npx jest --json --outputFile="$report" "$@"
+status=$?
+node scripts/test-summary.mjs "$report" || status=1
+exit $status
