@@ -193,7 +193,7 @@ describe.each(testEngines())('projects (%s)', (engine) => {
       await t.http
         .get('/api/v1/projects/vision')
         .set('Authorization', viewer.auth)
-        .set('If-None-Match', first.headers.etag)
+        .set('If-None-Match', String(first.headers.etag))
         .expect(304);
     });
 
@@ -238,7 +238,7 @@ describe.each(testEngines())('projects (%s)', (engine) => {
       const res = await t.http
         .patch('/api/v1/projects/vision')
         .set('Authorization', owner.auth)
-        .set('If-Match', before.headers.etag)
+        .set('If-Match', String(before.headers.etag))
         .send({ name: 'Computer vision' })
         .expect(200);
       expect(res.body.name).toBe('Computer vision');
@@ -288,7 +288,7 @@ describe.each(testEngines())('projects (%s)', (engine) => {
       const res = await t.http
         .patch('/api/v1/projects/vision')
         .set('Authorization', owner.auth)
-        .set('If-Match', current.headers.etag)
+        .set('If-Match', String(current.headers.etag))
         .send({ description: 'stale write' });
       expectProblem(res, 412, 'precondition-failed');
       const after = await t.http.get('/api/v1/projects/vision').set('Authorization', owner.auth);
@@ -619,7 +619,7 @@ describe.each(testEngines())('projects (%s)', (engine) => {
       const res = await t.http
         .patch('/api/v1/projects/vision/quota')
         .set('Authorization', admin.auth)
-        .set('If-Match', before.headers.etag)
+        .set('If-Match', String(before.headers.etag))
         .send({ limits: { services: 3, memory: '1536Mi', cpu: '2500m', gpu: null } })
         .expect(200);
       expect(res.body.limits).toEqual({
