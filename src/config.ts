@@ -79,7 +79,12 @@ const oidc = z
     jwksCooldownMs: z.number().int().min(0).default(30_000),
     clockToleranceSec: z.number().int().min(0).default(30),
   })
-  .strict();
+  .strict()
+  .refine((o) => o.audience !== null || o.clientId !== null, {
+    message:
+      'set an audience or a clientId: otherwise tokens the provider issues to any of its clients would be accepted',
+    path: ['audience'],
+  });
 
 const configSchema = z
   .object({
@@ -181,6 +186,9 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
+/** Whole numbers only: `Number()` would read " " as 0 and "1e3" as 1000. */
+const integer = (value: string): unknown => (/^[0-9]+$/.test(value.trim()) ? Number(value) : value);
+
 const list = (value: string) =>
   value
     .split(',')
@@ -195,7 +203,7 @@ export const environmentVariables: Record<
   ATRIUM_HOST: { path: ['server', 'host'], doc: 'Address to listen on (127.0.0.1).' },
   ATRIUM_PORT: {
     path: ['server', 'port'],
-    parse: Number,
+    parse: integer,
     doc: 'Port to listen on (8080; 0 picks a free port).',
   },
   ATRIUM_DATA_DIR: { path: ['dataDir'], doc: 'Where the SQLite database, files and logs live (./data).' },
@@ -281,7 +289,10 @@ function readConfigFile(file: string): ConfigInput {
   }
   if (parsed == null) return {};
   if (!isPlainObject(parsed)) throw new ConfigError(`configuration file ${file} must hold a mapping`);
-  // Catalog paths in a file are relative to the file.
+  // Paths in a file are relative to the file.
+  if (typeof parsed.dataDir === 'string' && !isAbsolute(parsed.dataDir)) {
+    parsed.dataDir = resolve(dirname(file), parsed.dataDir);
+  }
   const catalogs = parsed.catalogs;
   if (Array.isArray(catalogs)) {
     parsed.catalogs = catalogs.map((catalog: unknown) =>

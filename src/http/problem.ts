@@ -112,8 +112,18 @@ function bearerChallenge(kind: ProblemKind, detail: string): string {
   return `Bearer realm="atrium", error="invalid_token", error_description="${quoted}"`;
 }
 
-export function sendProblem(req: Request, res: Response, error: unknown): void {
+/**
+ * The validator wraps whatever our security handler threw into its own 401; the handler's error,
+ * kept on res.locals, is the real cause (a domain error, or an unexpected failure that must be a 500).
+ */
+function cause(error: unknown, res: Response): unknown {
+  const { authError } = locals(res);
+  return authError !== undefined && isEovError(error) ? authError : error;
+}
+
+export function sendProblem(req: Request, res: Response, thrown: unknown): void {
   const { log, requestId } = locals(res);
+  const error = cause(thrown, res);
   const translated = translate(error, req, res);
   const kind: ProblemKind = translated?.kind ?? 'internal';
   const { status, title } = problemKinds[kind];
@@ -138,6 +148,7 @@ export function sendProblem(req: Request, res: Response, error: unknown): void {
     return;
   }
   for (const [name, value] of Object.entries(translated?.headers ?? {})) res.setHeader(name, value);
+  if (status === 503 && !res.hasHeader('Retry-After')) res.setHeader('Retry-After', '5');
   if (status === 401) {
     res.setHeader(
       'WWW-Authenticate',

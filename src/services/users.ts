@@ -59,7 +59,7 @@ export class UserService {
       const changed =
         existing.name !== profile.name ||
         existing.email !== profile.email ||
-        JSON.stringify(existing.groups) !== JSON.stringify(profile.groups);
+        JSON.stringify([...existing.groups].sort()) !== JSON.stringify([...profile.groups].sort());
       if (!changed) return existing;
       await q.updateUserProfile(db, existing.id, profile, iso(clock()));
       return { ...existing, ...profile };

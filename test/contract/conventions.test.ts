@@ -179,6 +179,22 @@ describe('server errors', () => {
     }
   });
 
+  it('during authentication answer 500, not 401, without leaking the database error', async () => {
+    const logs = captureLogs();
+    const t = await createTestApp('sqlite', { log: logs.log });
+    try {
+      const { auth } = await t.login('alice');
+      await t.database.knex.schema.renameTable('api_tokens', 'api_tokens_gone');
+      const res = await t.http.get('/api/v1/me').set('Authorization', auth);
+      expectProblem(res, 500, 'internal');
+      expect(res.headers['www-authenticate']).toBeUndefined();
+      expect(JSON.stringify(res.body)).not.toMatch(/api_tokens|SQLITE|select/i);
+      expect(JSON.stringify(logs.lines().find((l) => l.log_id === res.body.log_id))).toMatch(/api_tokens/);
+    } finally {
+      await t.close();
+    }
+  });
+
   it('include responses that break the spec: response validation is on in tests', async () => {
     const t = await createTestApp('sqlite');
     try {
