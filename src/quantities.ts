@@ -5,10 +5,9 @@ const binary: Record<string, number> = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, 
 const decimal: Record<string, number> = { k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15 };
 
 export function parseCpu(quantity: string): number {
-  const match = /^([0-9]+(?:\.[0-9]{1,3})?)(m?)$/.exec(quantity);
+  const match = /^(?:([0-9]+(?:\.[0-9]{1,3})?)|([0-9]+)m)$/.exec(quantity);
   if (!match) throw new RangeError(`"${quantity}" is not a CPU quantity (2, 0.5, 500m)`);
-  const value = Number(match[1]);
-  return match[2] === 'm' ? Math.round(value) : Math.round(value * 1000);
+  return match[2] !== undefined ? Number(match[2]) : Math.round(Number(match[1]) * 1000);
 }
 
 export function formatCpu(millis: number): string {

@@ -57,11 +57,13 @@ const allowedHeaders =
 export function cors(origins: readonly string[]): RequestHandler {
   const allowed = new Set(origins);
   return (req, res, next) => {
+    if (allowed.size === 0) return next();
+    // Responses differ by Origin, allowed or not: caches must keep them apart.
+    res.vary('Origin');
     const origin = req.get('Origin');
     if (!origin || !allowed.has(origin)) return next();
     res.setHeader('Access-Control-Allow-Origin', origin);
     res.setHeader('Access-Control-Expose-Headers', exposedHeaders);
-    res.vary('Origin');
     if (req.method === 'OPTIONS' && req.get('Access-Control-Request-Method')) {
       res.setHeader('Access-Control-Allow-Methods', 'GET, POST, PUT, PATCH, DELETE');
       res.setHeader('Access-Control-Allow-Headers', allowedHeaders);
@@ -82,7 +84,8 @@ export function rateLimit(options: {
   burst: number;
   now?: () => number;
 }): RequestHandler {
-  const now = options.now ?? Date.now;
+  // A monotonic clock: a wall-clock step backwards must not lock clients out.
+  const now = options.now ?? (() => performance.now());
   const perMs = options.requestsPerMinute / 60_000;
   const buckets = new Map<string, { tokens: number; at: number }>();
   const maxBuckets = 50_000;
@@ -112,14 +115,15 @@ export function rateLimit(options: {
   };
 }
 
-function depthOf(value: unknown, limit: number, depth = 1): number {
-  if (depth > limit || value === null || typeof value !== 'object') return depth;
-  let max = depth;
+/** How deeply containers nest: a scalar is 0, `{}` is 1, `{"a": [1]}` is 2. Stops counting past `limit`. */
+function depthOf(value: unknown, limit: number): number {
+  if (value === null || typeof value !== 'object') return 0;
+  let deepest = 0;
   for (const child of Object.values(value)) {
-    max = Math.max(max, depthOf(child, limit, depth + 1));
-    if (max > limit) break;
+    deepest = Math.max(deepest, depthOf(child, limit - 1));
+    if (deepest >= limit) break;
   }
-  return max;
+  return deepest + 1;
 }
 
 /** Refuses JSON bodies nested deeper than `limit`, before any validator walks them. */

@@ -7,8 +7,11 @@ import type { CatalogContents, CatalogIssue, CatalogSource, LoadedVersion } from
 const maxManifestBytes = 256 * 1024;
 
 /**
- * A catalog in a directory: `<root>/<package>/<any>.yaml`, one manifest per version, named after the
- * package's directory. Anything else that looks like a manifest is reported, never silently skipped.
+ * A catalog in a directory: `<root>/<package>/<version>.yaml`, one manifest per version, in a
+ * directory named after the package. Other files of a package directory are the package's own
+ * (its program, its data, its YAML configuration). Symbolic links are followed, so a catalog
+ * mounted from a Kubernetes ConfigMap loads; dot-files are ignored. A manifest that cannot be used
+ * is reported as an issue, never silently skipped.
  */
 export class DirectoryCatalogSource implements CatalogSource {
   constructor(private readonly root: string) {}
@@ -16,17 +19,14 @@ export class DirectoryCatalogSource implements CatalogSource {
   async load(): Promise<CatalogContents> {
     const packages = new Map<string, LoadedVersion[]>();
     const issues: CatalogIssue[] = [];
-    const entries = await readdir(this.root, { withFileTypes: true });
-    for (const entry of entries.sort((a, b) => a.name.localeCompare(b.name))) {
-      if (entry.name.startsWith('.')) continue;
-      const path = join(this.root, entry.name);
-      if (entry.isFile() && isManifestName(entry.name)) {
-        issues.push({
-          file: entry.name,
-          message: 'manifests belong in a directory named after their package',
-        });
-      } else if (entry.isDirectory()) {
-        await this.loadPackageDir(entry.name, path, packages, issues);
+    for (const name of (await readdir(this.root)).sort()) {
+      if (name.startsWith('.')) continue;
+      const path = join(this.root, name);
+      const info = await stat(path).catch(() => null);
+      if (info?.isFile() && isYaml(name)) {
+        issues.push({ file: name, message: 'manifests belong in a directory named after their package' });
+      } else if (info?.isDirectory()) {
+        await this.loadPackageDir(name, path, packages, issues);
       }
     }
     return { packages, issues };
@@ -38,10 +38,7 @@ export class DirectoryCatalogSource implements CatalogSource {
     packages: Map<string, LoadedVersion[]>,
     issues: CatalogIssue[],
   ): Promise<void> {
-    const files = (await readdir(dir, { withFileTypes: true }))
-      .filter((f) => f.isFile() && isManifestName(f.name))
-      .map((f) => f.name)
-      .sort();
+    const files = (await readdir(dir)).filter(isManifestName).sort();
     for (const name of files) {
       const path = join(dir, name);
       const file = relative(this.root, path);
@@ -49,6 +46,9 @@ export class DirectoryCatalogSource implements CatalogSource {
         const spec = parseManifest(await readManifest(path));
         if (spec.name !== dirName) {
           throw new ManifestError(`name: "${spec.name}" must match its directory "${dirName}"`);
+        }
+        if (spec.version !== name.replace(/\.ya?ml$/, '')) {
+          throw new ManifestError(`version: ${spec.version} must match the file name "${name}"`);
         }
         await checkClusterFiles(dir, spec.run.cluster?.files ?? []);
         const versions = packages.get(spec.name) ?? [];
@@ -81,12 +81,14 @@ async function checkClusterFiles(dir: string, files: string[]): Promise<void> {
     throw new ManifestError(`run.cluster.files: more than ${maxClusterFilesBytes} bytes in all`);
 }
 
-function isManifestName(name: string): boolean {
-  return name.endsWith('.yaml') || name.endsWith('.yml');
-}
+const isYaml = (name: string) => /\.ya?ml$/.test(name);
+
+/** A version manifest is named after its version: `1.2.0.yaml` (anything starting with a digit). */
+const isManifestName = (name: string) => /^[0-9]/.test(name) && isYaml(name);
 
 async function readManifest(path: string): Promise<unknown> {
   const info = await stat(path);
+  if (!info.isFile()) throw new ManifestError('not a file');
   if (info.size > maxManifestBytes) throw new ManifestError(`larger than ${maxManifestBytes} bytes`);
   const text = await readFile(path, 'utf8');
   try {

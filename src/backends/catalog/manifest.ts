@@ -106,26 +106,35 @@ export class ManifestError extends Error {
   override name = 'ManifestError';
 }
 
-function newAjv(): Ajv2020 {
-  const ajv = new Ajv2020({ strict: true, allErrors: true, useDefaults: true });
+function newAjv(useDefaults = true): Ajv2020 {
+  const ajv = new Ajv2020({ strict: true, allErrors: true, useDefaults });
   addFormats.default(ajv);
   // `format: password` marks secrets: valid as any string, never returned or logged.
   ajv.addFormat('password', true);
   return ajv;
 }
 
-const ajv = newAjv();
+const rootId = 'atrium:options';
 
-/** Validates a JSON Schema for launch options and returns the options a launch gets by default. */
+/**
+ * Validates a JSON Schema for launch options and returns the options a launch gets by default.
+ * Each manifest gets its own Ajv instance, so that schemas with the same `$id` in two manifests
+ * (or the same manifest read twice) never collide.
+ */
 export function validateOptionsSchema(schema: Record<string, unknown>): Record<string, unknown> {
   if (schema.type !== 'object') throw new ManifestError('options: the schema must have `type: object`');
+  const ajv = newAjv();
+  const root = typeof schema.$id === 'string' ? schema : { ...schema, $id: rootId };
   let validate;
   try {
-    validate = ajv.compile(schema as AnySchema);
+    validate = ajv.compile(root as AnySchema);
   } catch (error) {
     throw new ManifestError(`options: not a valid JSON Schema: ${(error as Error).message}`);
   }
-  checkDefaults(schema, 'options');
+  // A second instance, without useDefaults, to check each default against its own subschema.
+  const checker = newAjv(false);
+  checker.compile(root as AnySchema);
+  checkDefaults(checker, root.$id as string, schema, '');
   const defaults: Record<string, unknown> = {};
   if (!validate(defaults)) {
     throw new ManifestError(
@@ -136,24 +145,50 @@ export function validateOptionsSchema(schema: Record<string, unknown>): Record<s
   return defaults;
 }
 
-/** Every `default` in the schema must validate against the schema it sits in. */
-function checkDefaults(schema: unknown, where: string): void {
-  if (schema === null || typeof schema !== 'object') return;
-  const node = schema as Record<string, unknown>;
-  if ('default' in node) {
-    const { default: value, ...rest } = node;
-    const check = newAjv().compile(rest as AnySchema);
-    if (!check(structuredClone(value))) {
+const subschemaKeywords = ['items', 'additionalProperties', 'not', 'if', 'then', 'else', 'contains'];
+const subschemaMaps = ['properties', '$defs', 'patternProperties'];
+const subschemaLists = ['allOf', 'anyOf', 'oneOf', 'prefixItems'];
+
+/** `/properties/limits/properties/rps` → `options.limits.rps`; `/properties/tags/items` → `options.tags[]`. */
+function fieldName(pointer: string): string {
+  const name = pointer
+    .replace(/\/properties\//g, '.')
+    .replace(/\/items/g, '[]')
+    .replace(/~1/g, '/')
+    .replace(/~0/g, '~');
+  return `options${name}`;
+}
+
+const escapePointer = (key: string) => key.replace(/~/g, '~0').replace(/\//g, '~1');
+
+/**
+ * Every `default` in the schema must validate against the schema it sits in. Each is checked with
+ * the subschema compiled in place (by JSON Pointer from the root), so `$ref`s resolve as they would.
+ */
+function checkDefaults(ajv: Ajv2020, id: string, node: unknown, pointer: string): void {
+  if (node === null || typeof node !== 'object' || Array.isArray(node)) return;
+  const schema = node as Record<string, unknown>;
+  if ('default' in schema) {
+    const check = ajv.getSchema(`${id}#${pointer}`);
+    if (!check) throw new ManifestError(`${fieldName(pointer)}: its default cannot be checked`);
+    if (!check(structuredClone(schema.default))) {
       throw new ManifestError(
-        `${where}: default ${JSON.stringify(value)} is invalid: ${ajv.errorsText(check.errors)}`,
+        `${fieldName(pointer)}: default ${JSON.stringify(schema.default)} is invalid: ${ajv.errorsText(check.errors)}`,
       );
     }
   }
-  const properties = node.properties;
-  if (properties && typeof properties === 'object') {
-    for (const [name, sub] of Object.entries(properties)) checkDefaults(sub, `${where}.${name}`);
+  for (const key of subschemaKeywords) checkDefaults(ajv, id, schema[key], `${pointer}/${key}`);
+  for (const key of subschemaMaps) {
+    const map = schema[key];
+    if (map && typeof map === 'object') {
+      for (const [name, sub] of Object.entries(map))
+        checkDefaults(ajv, id, sub, `${pointer}/${key}/${escapePointer(name)}`);
+    }
   }
-  if (node.items) checkDefaults(node.items, `${where}[]`);
+  for (const key of subschemaLists) {
+    const list = schema[key];
+    if (Array.isArray(list)) list.forEach((sub, i) => checkDefaults(ajv, id, sub, `${pointer}/${key}/${i}`));
+  }
 }
 
 const placeholder = /\$\{([^}]*)\}/g;
@@ -244,5 +279,7 @@ export function compareVersionsDescending(a: string, b: string): number {
 /** The version a launch gets by default: the highest release, or the highest pre-release if there is no release. */
 export function latestVersion(versions: string[]): string {
   const sorted = [...versions].sort(compareVersionsDescending);
-  return sorted.find((v) => semver.prerelease(v) === null) ?? (sorted[0] as string);
+  const latest = sorted.find((v) => semver.prerelease(v) === null) ?? sorted[0];
+  if (latest === undefined) throw new RangeError('a package has at least one version');
+  return latest;
 }
