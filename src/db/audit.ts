@@ -59,7 +59,7 @@ export async function listAuditEvents(
   if (filter.projectId) query.where({ project_id: filter.projectId });
   if (filter.operationId) query.where({ operation_id: filter.operationId });
   return keysetPage<AuditRow, AuditEvent>(query, page, {
-    list: 'audit-events',
+    list: `audit-events:${JSON.stringify([filter.userId ?? null, filter.projectId ?? null, filter.operationId ?? null])}`,
     keys: ['at', 'id'],
     direction: 'desc',
     keyOf: (row) => [row.at, row.id],

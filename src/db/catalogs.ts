@@ -85,6 +85,7 @@ export async function listCatalogs(db: Knex, page: PageRequest): Promise<Page<Ca
   return keysetPage<CatalogRow, Catalog>(db<CatalogRow>('catalogs').select('*'), page, {
     list: 'catalogs',
     keys: ['position', 'id'],
+    keyTypes: ['number', 'string'],
     direction: 'asc',
     keyOf: (row) => [toNumber(row.position), row.id],
     map: catalogFromRow,
@@ -235,7 +236,7 @@ export async function listPackages(
   if (filter.q)
     query.whereRaw("p.search_text like ? escape '\\'", [`%${escapeLike(filter.q.toLowerCase())}%`]);
   return keysetPage<PackageRow, PackageSummary>(query, page, {
-    list: `packages:${catalogId}`,
+    list: `packages:${JSON.stringify([catalogId, filter.keywords ?? [], filter.q ?? null])}`,
     keys: ['p.name'],
     direction: 'asc',
     keyOf: (row) => [row.name],

@@ -14,11 +14,17 @@ export interface Database {
 }
 
 export function engineOf(url: string): Engine {
-  return /^postgres(ql)?:\/\//.test(url) ? 'postgres' : 'sqlite';
+  return /^postgres(ql)?:\/\//i.test(url) ? 'postgres' : 'sqlite';
 }
 
 function redact(url: string): string {
-  return url.replace(/\/\/([^:/@]+):[^@]*@/, '//$1:***@');
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return url.replace(/\/\/[^/]*@/, '//***@');
+  }
 }
 
 /**

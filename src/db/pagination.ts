@@ -19,7 +19,9 @@ export function encodeCursor(list: string, key: KeyValue[]): string {
   return Buffer.from(JSON.stringify({ l: list, k: key })).toString('base64url');
 }
 
-export function decodeCursor(list: string, cursor: string, arity: number): KeyValue[] {
+export type KeyType = 'string' | 'number';
+
+export function decodeCursor(list: string, cursor: string, types: readonly KeyType[]): KeyValue[] {
   const invalid = new DomainError(
     'invalid-cursor',
     'the cursor was not issued for this list; start again without it',
@@ -34,8 +36,8 @@ export function decodeCursor(list: string, cursor: string, arity: number): KeyVa
   if (
     l !== list ||
     !Array.isArray(k) ||
-    k.length !== arity ||
-    !k.every((v) => typeof v === 'string' || typeof v === 'number')
+    k.length !== types.length ||
+    !k.every((v, i) => typeof v === types[i])
   ) {
     throw invalid;
   }
@@ -43,10 +45,15 @@ export function decodeCursor(list: string, cursor: string, arity: number): KeyVa
 }
 
 export interface KeysetOptions<Row, T> {
-  /** Names the list, so that a cursor of one list is refused by another. */
+  /**
+   * Names the list and whatever narrows it (owner, filters), so that a cursor of one list is
+   * refused by another.
+   */
   list: string;
   /** Sort columns (qualified if joined), all in one direction; the last must be unique. */
   keys: string[];
+  /** The type of each key, checked in a cursor before it reaches SQL (default: all strings). */
+  keyTypes?: KeyType[];
   direction: 'asc' | 'desc';
   /** Reads the sort key of a row, in the order of `keys`. */
   keyOf: (row: Row) => KeyValue[];
@@ -64,7 +71,7 @@ export async function keysetPage<Row, T>(
 ): Promise<Page<T>> {
   const { keys, direction } = options;
   if (page.cursor) {
-    const after = decodeCursor(options.list, page.cursor, keys.length);
+    const after = decodeCursor(options.list, page.cursor, options.keyTypes ?? keys.map(() => 'string'));
     const op = direction === 'asc' ? '>' : '<';
     const columns = keys.map(() => '??').join(', ');
     const values = keys.map(() => '?').join(', ');
@@ -90,7 +97,7 @@ export function arrayPage<T>(
 ): Page<T> {
   let start = 0;
   if (page.cursor) {
-    const [afterId] = decodeCursor(list, page.cursor, 1);
+    const [afterId] = decodeCursor(list, page.cursor, ['string']);
     start = all.findIndex((item) => idOf(item) === afterId) + 1;
     if (start === 0)
       throw new DomainError('invalid-cursor', 'the cursor names an item that no longer exists');

@@ -143,7 +143,7 @@ export async function listUserProjects(
     .select('p.*', 'm.role');
   if (filter.kind) query.where('p.kind', filter.kind);
   return keysetPage<ProjectRow, ProjectView>(query, page, {
-    list: 'projects',
+    list: `projects:${userId}:${filter.kind ?? ''}`,
     keys: ['p.id'],
     direction: 'asc',
     keyOf: (row) => [row.id],
@@ -164,7 +164,7 @@ export async function listAllProjects(
     .select('p.*', 'm.role');
   if (filter.kind) query.where('p.kind', filter.kind);
   return keysetPage<ProjectRow, ProjectView>(query, page, {
-    list: 'projects',
+    list: `all-projects:${filter.kind ?? ''}`,
     keys: ['p.id'],
     direction: 'asc',
     keyOf: (row) => [row.id],

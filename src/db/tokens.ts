@@ -109,7 +109,7 @@ export async function listUserTokens(db: Knex, userId: string, page: PageRequest
     db<TokenRow>('api_tokens').where({ user_id: userId }).select('*'),
     page,
     {
-      list: 'tokens',
+      list: `tokens:${userId}`,
       keys: ['created_at', 'id'],
       direction: 'desc',
       keyOf: (row) => [row.created_at, row.id],

@@ -46,8 +46,14 @@ export function userFromRow(row: UserRow): User {
   };
 }
 
+/** Lower-cased in JavaScript, which knows every alphabet (SQLite's lower() knows only ASCII). */
+function searchText(user: { username: string; name: string | null; email: string | null }): string {
+  return [user.username, user.name ?? '', user.email ?? ''].join('\n').toLowerCase();
+}
+
 export async function insertUser(db: Knex, user: User): Promise<void> {
   await db('users').insert({
+    search_text: searchText(user),
     id: user.id,
     username: user.username,
     name: user.name,
@@ -97,6 +103,10 @@ export async function updateUserProfile(
   const changes: Record<string, unknown> = { updated_at: at };
   if (profile.name !== undefined) changes.name = profile.name;
   if (profile.email !== undefined) changes.email = profile.email;
+  if (profile.name !== undefined || profile.email !== undefined) {
+    const current = await db('users').where({ id }).first('username', 'name', 'email');
+    if (current) changes.search_text = searchText({ ...current, ...changes });
+  }
   if (profile.groups !== undefined) changes.groups = JSON.stringify(profile.groups);
   if (profile.admin !== undefined) changes.is_admin = profile.admin;
   await db('users').where({ id }).update(changes);
@@ -112,17 +122,9 @@ export async function listUsers(
   page: PageRequest,
 ): Promise<Page<User>> {
   const query = db<UserRow>('users').select('*');
-  if (filter.q) {
-    const like = `%${escapeLike(filter.q.toLowerCase())}%`;
-    query.where((w) =>
-      w
-        .whereRaw("lower(username) like ? escape '\\'", [like])
-        .orWhereRaw("lower(coalesce(name, '')) like ? escape '\\'", [like])
-        .orWhereRaw("lower(coalesce(email, '')) like ? escape '\\'", [like]),
-    );
-  }
+  if (filter.q) query.whereRaw("search_text like ? escape '\\'", [`%${escapeLike(filter.q.toLowerCase())}%`]);
   return keysetPage<UserRow, User>(query, page, {
-    list: 'users',
+    list: `users:${filter.q ?? ''}`,
     keys: ['username'],
     direction: 'asc',
     keyOf: (row) => [row.username],

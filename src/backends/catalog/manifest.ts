@@ -59,7 +59,10 @@ const clusterRun = z
 export const manifestSchema = z
   .object({
     name: slug,
-    version: z.string().refine((v) => semver.valid(v) === v, 'must be a semantic version such as 1.2.0'),
+    version: z
+      .string()
+      .max(100)
+      .refine((v) => semver.valid(v) === v, 'must be a semantic version such as 1.2.0'),
     title: z.string().min(1).max(200),
     description: z.string().max(5000).default(''),
     icon: z.string().url().nullable().default(null),

@@ -15,6 +15,8 @@ export async function up(knex: Knex): Promise<void> {
     t.string('created_at', 30).notNullable();
     t.string('updated_at', 30).notNullable();
     t.string('last_seen_at', 30).nullable();
+    // Lower-cased username, name and email, for `q`.
+    t.text('search_text').notNullable().defaultTo('');
     t.unique(['oidc_issuer', 'oidc_subject']);
   });
 

@@ -24,7 +24,13 @@ describe('encodeCursor and decodeCursor', () => {
     ['text that needs escaping', ['a "quoted" / slashed \\ value', 'ünïcödé ✓', '']],
   ])('round-trips a key of %s', (_what, key) => {
     const cursor = encodeCursor('projects', key);
-    expect(decodeCursor('projects', cursor, key.length)).toEqual(key);
+    expect(
+      decodeCursor(
+        'projects',
+        cursor,
+        key.map((v) => (typeof v === 'number' ? 'number' : 'string')),
+      ),
+    ).toEqual(key);
   });
 
   it('writes a cursor that is safe in a URL without escaping', () => {
@@ -38,20 +44,34 @@ describe('encodeCursor and decodeCursor', () => {
 
   it('refuses a cursor issued for another list', () => {
     const cursor = encodeCursor('users', ['alice']);
-    expectInvalidCursor(() => decodeCursor('projects', cursor, 1));
+    expectInvalidCursor(() => decodeCursor('projects', cursor, ['string']));
+  });
+
+  it('refuses a cursor whose key parts have other types than the list sorts by', () => {
+    expectInvalidCursor(() =>
+      decodeCursor('catalogs', encodeCursor('catalogs', ['abc', 'x']), ['number', 'string']),
+    );
+    expect(decodeCursor('catalogs', encodeCursor('catalogs', [3, 'x']), ['number', 'string'])).toEqual([
+      3,
+      'x',
+    ]);
   });
 
   it('refuses a cursor with fewer or more key parts than the list sorts by', () => {
-    expectInvalidCursor(() => decodeCursor('projects', encodeCursor('projects', ['a']), 2));
-    expectInvalidCursor(() => decodeCursor('projects', encodeCursor('projects', ['a', 'b', 'c']), 2));
-    expectInvalidCursor(() => decodeCursor('projects', encodeCursor('projects', []), 1));
+    expectInvalidCursor(() =>
+      decodeCursor('projects', encodeCursor('projects', ['a']), ['string', 'string']),
+    );
+    expectInvalidCursor(() =>
+      decodeCursor('projects', encodeCursor('projects', ['a', 'b', 'c']), ['string', 'string']),
+    );
+    expectInvalidCursor(() => decodeCursor('projects', encodeCursor('projects', []), ['string']));
   });
 
   it('refuses text that is not base64url JSON', () => {
-    expectInvalidCursor(() => decodeCursor('projects', '!!!not base64!!!', 1));
-    expectInvalidCursor(() => decodeCursor('projects', base64url('not json'), 1));
-    expectInvalidCursor(() => decodeCursor('projects', base64url('{"l":"projects","k":["a"]'), 1));
-    expectInvalidCursor(() => decodeCursor('projects', '', 1));
+    expectInvalidCursor(() => decodeCursor('projects', '!!!not base64!!!', ['string']));
+    expectInvalidCursor(() => decodeCursor('projects', base64url('not json'), ['string']));
+    expectInvalidCursor(() => decodeCursor('projects', base64url('{"l":"projects","k":["a"]'), ['string']));
+    expectInvalidCursor(() => decodeCursor('projects', '', ['string']));
   });
 
   it.each([
@@ -66,16 +86,16 @@ describe('encodeCursor and decodeCursor', () => {
     ['a key holding a boolean', '{"l":"projects","k":[true]}'],
     ['a list name of another type', '{"l":["projects"],"k":["a"]}'],
   ])('refuses JSON that is %s', (_what, json) => {
-    expectInvalidCursor(() => decodeCursor('projects', base64url(json), 1));
+    expectInvalidCursor(() => decodeCursor('projects', base64url(json), ['string']));
   });
 
   it('accepts a hand-made cursor of the right shape, since cursors are only opaque, not signed', () => {
-    expect(decodeCursor('projects', base64url('{"l":"projects","k":["zzz"]}'), 1)).toEqual(['zzz']);
+    expect(decodeCursor('projects', base64url('{"l":"projects","k":["zzz"]}'), ['string'])).toEqual(['zzz']);
   });
 
   it('says how to recover in the detail of the error', () => {
     try {
-      decodeCursor('projects', encodeCursor('users', ['a']), 1);
+      decodeCursor('projects', encodeCursor('users', ['a']), ['string']);
     } catch (error) {
       expect((error as DomainError).detail).toMatch(/start again without it/);
       return;

@@ -265,6 +265,11 @@ describe('parseManifest', () => {
         /^version: must be a semantic version/,
       ],
       ['a version with a v prefix', (doc) => (doc.version = 'v1.2.0'), /^version: /],
+      [
+        'a valid semantic version longer than a database column holds',
+        (doc) => (doc.version = `1.0.0-${'a'.repeat(100)}`),
+        /^version: .*100/,
+      ],
       ['a missing title', (doc) => delete doc.title, /^title: /],
       ['an icon that is not a URL', (doc) => (doc.icon = 'icon.png'), /^icon: /],
       ['an unknown top-level field', (doc) => (doc.maintainer = 'me'), /^\(manifest\): .*"maintainer"/],
