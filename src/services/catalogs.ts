@@ -68,8 +68,10 @@ export class CatalogService {
     filter: PackageFilter,
     page: PageRequest,
   ): Promise<Page<PackageSummary>> {
-    await this.get(catalogId);
-    return q.listPackages(this.deps.db, catalogId, filter, page);
+    const result = await q.listPackages(this.deps.db, catalogId, filter, page);
+    // Only an empty page can hide an unknown catalog: look it up then, not on every request.
+    if (result.items.length === 0) await this.get(catalogId);
+    return result;
   }
 
   async getPackage(catalogId: string, name: string): Promise<PackageDetail> {

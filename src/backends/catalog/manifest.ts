@@ -119,33 +119,38 @@ function newAjv(useDefaults = true): Ajv2020 {
 
 const rootId = 'atrium:options';
 
-/**
- * Validates a JSON Schema for launch options and returns the options a launch gets by default.
- * Each manifest gets its own Ajv instance, so that schemas with the same `$id` in two manifests
- * (or the same manifest read twice) never collide.
- */
+// Two instances for every manifest: one applies defaults, the other (without useDefaults, which
+// refuses a `default` at the root of what it compiles) checks each default in place. Building an
+// instance compiles the draft 2020-12 meta-schema, so they are shared, and emptied after each
+// manifest so that the same `$id` in two manifests (or one read twice) never collides.
+const validator = newAjv(true);
+const checker = newAjv(false);
+
+/** Validates a JSON Schema for launch options and returns the options a launch gets by default. */
 export function validateOptionsSchema(schema: Record<string, unknown>): Record<string, unknown> {
   if (schema.type !== 'object') throw new ManifestError('options: the schema must have `type: object`');
-  const ajv = newAjv();
   const root = typeof schema.$id === 'string' ? schema : { ...schema, $id: rootId };
-  let validate;
   try {
-    validate = ajv.compile(root as AnySchema);
-  } catch (error) {
-    throw new ManifestError(`options: not a valid JSON Schema: ${(error as Error).message}`);
+    let validate;
+    try {
+      validate = validator.compile(root as AnySchema);
+      checker.compile(root as AnySchema);
+    } catch (error) {
+      throw new ManifestError(`options: not a valid JSON Schema: ${(error as Error).message}`);
+    }
+    checkDefaults(checker, root.$id as string, schema, '');
+    const defaults: Record<string, unknown> = {};
+    if (!validate(defaults)) {
+      throw new ManifestError(
+        `options: the defaults do not validate (${validator.errorsText(validate.errors, { dataVar: 'defaults' })}); ` +
+          'give every required option a default',
+      );
+    }
+    return defaults;
+  } finally {
+    validator.removeSchema();
+    checker.removeSchema();
   }
-  // A second instance, without useDefaults, to check each default against its own subschema.
-  const checker = newAjv(false);
-  checker.compile(root as AnySchema);
-  checkDefaults(checker, root.$id as string, schema, '');
-  const defaults: Record<string, unknown> = {};
-  if (!validate(defaults)) {
-    throw new ManifestError(
-      `options: the defaults do not validate (${ajv.errorsText(validate.errors, { dataVar: 'defaults' })}); ` +
-        'give every required option a default',
-    );
-  }
-  return defaults;
 }
 
 const subschemaKeywords = ['items', 'additionalProperties', 'not', 'if', 'then', 'else', 'contains'];
