@@ -21,7 +21,9 @@ const verbs = [
 ];
 const isError = (code) => code === 'default' || /^[45]\d\d$/.test(code);
 const usesShared = (params, name) =>
-  (params ?? []).some((p) => typeof p.$ref === 'string' && new RegExp(`parameters/${name}(\\.yaml)?$`).test(p.$ref));
+  (params ?? []).some(
+    (p) => typeof p.$ref === 'string' && new RegExp(`parameters/${name}(\\.yaml)?$`).test(p.$ref),
+  );
 
 function operationBinding() {
   return {
