@@ -244,6 +244,223 @@ export interface paths {
         patch: operations["updateProjectQuota"];
         trace?: never;
     };
+    "/projects/{projectId}/services": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * List a project's services
+         * @description The services you can see in the project (yours, the shared ones, all of them for project
+         *     owners), newest first. Filter by `status` (repeatable) and `package`.
+         */
+        get: operations["listServices"];
+        put?: never;
+        /**
+         * Launch a service
+         * @description Launches a version of a catalog package into the project. The options are validated against the
+         *     version's options schema, the resources are admitted against the project's quota in the same
+         *     transaction as the service is recorded (a refusal is a `quota-exceeded` problem), and the
+         *     launch proceeds as an operation: 202 with its `Location`. With `dryRun=true`, nothing is
+         *     created: the answer is the rendered run spec and what the launch would take from the quota.
+         *     Members and owners of the project may launch.
+         */
+        post: operations["launchService"];
+        /**
+         * Delete many services
+         * @description Deletes every service of the project you may delete, or only those with the given `status` or
+         *     `package`. One operation follows them all; its result lists the services deleted.
+         */
+        delete: operations["deleteServices"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/services/{serviceId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Get a service
+         * @description Its status, tasks and endpoints. Secret options are never returned.
+         */
+        get: operations["getService"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a service
+         * @description Stops it, releases its quota and removes it, as an operation (202).
+         */
+        delete: operations["deleteService"];
+        options?: never;
+        head?: never;
+        /**
+         * Rename, share, suspend or resume a service
+         * @description Renaming and sharing answer 200 at once. Suspending or resuming is an operation: 202 with its
+         *     `Location`. Resuming admits the service's resources against the quota again. Its owner, the
+         *     project's owners and administrators may change a service.
+         */
+        patch: operations["updateService"];
+        trace?: never;
+    };
+    "/projects/{projectId}/services/{serviceId}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Read a service's logs
+         * @description What its processes wrote to stdout and stderr, one line per line, oldest first, kept after they
+         *     exit (up to a size cap). `follow=true` keeps the response open and streams new lines.
+         */
+        get: operations["getServiceLogs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/services/{serviceId}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Follow a service's events
+         * @description Server-Sent Events: everything that happened to the service (admitted, starting, running,
+         *     restarted, failed, suspended …), stored and numbered, then new ones as they happen.
+         */
+        get: operations["followServiceEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/operations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List my operations
+         * @description The operations you started, newest first; administrators may pass `all=true`.
+         */
+        get: operations["listOperations"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/operations/{operationId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An operation identifier. */
+                operationId: components["parameters"]["OperationId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Get an operation
+         * @description Whether it is done, its progress, and its error or result. `Prefer: wait=N` holds the answer
+         *     until it is done or N seconds have passed. Visible to whoever started it, to the members of its
+         *     project, and to administrators.
+         */
+        get: operations["getOperation"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/operations/{operationId}/cancellation": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An operation identifier. */
+                operationId: components["parameters"]["OperationId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel an operation
+         * @description Stops a running operation where that can be undone: a launch is abandoned and its service
+         *     removed. Deletions cannot be cancelled (409). Cancelling a finished operation is a 409 too.
+         */
+        post: operations["cancelOperation"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/operations/{operationId}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An operation identifier. */
+                operationId: components["parameters"]["OperationId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Follow an operation's events
+         * @description Server-Sent Events of its progress; the stream ends once the operation is done.
+         */
+        get: operations["followOperationEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/regions": {
         parameters: {
             query?: never;
@@ -518,6 +735,9 @@ export interface components {
          *     | `method-not-allowed` | 405 | the path exists but not with this method |
          *     | `conflict` | 409 | the request conflicts with the current state (duplicate id, last owner …) |
          *     | `idempotency-in-progress` | 409 | a request with the same `Idempotency-Key` is still being processed |
+         *     | `quota-exceeded` | 409 | the project's quota has no room: `resource`, `requested`, `usage` and `limit` say which |
+         *     | `launch-failed` | — | (in an operation's `error`) the service could not start: see `exit_code`, `log_tail` |
+         *     | `cancelled` | — | (in an operation's `error`) the operation was cancelled |
          *     | `precondition-failed` | 412 | `If-Match` names a version that is no longer current |
          *     | `payload-too-large` | 413 | the body is larger than the configured limit |
          *     | `unsupported-media-type` | 415 | the body's media type is not accepted here |
@@ -786,6 +1006,213 @@ export interface components {
             limits: components["schemas"]["QuotaLimitsUpdate"];
         };
         /**
+         * @description `pending` admitted, not started yet; `starting` started, not ready yet (also while restarting);
+         *     `running` ready and serving; `suspending`/`suspended` being stopped / stopped on request, keeping
+         *     its settings; `failed` could not start or crashed too often (see `message`, `exit_code`,
+         *     `log_tail`); `lost` its process vanished while Atrium was not watching (after a restart);
+         *     `deleting` being removed. Only `pending`, `starting`, `running` and `suspending` hold cpu, memory
+         *     and gpu quota; every status but `failed`, `lost` and `deleting` holds a service slot.
+         * @enum {string}
+         */
+        ServiceStatus: "pending" | "starting" | "running" | "suspending" | "suspended" | "failed" | "lost" | "deleting";
+        /**
+         * PackageResources
+         * @description What one instance of the package reserves from its project's quota.
+         */
+        PackageResources: {
+            cpu: components["schemas"]["CpuQuantity"];
+            memory: components["schemas"]["ByteQuantity"];
+            gpu: number;
+        };
+        /**
+         * ServiceTask
+         * @description One running unit of a service (a process on the local runtime, a pod on Kubernetes).
+         */
+        ServiceTask: {
+            id: string;
+            /** @enum {string} */
+            status: "waiting" | "running" | "terminated";
+            ready: boolean;
+            restarts: number;
+            containers: {
+                name: string;
+                ready: boolean;
+                /** @enum {string} */
+                state: "waiting" | "running" | "terminated";
+                reason: string | null;
+                exit_code: number | null;
+                started_at: components["schemas"]["Timestamp"] | null;
+            }[];
+        };
+        /** ServiceEndpoint */
+        ServiceEndpoint: {
+            /** @description The name of the port in the package's run spec. */
+            port: string;
+            /** @enum {string} */
+            protocol: "http" | "tcp";
+            /** @description Where to reach it, for example `http://127.0.0.1:41234`. */
+            url: string;
+        };
+        /**
+         * Service
+         * @description A package version launched into a project.
+         */
+        Service: {
+            id: components["schemas"]["ResourceId"];
+            project_id: components["schemas"]["Slug"];
+            region_id: components["schemas"]["Slug"];
+            name: string;
+            catalog_id: components["schemas"]["Slug"];
+            package: components["schemas"]["Slug"];
+            version: string;
+            status: components["schemas"]["ServiceStatus"];
+            /**
+             * @description What Atrium is working towards.
+             * @enum {string}
+             */
+            desired_state: "running" | "suspended" | "deleted";
+            /** @description Visible to every member of the project (otherwise to its owner and the project's owners). */
+            shared: boolean;
+            owner: components["schemas"]["UserSummary"];
+            resources: components["schemas"]["PackageResources"];
+            /** @description The options it was launched with; options marked `format: password` are left out. */
+            options: {
+                [key: string]: unknown;
+            };
+            /** @description The names of the secret options that are set (their values are never returned). */
+            secret_options: string[];
+            tasks: components["schemas"]["ServiceTask"][];
+            endpoints: components["schemas"]["ServiceEndpoint"][];
+            /** @description Why it is in its status, when there is something to say. */
+            message: string | null;
+            /** @description The exit code of its last process exit, if any. */
+            exit_code: number | null;
+            /** @description The last lines of its log when it failed; empty otherwise. */
+            log_tail: string[];
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+            started_at: components["schemas"]["Timestamp"] | null;
+        };
+        /** ServiceList */
+        ServiceList: {
+            items: components["schemas"]["Service"][];
+            next_cursor: components["schemas"]["NextCursor"];
+        };
+        /** ServiceLaunch */
+        ServiceLaunch: {
+            catalog_id: components["schemas"]["Slug"];
+            package: components["schemas"]["Slug"];
+            /** @description A version of the package; its newest release when omitted (or `latest`). */
+            version?: string;
+            /** @description A display name; the package's name when omitted. */
+            name?: string;
+            /**
+             * @description Validated against the package version's options schema; its defaults fill the rest.
+             * @default {}
+             */
+            options: {
+                [key: string]: unknown;
+            };
+            /** @default false */
+            shared: boolean;
+        };
+        /**
+         * QuotaDelta
+         * @description What a launch would take from its project's quota.
+         */
+        QuotaDelta: {
+            cpu: components["schemas"]["CpuQuantity"];
+            memory: components["schemas"]["ByteQuantity"];
+            gpu: number;
+            services: number;
+        };
+        /**
+         * ServiceDryRun
+         * @description What a launch would create and take from the quota; nothing was created.
+         */
+        ServiceDryRun: {
+            service: {
+                name: string;
+                catalog_id: string;
+                package: string;
+                version: string;
+                options: {
+                    [key: string]: unknown;
+                };
+                secret_options: string[];
+                resources: components["schemas"]["PackageResources"];
+                shared: boolean;
+                region_id: string;
+            };
+            /** @description The rendered run spec of the region's backend (secret values replaced by `********`). */
+            run: {
+                /** @enum {string} */
+                backend: "local" | "kubernetes";
+                spec: {
+                    [key: string]: unknown;
+                };
+            };
+            quota: {
+                delta: components["schemas"]["QuotaDelta"];
+                usage: components["schemas"]["QuotaValues"];
+                limits: components["schemas"]["QuotaValues"];
+                admissible: boolean;
+                /** @description The resources the launch would take past their limit. */
+                exceeded: string[];
+            };
+        };
+        /**
+         * Operation
+         * @description A long action (launch, delete, suspend…), followed until it is done.
+         */
+        Operation: {
+            id: components["schemas"]["ResourceId"];
+            /** @enum {string} */
+            kind: "launch-service" | "delete-service" | "suspend-service" | "resume-service" | "delete-services";
+            project_id: string | null;
+            /** @description What it acts on. */
+            target: {
+                /** @enum {string} */
+                type: "service" | "project";
+                id: string;
+            } | null;
+            /** @enum {string} */
+            status: "running" | "succeeded" | "failed" | "cancelled";
+            done: boolean;
+            progress: number;
+            /** @description What it is doing now, or how it ended. */
+            message: string | null;
+            /** @description Why it failed or was cancelled, as a problem document. */
+            error: components["schemas"]["Problem"] | null;
+            /** @description What it produced, once it succeeded (for example `{"service_id": …}`). */
+            result: {
+                [key: string]: unknown;
+            } | null;
+            created_by: components["schemas"]["ResourceId"];
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+            finished_at: components["schemas"]["Timestamp"] | null;
+        };
+        /** ServiceUpdate */
+        ServiceUpdate: {
+            name?: string;
+            shared?: boolean;
+            /** @description `true` stops the service and frees its cpu, memory and gpu; `false` starts it again (admitted against the quota). */
+            suspended?: boolean;
+        };
+        /**
+         * EventStream
+         * @description A Server-Sent Events stream (`text/event-stream`). Every event has an `id` (its sequence number),
+         *     an `event` type and JSON `data` of the shape of `Event`. Reconnect with `Last-Event-ID` to get
+         *     everything after that id: events are stored, so nothing is missed across a server restart.
+         */
+        EventStream: string;
+        /** OperationList */
+        OperationList: {
+            items: components["schemas"]["Operation"][];
+            next_cursor: components["schemas"]["NextCursor"];
+        };
+        /**
          * Region
          * @description A configured place to run services and jobs.
          */
@@ -921,15 +1348,6 @@ export interface components {
                 version: string;
                 title: string;
             }[];
-        };
-        /**
-         * PackageResources
-         * @description What one instance of the package reserves from its project's quota.
-         */
-        PackageResources: {
-            cpu: components["schemas"]["CpuQuantity"];
-            memory: components["schemas"]["ByteQuantity"];
-            gpu: number;
         };
         /** PortSpec */
         PortSpec: {
@@ -1102,6 +1520,26 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description Accepted; follow the operation at `Location`. */
+        Accepted: {
+            headers: {
+                Location: components["headers"]["Location"];
+                "Preference-Applied": components["headers"]["PreferenceApplied"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Operation"];
+            };
+        };
+        /** @description A stream of Server-Sent Events. */
+        EventStream: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "text/event-stream": components["schemas"]["EventStream"];
+            };
+        };
     };
     parameters: {
         /** @description Page size. Defaults to 20; at most 200. */
@@ -1122,6 +1560,19 @@ export interface components {
         ProjectId: components["schemas"]["Slug"];
         /** @description The `ETag` the change is based on; the request fails with 412 when the resource has changed since. */
         IfMatch: string;
+        /**
+         * @description `wait=N` (RFC 7240): hold the response up to N seconds (at most 60) until the operation is done,
+         *     so that the answer already says how it ended. `Preference-Applied` confirms it.
+         */
+        PreferWait: string;
+        /** @description A service identifier. */
+        ServiceId: components["schemas"]["ResourceId"];
+        /** @description Resume after this event id (sent by EventSource clients on reconnection). */
+        LastEventId: string;
+        /** @description Keep the stream open for new events (default); `false` ends it after the stored ones. */
+        Follow: boolean;
+        /** @description An operation identifier. */
+        OperationId: components["schemas"]["ResourceId"];
         /** @description A region identifier. */
         RegionId: components["schemas"]["Slug"];
         /** @description A catalog identifier. */
@@ -1143,6 +1594,8 @@ export interface components {
         Location: string;
         /** @description The current version of the resource; send it back in `If-Match` to update safely. */
         ETag: string;
+        /** @description `wait=N` when the server waited for the operation as asked by `Prefer`. */
+        PreferenceApplied: string;
     };
     pathItems: never;
 }
@@ -1721,6 +2174,417 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             412: components["responses"]["PreconditionFailed"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listServices: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+                status?: components["schemas"]["ServiceStatus"][];
+                package?: components["schemas"]["Slug"];
+            };
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of services. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServiceList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    launchService: {
+        parameters: {
+            query?: {
+                /** @description Validate and render only; create nothing. */
+                dryRun?: boolean;
+            };
+            header?: {
+                /**
+                 * @description A client-chosen unique key. Repeating a request with the same key replays the first response
+                 *     (marked `Idempotent-Replayed: true`); reusing it with a different request is a 422.
+                 *     Keys are kept for 24 hours.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /**
+                 * @description `wait=N` (RFC 7240): hold the response up to N seconds (at most 60) until the operation is done,
+                 *     so that the answer already says how it ended. `Preference-Applied` confirms it.
+                 */
+                Prefer?: components["parameters"]["PreferWait"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ServiceLaunch"];
+            };
+        };
+        responses: {
+            /** @description The dry run (with `dryRun=true`). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServiceDryRun"];
+                };
+            };
+            202: components["responses"]["Accepted"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            422: components["responses"]["UnprocessableContent"];
+            default: components["responses"]["Error"];
+        };
+    };
+    deleteServices: {
+        parameters: {
+            query?: {
+                status?: components["schemas"]["ServiceStatus"][];
+                package?: components["schemas"]["Slug"];
+            };
+            header?: {
+                /**
+                 * @description `wait=N` (RFC 7240): hold the response up to N seconds (at most 60) until the operation is done,
+                 *     so that the answer already says how it ended. `Preference-Applied` confirms it.
+                 */
+                Prefer?: components["parameters"]["PreferWait"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            202: components["responses"]["Accepted"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getService: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The service. */
+            200: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Service"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    deleteService: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The `ETag` the change is based on; the request fails with 412 when the resource has changed since. */
+                "If-Match"?: components["parameters"]["IfMatch"];
+                /**
+                 * @description `wait=N` (RFC 7240): hold the response up to N seconds (at most 60) until the operation is done,
+                 *     so that the answer already says how it ended. `Preference-Applied` confirms it.
+                 */
+                Prefer?: components["parameters"]["PreferWait"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            202: components["responses"]["Accepted"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            412: components["responses"]["PreconditionFailed"];
+            default: components["responses"]["Error"];
+        };
+    };
+    updateService: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The `ETag` the change is based on; the request fails with 412 when the resource has changed since. */
+                "If-Match"?: components["parameters"]["IfMatch"];
+                /**
+                 * @description `wait=N` (RFC 7240): hold the response up to N seconds (at most 60) until the operation is done,
+                 *     so that the answer already says how it ended. `Preference-Applied` confirms it.
+                 */
+                Prefer?: components["parameters"]["PreferWait"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ServiceUpdate"];
+            };
+        };
+        responses: {
+            /** @description The updated service. */
+            200: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Service"];
+                };
+            };
+            202: components["responses"]["Accepted"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            412: components["responses"]["PreconditionFailed"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getServiceLogs: {
+        parameters: {
+            query?: {
+                /** @description The task to read (its only task by default). */
+                task?: string;
+                /** @description The container to read (its only container by default). */
+                container?: string;
+                /** @description Only the last N lines. */
+                tail?: number;
+                /** @description Only lines written at or after this time. */
+                since?: components["schemas"]["Timestamp"];
+                /** @description Start every line with the time it was written. */
+                timestamps?: boolean;
+                /** @description Keep streaming new lines until the service stops or the client goes away. */
+                follow?: boolean;
+            };
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The log lines. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    followServiceEvents: {
+        parameters: {
+            query?: {
+                /** @description Keep the stream open for new events (default); `false` ends it after the stored ones. */
+                follow?: components["parameters"]["Follow"];
+            };
+            header?: {
+                /** @description Resume after this event id (sent by EventSource clients on reconnection). */
+                "Last-Event-ID"?: components["parameters"]["LastEventId"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["EventStream"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listOperations: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+                project_id?: components["schemas"]["Slug"];
+                status?: "running" | "succeeded" | "failed" | "cancelled";
+                /** @description Everyone's operations (administrators only). */
+                all?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of operations. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["OperationList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getOperation: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description `wait=N` (RFC 7240): hold the response up to N seconds (at most 60) until the operation is done,
+                 *     so that the answer already says how it ended. `Preference-Applied` confirms it.
+                 */
+                Prefer?: components["parameters"]["PreferWait"];
+            };
+            path: {
+                /** @description An operation identifier. */
+                operationId: components["parameters"]["OperationId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The operation. */
+            200: {
+                headers: {
+                    "Preference-Applied": components["headers"]["PreferenceApplied"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Operation"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    cancelOperation: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description `wait=N` (RFC 7240): hold the response up to N seconds (at most 60) until the operation is done,
+                 *     so that the answer already says how it ended. `Preference-Applied` confirms it.
+                 */
+                Prefer?: components["parameters"]["PreferWait"];
+            };
+            path: {
+                /** @description An operation identifier. */
+                operationId: components["parameters"]["OperationId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            202: components["responses"]["Accepted"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            default: components["responses"]["Error"];
+        };
+    };
+    followOperationEvents: {
+        parameters: {
+            query?: {
+                /** @description Keep the stream open for new events (default); `false` ends it after the stored ones. */
+                follow?: components["parameters"]["Follow"];
+            };
+            header?: {
+                /** @description Resume after this event id (sent by EventSource clients on reconnection). */
+                "Last-Event-ID"?: components["parameters"]["LastEventId"];
+            };
+            path: {
+                /** @description An operation identifier. */
+                operationId: components["parameters"]["OperationId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["EventStream"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
             default: components["responses"]["Error"];
         };
     };

@@ -18,6 +18,7 @@ const verbs = [
   'download',
   'upload',
   'follow',
+  'launch',
 ];
 const isError = (code) => code === 'default' || /^[45]\d\d$/.test(code);
 const usesShared = (params, name) =>
