@@ -41,6 +41,8 @@ export interface AppDeps {
   log: Logger;
   /** Readiness beyond the database: catalogs loaded, not shutting down. */
   ready: () => Promise<{ ready: boolean; reason?: string }>;
+  /** Aborted when the server shuts down: open streams and waits end then. */
+  shutdown?: AbortSignal;
   /** The spec and the controllers, replaceable to test binding and to benchmark larger specs. */
   apiDoc?: ApiDocument & Record<string, unknown>;
   controllers?: ControllerModules;
@@ -104,7 +106,7 @@ export function createApp(deps: AppDeps): Express {
       fileUploader: false,
     }),
   );
-  const dispatch = createDispatcher(operations, services);
+  const dispatch = createDispatcher(operations, services, deps.shutdown ?? new AbortController().signal);
   app.use((req, res, next) => (openapiMatch(req) ? dispatch(req, res) : next()));
   app.use(notFoundHandler);
   app.use(problemMiddleware);

@@ -151,6 +151,32 @@ const configSchema = z
         path: demoCatalogPath,
       },
     ]),
+    localRuntime: z
+      .object({
+        readinessTimeoutMs: z.number().int().min(100).default(60_000),
+        stopGraceMs: z.number().int().min(0).default(10_000),
+        logMaxBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .default(5 * 1024 * 1024),
+        enforceLimits: z.boolean().default(true),
+        restart: z
+          .object({
+            maxRestarts: z.number().int().min(0).default(5),
+            windowMs: z
+              .number()
+              .int()
+              .min(1000)
+              .default(10 * 60_000),
+            initialBackoffMs: z.number().int().min(10).default(1000),
+            maxBackoffMs: z.number().int().min(10).default(30_000),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -12,6 +12,7 @@ export const problemKinds = {
   'method-not-allowed': { status: 405, title: 'Method not allowed' },
   conflict: { status: 409, title: 'Conflict with the current state' },
   'idempotency-in-progress': { status: 409, title: 'A request with this Idempotency-Key is in progress' },
+  'quota-exceeded': { status: 409, title: "The project's quota has no room for this" },
   'precondition-failed': { status: 412, title: 'The resource has changed' },
   'payload-too-large': { status: 413, title: 'Request body too large' },
   'unsupported-media-type': { status: 415, title: 'Unsupported media type' },

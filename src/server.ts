@@ -51,6 +51,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     await migrate(database);
     services = createServices({ config, database, clock, log, build: readBuildInfo() });
     adminSecret = await bootstrapAdmin(services, config.auth.adminToken);
+    // Adopt what runs, report what vanished, resume unfinished work: before taking requests.
+    await services.serviceController.start();
   } catch (error) {
     await database.close();
     throw error;
@@ -58,11 +60,13 @@ export async function startServer(config: Config, options: StartOptions = {}): P
 
   let shuttingDown = false;
   let loaded = false;
+  const shutdown = new AbortController();
   const app = createApp({
     config,
     database,
     services,
     log,
+    shutdown: shutdown.signal,
     ready: async () =>
       shuttingDown
         ? { ready: false, reason: 'shutting down' }
@@ -99,12 +103,16 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     (closing ??= (async () => {
       shuttingDown = true;
       clearInterval(purge);
+      // Event streams and Prefer: wait end now, so that their connections can close.
+      shutdown.abort();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const grace = setTimeout(() => server.closeAllConnections(), config.server.shutdownGraceMs);
       await closed;
       clearTimeout(grace);
       await catalogsLoaded;
+      // Services keep running; the next start adopts them.
+      await services.serviceController.close();
       await services.audit.flush();
       await database.close();
       log.info('stopped');

@@ -5,10 +5,12 @@ import type { Handler } from '../http/operation.js';
 import * as audit from './audit.js';
 import * as catalogs from './catalogs.js';
 import * as me from './me.js';
+import * as operations from './operations.js';
 import * as platform from './platform.js';
 import * as projects from './projects.js';
 import * as quotas from './quotas.js';
 import * as regions from './regions.js';
+import * as services from './services.js';
 import * as tokens from './tokens.js';
 import * as users from './users.js';
 
@@ -22,10 +24,12 @@ export const controllers = {
   audit,
   catalogs,
   me,
+  operations,
   platform,
   projects,
   quotas,
   regions,
+  services,
   tokens,
   users,
 } satisfies ControllerMap;

@@ -6,6 +6,9 @@ import type { User } from '../db/users.js';
 import type { ProjectMember, ProjectView, Quota } from '../db/projects.js';
 import type { Catalog, PackageDetail, PackageSummary, StoredPackageVersion } from '../db/catalogs.js';
 import type { AuditEvent } from '../db/audit.js';
+import type { OperationRecord } from '../db/operations.js';
+import type { ServiceRecord } from '../db/services.js';
+import type { DryRun } from '../services/services.js';
 import type { Page } from '../db/pagination.js';
 import type { RegionConfig } from '../config.js';
 import { formatBytes, formatCpu } from '../quantities.js';
@@ -148,4 +151,91 @@ export const presentAuditEvent = (e: AuditEvent): Schemas['AuditEvent'] => ({
   status: e.status,
   project_id: e.projectId,
   ip: e.ip,
+});
+
+export const presentService = (s: ServiceRecord): Schemas['Service'] => ({
+  id: s.id,
+  project_id: s.projectId,
+  region_id: s.regionId,
+  name: s.name,
+  catalog_id: s.catalogId,
+  package: s.packageName,
+  version: s.packageVersion,
+  status: s.status,
+  desired_state: s.desiredState,
+  shared: s.shared,
+  owner: { id: s.ownerUserId, username: s.ownerUsername, name: s.ownerName },
+  resources: {
+    cpu: formatCpu(s.resources.cpuMillis),
+    memory: formatBytes(s.resources.memoryBytes),
+    gpu: s.resources.gpu,
+  },
+  // Secrets are never returned: only their names.
+  options: Object.fromEntries(Object.entries(s.options).filter(([name]) => !s.secretOptions.includes(name))),
+  secret_options: s.secretOptions,
+  tasks: s.tasks.map((t) => ({
+    id: t.id,
+    status: t.status,
+    ready: t.ready,
+    restarts: t.restarts,
+    containers: t.containers.map((c) => ({
+      name: c.name,
+      ready: c.ready,
+      state: c.state,
+      reason: c.reason,
+      exit_code: c.exitCode,
+      started_at: c.startedAt,
+    })),
+  })),
+  endpoints: s.endpoints,
+  message: s.message,
+  exit_code: s.exitCode,
+  log_tail: s.logTail,
+  created_at: s.createdAt,
+  updated_at: s.updatedAt,
+  started_at: s.startedAt,
+});
+
+export const presentOperation = (op: OperationRecord): Schemas['Operation'] => ({
+  id: op.id,
+  kind: op.kind,
+  project_id: op.projectId,
+  target: op.target,
+  status: op.status,
+  done: op.status !== 'running',
+  progress: op.progress,
+  message: op.message,
+  error: op.error as Schemas['Problem'] | null,
+  result: op.result,
+  created_by: op.userId,
+  created_at: op.createdAt,
+  updated_at: op.updatedAt,
+  finished_at: op.finishedAt,
+});
+
+export const presentDryRun = (d: DryRun): Schemas['ServiceDryRun'] => ({
+  service: {
+    name: d.service.name,
+    catalog_id: d.service.catalogId,
+    package: d.service.packageName,
+    version: d.service.version,
+    options: d.service.options,
+    secret_options: d.service.secretOptions,
+    resources: d.service.resources,
+    shared: d.service.shared,
+    region_id: d.service.regionId,
+  },
+  run: d.run,
+  quota: {
+    delta: {
+      cpu: formatCpu(d.quota.delta.cpuMillis),
+      memory: formatBytes(d.quota.delta.memoryBytes),
+      gpu: d.quota.delta.gpu,
+      services: d.quota.delta.services,
+    },
+    usage: presentAmounts(d.quota.usage),
+    limits: presentAmounts(d.quota.limits),
+    admissible: d.quota.exceeded.length === 0,
+    exceeded: d.quota.exceeded,
+  },
 });

@@ -338,3 +338,52 @@ export async function lockProject(trx: Knex.Transaction, projectId: string): Pro
   if (trx.client.config.client === 'pg')
     await trx('projects').where({ id: projectId }).forUpdate().first('id');
 }
+
+/** A change of quota usage: positive takes, negative gives back. */
+export interface UsageDelta {
+  services: number;
+  cpuMillis: number;
+  memoryBytes: number;
+  gpu: number;
+}
+
+const usageColumns: [keyof UsageDelta, string][] = [
+  ['services', 'services'],
+  ['cpuMillis', 'cpu_millis'],
+  ['memoryBytes', 'memory_bytes'],
+  ['gpu', 'gpu'],
+];
+
+/**
+ * Changes a project's usage in one statement whose condition admits it only if every resource that
+ * grows stays within its limit. The row lock the update takes makes concurrent admissions
+ * serialise on both engines, so limits hold however many launches race. Returns false (nothing
+ * changed) when the usage would go over a limit.
+ */
+export async function adjustQuotaUsage(
+  db: Knex,
+  projectId: string,
+  delta: UsageDelta,
+  at: string,
+): Promise<boolean> {
+  const update: Record<string, unknown> = { updated_at: at };
+  const query = db('project_quotas').where({ project_id: projectId });
+  for (const [key, column] of usageColumns) {
+    const amount = delta[key];
+    if (amount === 0) continue;
+    update[`used_${column}`] = db.raw('?? + ?', [`used_${column}`, amount]);
+    if (amount > 0) {
+      query.where((w) =>
+        w
+          .whereNull(`limit_${column}`)
+          .orWhereRaw('?? + ? <= ??', [`used_${column}`, amount, `limit_${column}`]),
+      );
+    }
+  }
+  return (await query.update(update)) > 0;
+}
+
+export async function countProjectServices(db: Knex, projectId: string): Promise<number> {
+  const row = await db('services').where({ project_id: projectId }).count({ n: '*' }).first();
+  return toNumber(row?.n ?? 0);
+}

@@ -134,19 +134,38 @@ function etagMatches(ifNoneMatch: string | undefined, etag: string): boolean {
   });
 }
 
+/** Writes a streamed body as it comes, minding backpressure; ends it when the stream does. */
+async function writeStream(res: Response, stream: AsyncIterable<string>, signal: AbortSignal): Promise<void> {
+  res.flushHeaders();
+  for await (const chunk of stream) {
+    if (signal.aborted) break;
+    if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve));
+  }
+  res.end();
+}
+
 /** Runs the controller of the matched operation and writes its reply. */
-export function createDispatcher(operations: Map<string, BoundOperation>, services: Services) {
+export function createDispatcher(
+  operations: Map<string, BoundOperation>,
+  services: Services,
+  shutdown: AbortSignal,
+) {
   return async function dispatch(req: Request, res: Response): Promise<void> {
     const match = openapiMatch(req);
     const op = match ? operations.get(match.schema.operationId) : undefined;
     if (!match || !op) throw new Error(`no operation bound for ${req.method} ${req.path}`);
     const { requestId, log, principal } = locals(res);
+    // Ends waits and streams when the client goes away, or the server stops.
+    const aborter = new AbortController();
+    res.once('close', () => aborter.abort());
+    const signal = AbortSignal.any([aborter.signal, shutdown]);
     const ctx: PublicContext = {
       services,
       requestId,
       log,
       principal: principal ?? null,
       clientIp: req.ip ?? '',
+      signal,
     };
     const input = {
       params: match.pathParams,
@@ -192,7 +211,16 @@ export function createDispatcher(operations: Map<string, BoundOperation>, servic
         body: body === undefined ? null : JSON.stringify(body),
       });
     }
-    if (reply.etag && safeMethods.has(req.method) && etagMatches(req.get('If-None-Match'), reply.etag)) {
+    if (reply.stream) {
+      res.status(reply.status).type(reply.contentType ?? 'text/plain');
+      if (reply.contentType === 'text/event-stream')
+        res.set({ 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
+      await writeStream(res, reply.stream, signal);
+    } else if (
+      reply.etag &&
+      safeMethods.has(req.method) &&
+      etagMatches(req.get('If-None-Match'), reply.etag)
+    ) {
       res.status(304).end();
     } else if (body === undefined) {
       res.status(reply.status).end();

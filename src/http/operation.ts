@@ -35,6 +35,10 @@ interface ReplyMeta {
   etag?: string;
   /** Sets `Location` (for 201 and 202). */
   location?: string;
+  /** A streamed body (Server-Sent Events, followed logs), written as it comes. */
+  stream?: AsyncIterable<string>;
+  /** The media type of a streamed body. */
+  contentType?: string;
 }
 
 /** One of the operation's documented success responses, with its typed body. */
@@ -57,6 +61,8 @@ interface BaseContext {
   log: Logger;
   /** The client's address (X-Forwarded-For is believed only from trusted proxies). */
   clientIp: string;
+  /** Aborted when the client goes away or the server shuts down: long waits and streams end then. */
+  signal: AbortSignal;
 }
 
 export interface PublicContext extends BaseContext {

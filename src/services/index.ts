@@ -1,17 +1,24 @@
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { Database } from '../db/database.js';
 import { DirectoryCatalogSource } from '../backends/catalog/directory-source.js';
+import { LocalBackend } from '../backends/cluster/local.js';
+import type { ClusterBackend } from '../backends/cluster/types.js';
 import { Authenticator } from '../auth/authenticator.js';
 import { OidcVerifier } from '../auth/oidc.js';
 import { AuditService } from './audit.js';
 import { CatalogService } from './catalogs.js';
 import { IdempotencyService } from './idempotency.js';
+import { Notifier } from './notifier.js';
+import { OperationService } from './operations.js';
 import { PlatformService, type BuildInfo } from './platform.js';
 import { ProjectService } from './projects.js';
 import { QuotaService } from './quotas.js';
 import { RegionService } from './regions.js';
+import { ServiceController } from './service-controller.js';
+import { ServiceManager } from './services.js';
 import { TokenService } from './tokens.js';
 import { UserService } from './users.js';
 
@@ -20,10 +27,16 @@ export interface Services {
   authenticator: Authenticator;
   catalogs: CatalogService;
   idempotency: IdempotencyService;
+  notifier: Notifier;
+  operations: OperationService;
   platform: PlatformService;
   projects: ProjectService;
   quotas: QuotaService;
   regions: RegionService;
+  /** Converges services towards their desired state on their region's backend. */
+  serviceController: ServiceController;
+  /** Launching services and everything users do with them. */
+  serviceManager: ServiceManager;
   tokens: TokenService;
   users: UserService;
 }
@@ -34,33 +47,76 @@ export interface ServiceDeps {
   clock: Clock;
   log: Logger;
   build: BuildInfo;
+  /** The backend of each region; by default one made from the configuration. */
+  backends?: Map<string, ClusterBackend>;
 }
 
 /** Wires every service to its dependencies; the one place that knows the whole graph. */
-export function createServices({ config, database, clock, log, build }: ServiceDeps): Services {
+export function createServices({ config, database, clock, log, build, backends }: ServiceDeps): Services {
   const db = database.knex;
   const regions = new RegionService(config.regions);
   const projects = new ProjectService({ db, clock, regions });
   const users = new UserService({ db, clock, projects, adminGroups: config.auth.oidc?.adminGroups ?? [] });
   const tokens = new TokenService({ db, clock });
   const oidc = config.auth.oidc ? new OidcVerifier(config.auth.oidc) : null;
+  const catalogs = new CatalogService({
+    db,
+    engine: database.engine,
+    clock,
+    log,
+    catalogs: config.catalogs,
+    openSource: (catalog) => new DirectoryCatalogSource(catalog.path),
+  });
+  const notifier = new Notifier();
+  const operations = new OperationService({ db, clock, notifier });
+  const serviceController = new ServiceController({
+    db,
+    clock,
+    log,
+    backends: backends ?? createBackends(config, log),
+    operations,
+    notifier,
+  });
   return {
     audit: new AuditService({ db, clock, log }),
     authenticator: new Authenticator({ tokens, users, oidc }),
-    catalogs: new CatalogService({
-      db,
-      engine: database.engine,
-      clock,
-      log,
-      catalogs: config.catalogs,
-      openSource: (catalog) => new DirectoryCatalogSource(catalog.path),
-    }),
+    catalogs,
     idempotency: new IdempotencyService({ db, clock }),
+    notifier,
+    operations,
     platform: new PlatformService({ config, build }),
     projects,
     quotas: new QuotaService({ db, clock, projects }),
     regions,
+    serviceController,
+    serviceManager: new ServiceManager({
+      db,
+      clock,
+      log,
+      projects,
+      catalogs,
+      operations,
+      controller: serviceController,
+      notifier,
+    }),
     tokens,
     users,
   };
+}
+
+/** A backend for each region that can run services: the local runtime (Kubernetes regions come later). */
+export function createBackends(config: Config, log: Logger): Map<string, ClusterBackend> {
+  const backends = new Map<string, ClusterBackend>();
+  for (const region of config.regions) {
+    if (region.backend.type !== 'local') continue;
+    backends.set(
+      region.id,
+      new LocalBackend({
+        root: join(config.dataDir, 'regions', region.id, 'services'),
+        log,
+        ...config.localRuntime,
+      }),
+    );
+  }
+  return backends;
 }

@@ -163,6 +163,9 @@ export class ProjectService {
     if (project.kind === 'personal')
       throw conflict('a personal project lasts as long as its user; it cannot be deleted');
     checkIfMatch(ifMatch, projectEtag(project), `project "${projectId}"`);
+    if (await q.countProjectServices(this.deps.db, projectId)) {
+      throw conflict(`project "${projectId}" still has services; delete them first`);
+    }
     if (!(await q.deleteProject(this.deps.db, projectId, project.version)))
       throw preconditionFailed(`project "${projectId}"`);
   }

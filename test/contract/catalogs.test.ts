@@ -220,11 +220,11 @@ describe.each(testEngines())('catalogs (%s)', (engine) => {
         package_name: 'echo',
         version: '1.0.0',
         defaults: { greeting: 'hello', delay_ms: 0 },
-        resources: { cpu: '100m', memory: '64Mi', gpu: 0 },
+        resources: { cpu: '100m', memory: '128Mi', gpu: 0 },
       });
       expect(res.body.options_schema.properties.greeting.type).toBe('string');
       expect(res.body.run.local).toMatchObject({
-        command: ['node', 'echo.mjs'],
+        command: ['node', '${package.dir}/echo.mjs'],
         health: { port: 'http', path: '/healthz' },
       });
       expect(res.body.run.cluster).toMatchObject({ image: 'node:20-alpine', files: ['echo.mjs'] });

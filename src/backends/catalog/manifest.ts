@@ -201,7 +201,13 @@ function checkDefaults(ajv: Ajv2020, id: string, node: unknown, pointer: string)
 
 const placeholder = /\$\{([^}]*)\}/g;
 
-function checkPlaceholders(texts: string[], where: string, options: Set<string>, ports: Set<string>): void {
+function checkPlaceholders(
+  texts: string[],
+  where: string,
+  options: Set<string>,
+  ports: Set<string>,
+  local: boolean,
+): void {
   for (const text of texts) {
     for (const [, ref = ''] of text.matchAll(placeholder)) {
       const [scope, name, ...rest] = ref.split('.');
@@ -210,10 +216,11 @@ function checkPlaceholders(texts: string[], where: string, options: Set<string>,
         ((scope === 'options' && name !== undefined && options.has(name)) ||
           (scope === 'ports' && name !== undefined && ports.has(name)) ||
           (scope === 'service' && (name === 'id' || name === 'name')) ||
-          (scope === 'project' && name === 'id'));
+          (scope === 'project' && name === 'id') ||
+          (local && scope === 'package' && name === 'dir'));
       if (!ok) {
         throw new ManifestError(
-          `${where}: unknown placeholder \${${ref}} (use options.<option>, ports.<port>, service.id, service.name or project.id)`,
+          `${where}: unknown placeholder \${${ref}} (use options.<option>, ports.<port>, service.id, service.name, project.id${local ? ' or package.dir' : ''})`,
         );
       }
     }
@@ -236,7 +243,13 @@ function checkRun(
   if (run.health && !names.includes(run.health.port)) {
     throw new ManifestError(`${where}.health: port "${run.health.port}" is not declared in ports`);
   }
-  checkPlaceholders([...texts, ...Object.values(run.env)], where, options, new Set(names));
+  checkPlaceholders(
+    [...texts, ...Object.values(run.env)],
+    where,
+    options,
+    new Set(names),
+    where === 'run.local',
+  );
 }
 
 /** Parses and validates one manifest document; throws ManifestError with a message for its author. */

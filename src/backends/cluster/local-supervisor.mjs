@@ -1,0 +1,370 @@
+// The supervisor of one service on the local runtime, started detached by src/backends/cluster/local.ts:
+//
+//   node local-supervisor.mjs <service directory>
+//
+// It reads <dir>/spec.json, runs the command (an argv, never a shell) in its own process group,
+// timestamps what it writes into a capped log file, probes readiness, restarts it with backoff when
+// it crashes after having been ready, applies memory and cpu limits through cgroups when the
+// machine lets it, and stops it on SIGTERM (SIGTERM to the group, SIGKILL after a grace period).
+// It reports through files only, so that it outlives the API and the API can pick it up again:
+//   <dir>/state.json   its state, replaced atomically on every change;
+//   <dir>/events.jsonl one line per event, numbered.
+// It is plain JavaScript so that it runs the same from src/ (tests) and from dist/.
+import { spawn } from 'node:child_process';
+import {
+  appendFileSync,
+  closeSync,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
+import { request } from 'node:http';
+import { connect } from 'node:net';
+import { dirname, join } from 'node:path';
+
+const dir = process.argv[2];
+if (!dir) {
+  process.stderr.write('usage: node local-supervisor.mjs <service directory>\n');
+  process.exit(2);
+}
+const spec = JSON.parse(readFileSync(join(dir, 'spec.json'), 'utf8'));
+const stateFile = join(dir, 'state.json');
+const eventsFile = join(dir, 'events.jsonl');
+
+/** The start time of a process in clock ticks since boot (Linux), to tell a pid from its reuse. */
+function startTimeOf(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+const now = () => new Date().toISOString();
+
+const state = {
+  supervisor: { pid: process.pid, startTime: startTimeOf(process.pid) },
+  phase: 'starting',
+  ready: false,
+  child: null,
+  restarts: 0,
+  exitCode: null,
+  signal: null,
+  message: null,
+  limits: { applied: false, how: null, reason: null },
+  startedAt: null,
+  updatedAt: now(),
+};
+
+function saveState(changes) {
+  Object.assign(state, changes, { updatedAt: now() });
+  writeFileSync(`${stateFile}.tmp`, JSON.stringify(state));
+  renameSync(`${stateFile}.tmp`, stateFile);
+}
+
+let seq = 0;
+if (existsSync(eventsFile)) {
+  const lines = readFileSync(eventsFile, 'utf8').trim().split('\n').filter(Boolean);
+  const last = lines.length > 0 ? JSON.parse(lines[lines.length - 1]) : null;
+  seq = last?.seq ?? 0;
+}
+
+function event(type, message) {
+  seq += 1;
+  appendFileSync(eventsFile, `${JSON.stringify({ seq, at: now(), type, message })}\n`);
+}
+
+// ---- the log: "<ISO time> <stream> <line>" per line, rotated to .1 past maxBytes ----
+
+const logFile = spec.log.file;
+mkdirSync(dirname(logFile), { recursive: true });
+let logFd = openSync(logFile, 'a');
+let logSize = fstatSync(logFd).size;
+const maxLineBytes = 16 * 1024;
+
+function writeLogLine(stream, text) {
+  const line = `${now()} ${stream} ${text.length > maxLineBytes ? `${text.slice(0, maxLineBytes)}…` : text}\n`;
+  if (logSize + line.length > spec.log.maxBytes && logSize > 0) {
+    closeSync(logFd);
+    renameSync(logFile, `${logFile}.1`);
+    logFd = openSync(logFile, 'a');
+    logSize = 0;
+  }
+  logSize += writeSync(logFd, line);
+}
+
+function lineSplitter(stream) {
+  let pending = '';
+  return {
+    push(chunk) {
+      pending += chunk.toString('utf8');
+      let newline;
+      while ((newline = pending.indexOf('\n')) >= 0) {
+        writeLogLine(stream, pending.slice(0, newline).replace(/\r$/, ''));
+        pending = pending.slice(newline + 1);
+      }
+      if (pending.length > maxLineBytes) {
+        writeLogLine(stream, pending);
+        pending = '';
+      }
+    },
+    flush() {
+      if (pending) writeLogLine(stream, pending);
+      pending = '';
+    },
+  };
+}
+
+// ---- resource limits through cgroups, where the machine allows it ----
+
+const cgroupDirs = [];
+
+function tryWrite(file, value) {
+  try {
+    writeFileSync(file, String(value));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Creates a cgroup for the service's processes with its memory and cpu limits; null when not allowed. */
+function prepareCgroup() {
+  const { memoryBytes, cpuMillis } = spec.limits;
+  const name = `atrium-${spec.serviceId}`;
+  try {
+    if (existsSync('/sys/fs/cgroup/cgroup.controllers')) {
+      const group = join('/sys/fs/cgroup', name);
+      mkdirSync(group, { recursive: true });
+      cgroupDirs.push(group);
+      tryWrite('/sys/fs/cgroup/cgroup.subtree_control', '+memory +cpu');
+      const memory = tryWrite(join(group, 'memory.max'), memoryBytes);
+      const cpu = tryWrite(join(group, 'cpu.max'), `${cpuMillis * 100} 100000`);
+      if (!memory && !cpu) throw new Error('the cgroup v2 controllers are not delegated');
+      return { procs: [join(group, 'cgroup.procs')], how: 'cgroup v2' };
+    }
+    const memoryRoot = '/sys/fs/cgroup/memory';
+    const cpuRoot = '/sys/fs/cgroup/cpu';
+    if (existsSync(join(memoryRoot, 'cgroup.procs')) && existsSync(join(cpuRoot, 'cgroup.procs'))) {
+      const memoryGroup = join(memoryRoot, name);
+      const cpuGroup = join(cpuRoot, name);
+      mkdirSync(memoryGroup, { recursive: true });
+      cgroupDirs.push(memoryGroup);
+      mkdirSync(cpuGroup, { recursive: true });
+      cgroupDirs.push(cpuGroup);
+      const memory = tryWrite(join(memoryGroup, 'memory.limit_in_bytes'), memoryBytes);
+      const period = tryWrite(join(cpuGroup, 'cpu.cfs_period_us'), 100000);
+      const cpu = period && tryWrite(join(cpuGroup, 'cpu.cfs_quota_us'), cpuMillis * 100);
+      if (!memory || !cpu) throw new Error('cannot set the cgroup v1 limits');
+      return { procs: [join(memoryGroup, 'cgroup.procs'), join(cpuGroup, 'cgroup.procs')], how: 'cgroup v1' };
+    }
+    throw new Error('no cgroup file system');
+  } catch (error) {
+    removeCgroups();
+    return {
+      procs: null,
+      reason: error.code ? `cgroups are not writable here (${error.code})` : error.message,
+    };
+  }
+}
+
+/** Removes the service's cgroups, retrying briefly: a group empties a moment after its last exit. */
+function removeCgroups() {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (const group of cgroupDirs.splice(0)) {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      try {
+        rmdirSync(group);
+        break;
+      } catch (error) {
+        if (error.code === 'ENOENT') break;
+        Atomics.wait(pause, 0, 0, 50);
+      }
+    }
+  }
+}
+
+const cgroup = spec.limits.enforce ? prepareCgroup() : { procs: null, reason: 'not asked to enforce limits' };
+saveState({
+  limits: cgroup.procs
+    ? { applied: true, how: cgroup.how, reason: null }
+    : { applied: false, how: null, reason: cgroup.reason },
+});
+
+// ---- the child ----
+
+let child = null;
+let stopping = false;
+let everReady = false;
+let restartTimes = [];
+let readinessTimer = null;
+
+function killGroup(signal) {
+  if (!child?.pid) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    // The group is already gone.
+  }
+}
+
+function probe(health) {
+  return new Promise((resolve) => {
+    const done = (ok) => resolve(ok);
+    if (health.path === null) {
+      const socket = connect(health.port, '127.0.0.1');
+      socket.setTimeout(1000);
+      socket.once('connect', () => (socket.destroy(), done(true)));
+      socket.once('error', () => done(false));
+      socket.once('timeout', () => (socket.destroy(), done(false)));
+      return;
+    }
+    const req = request({ host: '127.0.0.1', port: health.port, path: health.path, timeout: 1000 }, (res) => {
+      res.resume();
+      done(res.statusCode >= 200 && res.statusCode < 400);
+    });
+    req.once('error', () => done(false));
+    req.once('timeout', () => (req.destroy(), done(false)));
+    req.end();
+  });
+}
+
+async function awaitReadiness(current) {
+  const deadline = Date.now() + spec.readinessTimeoutMs;
+  while (child === current && !stopping) {
+    if (!spec.health || (await probe(spec.health))) {
+      if (child !== current || stopping) return;
+      everReady = true;
+      saveState({ phase: 'running', ready: true, message: null, startedAt: state.startedAt ?? now() });
+      event('running', spec.health ? `ready: ${spec.health.path ?? 'port'} answers` : 'running');
+      return;
+    }
+    if (Date.now() > deadline) {
+      const seconds = Math.round(spec.readinessTimeoutMs / 1000);
+      event('unready', `not ready after ${seconds} s; stopping it`);
+      readinessTimer = { timedOut: true };
+      saveState({ message: `not ready after ${seconds} s` });
+      killGroup('SIGTERM');
+      setTimeout(() => killGroup('SIGKILL'), spec.stopGraceMs).unref();
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function startChild() {
+  const [command, ...args] = spec.command;
+  readinessTimer = null;
+  const current = spawn(command, args, {
+    cwd: spec.cwd,
+    env: spec.env,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child = current;
+  const out = lineSplitter('stdout');
+  const err = lineSplitter('stderr');
+  current.stdout.on('data', (chunk) => out.push(chunk));
+  current.stderr.on('data', (chunk) => err.push(chunk));
+  current.once('error', (error) => {
+    writeLogLine('stderr', `cannot start ${command}: ${error.message}`);
+    finish('failed', `cannot start ${command}: ${error.code ?? error.message}`, null, null);
+  });
+  current.once('spawn', () => {
+    for (const procs of cgroup.procs ?? []) tryWrite(procs, current.pid);
+    saveState({
+      phase: 'starting',
+      ready: false,
+      child: { pid: current.pid, startTime: startTimeOf(current.pid), startedAt: now() },
+      message: null,
+    });
+    event('started', `started process ${current.pid}`);
+    void awaitReadiness(current);
+  });
+  current.once('close', (code, signal) => {
+    out.flush();
+    err.flush();
+    if (child !== current) return;
+    child = null;
+    onExit(code, signal);
+  });
+}
+
+function describeExit(code, signal) {
+  return signal ? `killed by ${signal}` : `exited with code ${code}`;
+}
+
+function onExit(code, signal) {
+  const how = describeExit(code, signal);
+  saveState({ exitCode: code, signal, ready: false, child: null });
+  if (stopping) return finish('stopped', `stopped (${how})`, code, signal);
+  if (readinessTimer?.timedOut) return finish('failed', state.message, code, signal);
+  event('exited', how);
+  if (!everReady) return finish('failed', `${how} before becoming ready`, code, signal);
+  const now_ = Date.now();
+  restartTimes = restartTimes.filter((t) => now_ - t < spec.restart.windowMs);
+  if (restartTimes.length >= spec.restart.maxRestarts) {
+    const minutes = Math.round(spec.restart.windowMs / 60000);
+    return finish(
+      'failed',
+      `${how}; restarted ${restartTimes.length} times in ${minutes} min, giving up`,
+      code,
+      signal,
+    );
+  }
+  const backoff = Math.min(
+    spec.restart.maxBackoffMs,
+    spec.restart.initialBackoffMs * 2 ** restartTimes.length,
+  );
+  restartTimes.push(now_);
+  saveState({
+    phase: 'starting',
+    restarts: state.restarts + 1,
+    message: `${how}; restarting in ${backoff} ms`,
+  });
+  event('restarting', `${how}; restarting in ${backoff} ms`);
+  setTimeout(() => {
+    if (!stopping) startChild();
+  }, backoff);
+}
+
+let finished = false;
+
+function finish(phase, message, code, signal) {
+  if (finished) return;
+  finished = true;
+  saveState({
+    phase,
+    ready: false,
+    child: null,
+    message,
+    exitCode: code ?? state.exitCode,
+    signal: signal ?? state.signal,
+  });
+  event(phase, message);
+  removeCgroups();
+  closeSync(logFd);
+  process.exit(0);
+}
+
+process.on('SIGTERM', () => {
+  if (stopping) return;
+  stopping = true;
+  event('stopping', 'asked to stop');
+  saveState({ phase: state.phase, message: 'stopping' });
+  if (!child) return finish('stopped', 'stopped', null, null);
+  killGroup('SIGTERM');
+  setTimeout(() => killGroup('SIGKILL'), spec.stopGraceMs).unref();
+});
+process.on('SIGINT', () => undefined);
+process.on('SIGHUP', () => undefined);
+
+event('starting', `starting ${spec.command.join(' ')}`);
+startChild();

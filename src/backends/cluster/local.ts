@@ -1,0 +1,636 @@
+// The `local` runtime: every service is a real process on this machine, run by its own supervisor
+// (local-supervisor.mjs) in a directory under the data dir. The supervisor outlives the API; after a
+// restart its workloads are adopted again (pid and start time checked) or reported lost.
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, open, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { DomainError } from '../../errors.js';
+import { repoRoot } from '../../paths.js';
+import type {
+  ClusterBackend,
+  LogOptions,
+  ReconcileReport,
+  RenderedWorkload,
+  WorkloadEvent,
+  WorkloadSpec,
+  WorkloadStatus,
+} from './types.js';
+
+// Plain JavaScript, not compiled: the same file runs from src/ (tests) and from dist/.
+const supervisorScript = join(repoRoot, 'src', 'backends', 'cluster', 'local-supervisor.mjs');
+const masked = '********';
+
+export interface LocalBackendOptions {
+  /** Where service directories live (the data dir's `services/`). */
+  root: string;
+  log: Logger;
+  readinessTimeoutMs?: number;
+  stopGraceMs?: number;
+  logMaxBytes?: number;
+  restart?: { maxRestarts: number; windowMs: number; initialBackoffMs: number; maxBackoffMs: number };
+  /** Apply memory and cpu limits through cgroups when the machine allows it (default true). */
+  enforceLimits?: boolean;
+  /** How often supervisors' state and events are read. */
+  pollMs?: number;
+}
+
+/** What the supervisor writes to state.json. */
+interface SupervisorState {
+  supervisor: { pid: number; startTime: string | null };
+  phase: 'starting' | 'running' | 'failed' | 'stopped';
+  ready: boolean;
+  child: { pid: number; startTime: string | null; startedAt: string } | null;
+  restarts: number;
+  exitCode: number | null;
+  signal: string | null;
+  message: string | null;
+  limits: { applied: boolean; how: string | null; reason: string | null };
+  startedAt: string | null;
+  updatedAt: string;
+}
+
+interface SupervisorSpec {
+  serviceId: string;
+  command: string[];
+  env: Record<string, string>;
+  cwd: string;
+  ports: { name: string; protocol: 'http' | 'tcp'; port: number }[];
+  health: { port: number; path: string | null } | null;
+  readinessTimeoutMs: number;
+  stopGraceMs: number;
+  restart: { maxRestarts: number; windowMs: number; initialBackoffMs: number; maxBackoffMs: number };
+  log: { file: string; maxBytes: number };
+  limits: { enforce: boolean; memoryBytes: number; cpuMillis: number };
+}
+
+/** The start time of a process (clock ticks since boot, Linux), to tell a pid from its reuse. */
+function startTimeOf(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Whether the process that was `pid`, started at `startTime`, still runs (and is not a zombie). */
+export function isAlive(pid: number, startTime: string | null): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  if (!existsSync('/proc')) return true;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) return false;
+  } catch {
+    return false;
+  }
+  return startTime === null || startTimeOf(pid) === startTime;
+}
+
+function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // Already gone.
+  }
+}
+
+/**
+ * Removes the cgroups a supervisor made for a service. It does so itself when it ends normally; this
+ * covers supervisors that were killed. Fails quietly where there are none (or none are allowed).
+ */
+async function removeCgroups(serviceId: string): Promise<void> {
+  const name = `atrium-${serviceId}`;
+  for (const dir of [
+    `/sys/fs/cgroup/${name}`,
+    `/sys/fs/cgroup/memory/${name}`,
+    `/sys/fs/cgroup/cpu/${name}`,
+  ]) {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const code = await rmdir(dir).then(
+        () => 'ok',
+        (error: NodeJS.ErrnoException) => error.code,
+      );
+      if (code !== 'EBUSY') break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/** A free port on the loopback interface, as the kernel hands it out. */
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      );
+    });
+  });
+}
+
+/** `${options.x}`, `${ports.x}`, `${service.id}`, `${service.name}`, `${project.id}`, `${package.dir}`. */
+export function renderTemplate(text: string, values: Record<string, string>): string {
+  return text.replace(/\$\{([^}]*)\}/g, (_whole, ref: string) => {
+    const value = values[ref];
+    if (value === undefined)
+      throw new DomainError('unprocessable', `the package refers to \${${ref}}, which has no value`);
+    return value;
+  });
+}
+
+function optionText(value: unknown): string {
+  return typeof value === 'string'
+    ? value
+    : value === undefined || value === null
+      ? ''
+      : JSON.stringify(value);
+}
+
+export class LocalBackend implements ClusterBackend {
+  readonly type = 'local' as const;
+  private readonly listeners: ((event: WorkloadEvent) => void)[] = [];
+  private readonly watched = new Map<
+    string,
+    { eventsOffset: number; lastSeq: number; lastPhase: string | null; supervisorPid: number | null }
+  >();
+  private timer: NodeJS.Timeout | null = null;
+  private polling = false;
+  private readonly settings: Required<Omit<LocalBackendOptions, 'root' | 'log'>>;
+
+  constructor(private readonly options: LocalBackendOptions) {
+    this.settings = {
+      readinessTimeoutMs: options.readinessTimeoutMs ?? 30_000,
+      stopGraceMs: options.stopGraceMs ?? 10_000,
+      logMaxBytes: options.logMaxBytes ?? 5 * 1024 * 1024,
+      restart: options.restart ?? {
+        maxRestarts: 5,
+        windowMs: 10 * 60_000,
+        initialBackoffMs: 1000,
+        maxBackoffMs: 30_000,
+      },
+      enforceLimits: options.enforceLimits ?? true,
+      pollMs: options.pollMs ?? 200,
+    };
+  }
+
+  private dir(serviceId: string): string {
+    return join(this.options.root, serviceId);
+  }
+
+  /** The argv, working directory and environment of a workload, with the given port numbers. */
+  private commandLine(spec: WorkloadSpec, ports: Record<string, string>, secrets: 'plain' | 'masked') {
+    const run = spec.run.local;
+    if (!run) {
+      throw new DomainError(
+        'unprocessable',
+        `${spec.package.name} ${spec.package.version} has no run spec for the local runtime`,
+      );
+    }
+    const values: Record<string, string> = {
+      'service.id': spec.serviceId,
+      'service.name': spec.serviceName,
+      'project.id': spec.projectId,
+      'package.dir': spec.package.sourceDir,
+    };
+    for (const [name, port] of Object.entries(ports)) values[`ports.${name}`] = port;
+    for (const [name, value] of Object.entries(spec.options)) {
+      values[`options.${name}`] =
+        secrets === 'masked' && spec.secretOptions.includes(name) ? masked : optionText(value);
+    }
+    const [program = '', ...args] = run.command.map((part) => renderTemplate(part, values));
+    // `node` means the Node.js that runs Atrium, whatever PATH says.
+    const command = [program === 'node' ? process.execPath : program, ...args];
+    const env: Record<string, string> = {};
+    for (const [name, value] of Object.entries(run.env)) env[name] = renderTemplate(value, values);
+    return { command, env };
+  }
+
+  render(spec: WorkloadSpec): RenderedWorkload {
+    const run = spec.run.local;
+    const ports = Object.fromEntries(
+      (run?.ports ?? []).map((p) => [p.name, '(a free port, chosen at start)']),
+    );
+    const { command, env } = this.commandLine(spec, ports, 'masked');
+    return {
+      backend: 'local',
+      spec: {
+        command,
+        env,
+        working_directory: join(this.dir(spec.serviceId), 'work'),
+        ports: run?.ports.map((p) => ({ name: p.name, protocol: p.protocol })) ?? [],
+        health: run?.health ?? null,
+        limits: { cpu_millis: spec.resources.cpuMillis, memory_bytes: spec.resources.memoryBytes },
+      },
+    };
+  }
+
+  async apply(spec: WorkloadSpec): Promise<void> {
+    const dir = this.dir(spec.serviceId);
+    // Never two supervisors for one service: the one recorded at spawn, or in its state, is adopted.
+    const known = [
+      (await this.readState(spec.serviceId))?.supervisor,
+      await this.readSupervisor(spec.serviceId),
+    ];
+    const alive = known.find((p) => p && isAlive(p.pid, p.startTime));
+    if (alive) {
+      this.watch(spec.serviceId, 0, alive.pid);
+      return;
+    }
+    const run = spec.run.local;
+    if (!run) this.commandLine(spec, {}, 'masked');
+    const portNumbers: { name: string; protocol: 'http' | 'tcp'; port: number }[] = [];
+    for (const p of run?.ports ?? [])
+      portNumbers.push({ name: p.name, protocol: p.protocol, port: await freePort() });
+    const { command, env } = this.commandLine(
+      spec,
+      Object.fromEntries(portNumbers.map((p) => [p.name, String(p.port)])),
+      'plain',
+    );
+    const work = join(dir, 'work');
+    await mkdir(work, { recursive: true });
+    await mkdir(join(dir, 'logs'), { recursive: true });
+    const health = run?.health ? portNumbers.find((p) => p.name === run.health?.port) : undefined;
+    const supervisorSpec: SupervisorSpec = {
+      serviceId: spec.serviceId,
+      command,
+      // A clean environment: the service sees its own variables, never Atrium's (database URL, tokens).
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: work, LANG: 'C.UTF-8', ...env },
+      cwd: work,
+      ports: portNumbers,
+      health: health ? { port: health.port, path: run?.health?.path ?? null } : null,
+      readinessTimeoutMs: this.settings.readinessTimeoutMs,
+      stopGraceMs: this.settings.stopGraceMs,
+      restart: this.settings.restart,
+      log: { file: join(dir, 'logs', 'main.log'), maxBytes: this.settings.logMaxBytes },
+      limits: {
+        enforce: this.settings.enforceLimits,
+        memoryBytes: spec.resources.memoryBytes,
+        cpuMillis: spec.resources.cpuMillis,
+      },
+    };
+    await rm(join(dir, 'state.json'), { force: true });
+    await writeFile(join(dir, 'spec.json'), JSON.stringify(supervisorSpec), { mode: 0o600 });
+    const output = await open(join(dir, 'supervisor.log'), 'a');
+    try {
+      const supervisor = spawn(process.execPath, [supervisorScript, dir], {
+        detached: true,
+        stdio: ['ignore', output.fd, output.fd],
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+      });
+      supervisor.unref();
+      await new Promise<void>((resolve, reject) => {
+        supervisor.once('spawn', resolve);
+        supervisor.once('error', reject);
+      });
+      if (supervisor.pid) {
+        await writeFile(
+          join(dir, 'supervisor.json'),
+          JSON.stringify({ pid: supervisor.pid, startTime: startTimeOf(supervisor.pid) }),
+        );
+      }
+      this.watch(spec.serviceId, 0, supervisor.pid ?? null);
+    } finally {
+      await output.close();
+    }
+  }
+
+  async stop(serviceId: string): Promise<void> {
+    const state = await this.readState(serviceId);
+    if (!state) return;
+    const { pid, startTime } = state.supervisor;
+    if (isAlive(pid, startTime)) {
+      process.kill(pid, 'SIGTERM');
+      const deadline = Date.now() + this.settings.stopGraceMs + 5000;
+      while (isAlive(pid, startTime) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      if (isAlive(pid, startTime)) killGroup(pid, 'SIGKILL');
+    }
+    // Whatever the supervisor could not stop (it was killed, or hung) is stopped here.
+    const after = await this.readState(serviceId);
+    const child = after?.child ?? state.child;
+    if (child && isAlive(child.pid, child.startTime)) {
+      killGroup(child.pid, 'SIGTERM');
+      const deadline = Date.now() + this.settings.stopGraceMs;
+      while (isAlive(child.pid, child.startTime) && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
+      killGroup(child.pid, 'SIGKILL');
+    }
+    await removeCgroups(serviceId);
+    await this.poll(serviceId);
+  }
+
+  async delete(serviceId: string): Promise<void> {
+    await this.stop(serviceId);
+    this.watched.delete(serviceId);
+    await rm(this.dir(serviceId), { recursive: true, force: true });
+  }
+
+  async status(serviceId: string): Promise<WorkloadStatus | null> {
+    const state = await this.readState(serviceId);
+    if (!state) return null;
+    return this.statusOf(serviceId, state);
+  }
+
+  private async readState(serviceId: string): Promise<SupervisorState | null> {
+    try {
+      return JSON.parse(await readFile(join(this.dir(serviceId), 'state.json'), 'utf8')) as SupervisorState;
+    } catch {
+      return null;
+    }
+  }
+
+  /** The supervisor as recorded when it was spawned (before it writes its own state). */
+  private async readSupervisor(serviceId: string): Promise<{ pid: number; startTime: string | null } | null> {
+    try {
+      return JSON.parse(await readFile(join(this.dir(serviceId), 'supervisor.json'), 'utf8')) as {
+        pid: number;
+        startTime: string | null;
+      };
+    } catch {
+      return null;
+    }
+  }
+
+  private async readSpec(serviceId: string): Promise<SupervisorSpec | null> {
+    try {
+      return JSON.parse(await readFile(join(this.dir(serviceId), 'spec.json'), 'utf8')) as SupervisorSpec;
+    } catch {
+      return null;
+    }
+  }
+
+  private async statusOf(serviceId: string, state: SupervisorState): Promise<WorkloadStatus> {
+    const spec = await this.readSpec(serviceId);
+    const terminal = state.phase === 'failed' || state.phase === 'stopped';
+    const supervisorAlive = isAlive(state.supervisor.pid, state.supervisor.startTime);
+    const phase = !terminal && !supervisorAlive ? 'lost' : state.phase;
+    const running = phase === 'running' || phase === 'starting';
+    const exited = state.exitCode !== null || state.signal !== null;
+    return {
+      serviceId,
+      phase,
+      message:
+        phase === 'lost'
+          ? 'its supervisor vanished (the machine restarted, or it was killed); its processes were stopped'
+          : state.message,
+      exitCode: state.exitCode,
+      logTail: phase === 'failed' ? await this.tail(serviceId, 20) : [],
+      tasks: [
+        {
+          id: 'main',
+          status: state.child ? 'running' : exited || terminal ? 'terminated' : 'waiting',
+          ready: state.ready,
+          restarts: state.restarts,
+          containers: [
+            {
+              name: 'main',
+              ready: state.ready,
+              state: state.child ? 'running' : exited || terminal ? 'terminated' : 'waiting',
+              reason: state.child
+                ? null
+                : state.signal
+                  ? `killed by ${state.signal}`
+                  : exited
+                    ? `exited with code ${state.exitCode}`
+                    : null,
+              exitCode: state.child ? null : state.exitCode,
+              startedAt: state.child?.startedAt ?? null,
+            },
+          ],
+        },
+      ],
+      endpoints: running
+        ? (spec?.ports ?? []).map((p) => ({
+            port: p.name,
+            protocol: p.protocol,
+            url: `${p.protocol === 'http' ? 'http' : 'tcp'}://127.0.0.1:${p.port}`,
+          }))
+        : [],
+      startedAt: state.startedAt,
+    };
+  }
+
+  private async tail(serviceId: string, lines: number): Promise<string[]> {
+    const collected: string[] = [];
+    for await (const line of this.logs(serviceId, { tail: lines })) collected.push(line.replace(/\n$/, ''));
+    return collected;
+  }
+
+  async *logs(serviceId: string, options: LogOptions): AsyncIterable<string> {
+    const file = join(this.dir(serviceId), 'logs', 'main.log');
+    const since = options.since?.toISOString();
+    const format = (line: string): string | null => {
+      const first = line.indexOf(' ');
+      const second = line.indexOf(' ', first + 1);
+      if (first < 0 || second < 0) return null;
+      const at = line.slice(0, first);
+      if (since && at < since) return null;
+      return `${options.timestamps ? `${at} ` : ''}${line.slice(second + 1)}\n`;
+    };
+    const lines: string[] = [];
+    // Following continues from exactly what was read, so no line written meanwhile is skipped.
+    let position = 0;
+    for (const path of [`${file}.1`, file]) {
+      const content = await readFile(path).catch(() => Buffer.alloc(0));
+      if (path === file) position = content.length;
+      for (const line of content.toString('utf8').split('\n')) {
+        const formatted = line ? format(line) : null;
+        if (formatted !== null) lines.push(formatted);
+      }
+    }
+    yield* options.tail ? lines.slice(-options.tail) : lines;
+    if (!options.follow) return;
+    let pending = '';
+    for (let round = 0; round < 24 * 3600 * 4 && !options.signal?.aborted; round++) {
+      await new Promise((r) => setTimeout(r, 250));
+      const size = await stat(file)
+        .then((s) => s.size)
+        .catch(() => 0);
+      if (size < position) position = 0;
+      if (size > position) {
+        const handle = await open(file, 'r');
+        try {
+          const buffer = Buffer.alloc(size - position);
+          await handle.read(buffer, 0, buffer.length, position);
+          position = size;
+          pending += buffer.toString('utf8');
+        } finally {
+          await handle.close();
+        }
+        const complete = pending.split('\n');
+        pending = complete.pop() ?? '';
+        for (const line of complete) {
+          const formatted = line ? format(line) : null;
+          if (formatted !== null) yield formatted;
+        }
+      }
+      const state = await this.readState(serviceId);
+      if (!state || ((state.phase === 'failed' || state.phase === 'stopped') && size === position)) return;
+    }
+  }
+
+  onEvent(listener: (event: WorkloadEvent) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** Starts following a workload's events from `afterSeq` (the last one its owner recorded). */
+  watch(serviceId: string, afterSeq = 0, supervisorPid: number | null = null): void {
+    const current = this.watched.get(serviceId);
+    if (current) current.supervisorPid = supervisorPid ?? current.supervisorPid;
+    else this.watched.set(serviceId, { eventsOffset: 0, lastSeq: afterSeq, lastPhase: null, supervisorPid });
+    this.timer ??= setInterval(() => void this.pollAll(), this.settings.pollMs);
+    this.timer.unref();
+  }
+
+  private async pollAll(): Promise<void> {
+    if (this.polling) return;
+    this.polling = true;
+    try {
+      for (const serviceId of [...this.watched.keys()]) await this.poll(serviceId);
+    } catch (err) {
+      this.options.log.error({ err }, 'local runtime: polling failed');
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  /** Reads a workload's new events and state, and tells the listeners. */
+  private async poll(serviceId: string): Promise<void> {
+    const watch = this.watched.get(serviceId);
+    if (!watch) return;
+    const state = await this.readState(serviceId);
+    if (!state) {
+      // A supervisor that died before saying anything (it could not even start): report it failed.
+      if (watch.supervisorPid !== null && !isAlive(watch.supervisorPid, null))
+        await this.supervisorFailed(serviceId);
+      return;
+    }
+    const fresh: { seq: number; at: string; type: string; message: string }[] = [];
+    const text = await readFile(join(this.dir(serviceId), 'events.jsonl'), 'utf8').catch(() => '');
+    if (text.length > watch.eventsOffset) {
+      const chunk = text.slice(watch.eventsOffset);
+      const end = chunk.lastIndexOf('\n') + 1;
+      watch.eventsOffset += end;
+      for (const line of chunk.slice(0, end).split('\n')) {
+        if (!line) continue;
+        const parsed = JSON.parse(line) as { seq: number; at: string; type: string; message: string };
+        if (parsed.seq > watch.lastSeq) fresh.push(parsed);
+      }
+    }
+    const status = await this.statusOf(serviceId, state);
+    if (status.phase === 'lost' && watch.lastPhase !== 'lost') {
+      // The supervisor is gone without saying so: stop what it left running, say it once.
+      if (state.child && isAlive(state.child.pid, state.child.startTime))
+        killGroup(state.child.pid, 'SIGKILL');
+      fresh.push({ seq: -1, at: new Date().toISOString(), type: 'lost', message: status.message ?? 'lost' });
+    }
+    for (const e of fresh) {
+      watch.lastSeq = Math.max(watch.lastSeq, e.seq);
+      this.emit({
+        serviceId,
+        at: e.at,
+        type: e.type,
+        message: e.message,
+        sourceSeq: e.seq < 0 ? null : e.seq,
+        status,
+      });
+    }
+    watch.lastPhase = status.phase;
+    if (status.phase === 'failed' || status.phase === 'stopped' || status.phase === 'lost') {
+      if (!isAlive(state.supervisor.pid, state.supervisor.startTime)) {
+        this.watched.delete(serviceId);
+        await removeCgroups(serviceId);
+      }
+    }
+  }
+
+  private async supervisorFailed(serviceId: string): Promise<void> {
+    this.watched.delete(serviceId);
+    const output = await readFile(join(this.dir(serviceId), 'supervisor.log'), 'utf8').catch(() => '');
+    const logTail = output.trim().split('\n').slice(-20);
+    const message =
+      'the local runtime could not start this service (its supervisor failed; see the log tail)';
+    this.options.log.error({ serviceId, output: logTail }, 'local runtime: supervisor failed at start');
+    this.emit({
+      serviceId,
+      at: new Date().toISOString(),
+      type: 'failed',
+      message,
+      sourceSeq: null,
+      status: {
+        serviceId,
+        phase: 'failed',
+        message,
+        exitCode: null,
+        logTail,
+        tasks: [],
+        endpoints: [],
+        startedAt: null,
+      },
+    });
+  }
+
+  private emit(event: WorkloadEvent): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(event);
+      } catch (err) {
+        this.options.log.error({ err, serviceId: event.serviceId }, 'local runtime: event listener failed');
+      }
+    }
+  }
+
+  async reconcile(
+    known: { serviceId: string; shouldRun: boolean; afterSeq?: number }[],
+  ): Promise<ReconcileReport> {
+    const report: ReconcileReport = { adopted: [], lost: [], removed: [] };
+    const byId = new Map(known.map((k) => [k.serviceId, k]));
+    const dirs = await readdir(this.options.root).catch(() => [] as string[]);
+    for (const serviceId of dirs) {
+      const entry = byId.get(serviceId);
+      const state = await this.readState(serviceId);
+      const supervisorAlive = state ? isAlive(state.supervisor.pid, state.supervisor.startTime) : false;
+      if (!entry) {
+        // No service owns this any more: stop whatever runs and remove it.
+        if (state) {
+          if (supervisorAlive) killGroup(state.supervisor.pid, 'SIGKILL');
+          if (state.child && isAlive(state.child.pid, state.child.startTime))
+            killGroup(state.child.pid, 'SIGKILL');
+        }
+        await removeCgroups(serviceId);
+        await rm(this.dir(serviceId), { recursive: true, force: true });
+        report.removed.push(serviceId);
+        continue;
+      }
+      if (!state) continue;
+      if (supervisorAlive && entry.shouldRun) {
+        this.watch(serviceId, entry.afterSeq ?? 0);
+        report.adopted.push(serviceId);
+        continue;
+      }
+      if (supervisorAlive && !entry.shouldRun) {
+        await this.stop(serviceId);
+        continue;
+      }
+      // The supervisor is gone: whatever it says last is the truth if it said it ended; otherwise lost.
+      this.watch(serviceId, entry.afterSeq ?? 0);
+      if (state.phase !== 'failed' && state.phase !== 'stopped') report.lost.push(serviceId);
+      await this.poll(serviceId);
+    }
+    return report;
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this.watched.clear();
+  }
+}

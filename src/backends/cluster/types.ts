@@ -1,0 +1,115 @@
+// The cluster backend: where services run. One interface, two implementations (the local process
+// runtime and Kubernetes), proven by the same conformance suite (test/conformance/).
+import type { ClusterRunSpec, LocalRunSpec } from '../catalog/manifest.js';
+
+/** Everything a backend needs to run one service. Options are validated, defaults applied. */
+export interface WorkloadSpec {
+  serviceId: string;
+  serviceName: string;
+  projectId: string;
+  package: { catalogId: string; name: string; version: string; sourceDir: string };
+  run: { local: LocalRunSpec | null; cluster: ClusterRunSpec | null };
+  options: Record<string, unknown>;
+  /** Names of the options whose values are secrets (never logged, never rendered in plain text). */
+  secretOptions: string[];
+  resources: { cpuMillis: number; memoryBytes: number; gpu: number };
+}
+
+export type WorkloadPhase = 'starting' | 'running' | 'failed' | 'stopped' | 'lost';
+
+export interface ContainerStatus {
+  name: string;
+  ready: boolean;
+  state: 'waiting' | 'running' | 'terminated';
+  reason: string | null;
+  exitCode: number | null;
+  startedAt: string | null;
+}
+
+export interface TaskStatus {
+  id: string;
+  status: 'waiting' | 'running' | 'terminated';
+  ready: boolean;
+  restarts: number;
+  containers: ContainerStatus[];
+}
+
+/** What a backend knows of a workload now. */
+export interface WorkloadStatus {
+  serviceId: string;
+  phase: WorkloadPhase;
+  /** Why it is in this phase, for people (for example "exited with code 1"). */
+  message: string | null;
+  /** The exit code of the last process exit, when known. */
+  exitCode: number | null;
+  /** The last lines of its log, when it failed. */
+  logTail: string[];
+  tasks: TaskStatus[];
+  endpoints: { port: string; protocol: 'http' | 'tcp'; url: string }[];
+  startedAt: string | null;
+}
+
+/** Something that happened to a workload, reported as it happens (and replayed after a restart). */
+export interface WorkloadEvent {
+  serviceId: string;
+  at: string;
+  type: string;
+  message: string;
+  /**
+   * The backend's own number for the event, increasing per workload; its owner records the last it
+   * saw and hands it back to `reconcile`, so that events are neither lost nor repeated across a
+   * restart. Null for events the backend infers (a workload found lost).
+   */
+  sourceSeq: number | null;
+  /** The status after the event. */
+  status: WorkloadStatus;
+}
+
+export interface LogOptions {
+  task?: string | undefined;
+  container?: string | undefined;
+  tail?: number | undefined;
+  since?: Date | undefined;
+  timestamps?: boolean | undefined;
+  follow?: boolean | undefined;
+  /** Ends a followed stream (client gone, server stopping). */
+  signal?: AbortSignal | undefined;
+}
+
+/** What a dry run shows: the backend's own rendering of the workload, secrets masked. */
+export interface RenderedWorkload {
+  backend: 'local' | 'kubernetes';
+  spec: Record<string, unknown>;
+}
+
+export interface ReconcileReport {
+  /** Workloads found alive and watched again. */
+  adopted: string[];
+  /** Workloads that should exist but are gone (their processes were stopped if any remained). */
+  lost: string[];
+  /** Leftovers of services Atrium no longer knows, removed. */
+  removed: string[];
+}
+
+export interface ClusterBackend {
+  readonly type: 'local' | 'kubernetes';
+  /** Checks the spec can run here and renders what would be created, creating nothing. */
+  render(spec: WorkloadSpec): RenderedWorkload;
+  /** Starts the workload, or adopts it if it already runs (never starts it twice). */
+  apply(spec: WorkloadSpec): Promise<void>;
+  /** Stops it (suspension): nothing runs, its settings and logs stay. */
+  stop(serviceId: string): Promise<void>;
+  /** Stops it and removes everything it had. */
+  delete(serviceId: string): Promise<void>;
+  status(serviceId: string): Promise<WorkloadStatus | null>;
+  logs(serviceId: string, options: LogOptions): AsyncIterable<string>;
+  /** Registers the listener of every workload event. */
+  onEvent(listener: (event: WorkloadEvent) => void): void;
+  /**
+   * After a restart: adopts the workloads of the given services that still run, reports the
+   * others lost, and removes what belongs to no service in the list.
+   */
+  reconcile(known: { serviceId: string; shouldRun: boolean; afterSeq?: number }[]): Promise<ReconcileReport>;
+  /** Stops watching (workloads keep running). */
+  close(): Promise<void>;
+}

@@ -1,0 +1,305 @@
+import type { Knex } from 'knex';
+import type { ClusterRunSpec, LocalRunSpec } from '../backends/catalog/manifest.js';
+import { keysetPage, type Page, type PageRequest } from './pagination.js';
+import { parseJson, toNumber } from './database.js';
+
+export interface RunSpecs {
+  local: LocalRunSpec | null;
+  cluster: ClusterRunSpec | null;
+}
+
+export type ServiceStatus =
+  'pending' | 'starting' | 'running' | 'suspending' | 'suspended' | 'failed' | 'lost' | 'deleting';
+export type DesiredState = 'running' | 'suspended' | 'deleted';
+
+export interface ContainerState {
+  name: string;
+  ready: boolean;
+  state: 'waiting' | 'running' | 'terminated';
+  reason: string | null;
+  exitCode: number | null;
+  startedAt: string | null;
+}
+
+export interface TaskState {
+  id: string;
+  status: 'waiting' | 'running' | 'terminated';
+  ready: boolean;
+  restarts: number;
+  containers: ContainerState[];
+}
+
+export interface Endpoint {
+  port: string;
+  protocol: 'http' | 'tcp';
+  url: string;
+}
+
+export interface ServiceResources {
+  cpuMillis: number;
+  memoryBytes: number;
+  gpu: number;
+}
+
+export interface ServiceRecord {
+  id: string;
+  projectId: string;
+  regionId: string;
+  name: string;
+  catalogId: string;
+  packageName: string;
+  packageVersion: string;
+  ownerUserId: string;
+  ownerUsername: string;
+  ownerName: string | null;
+  shared: boolean;
+  options: Record<string, unknown>;
+  secretOptions: string[];
+  runSpec: RunSpecs;
+  sourceDir: string;
+  resources: ServiceResources;
+  status: ServiceStatus;
+  desiredState: DesiredState;
+  holdsSlot: boolean;
+  holdsCompute: boolean;
+  message: string | null;
+  exitCode: number | null;
+  logTail: string[];
+  tasks: TaskState[];
+  endpoints: Endpoint[];
+  backendSeq: number;
+  version: number;
+  createdAt: string;
+  updatedAt: string;
+  startedAt: string | null;
+}
+
+interface ServiceRow {
+  id: string;
+  project_id: string;
+  region_id: string;
+  name: string;
+  catalog_id: string;
+  package_name: string;
+  package_version: string;
+  owner_user_id: string;
+  owner_username: string;
+  owner_name: string | null;
+  shared: boolean | number;
+  options: string;
+  secret_options: string;
+  run_spec: string;
+  source_dir: string;
+  cpu_millis: number | string;
+  memory_bytes: number | string;
+  gpu: number | string;
+  status: ServiceStatus;
+  desired_state: DesiredState;
+  holds_slot: boolean | number;
+  holds_compute: boolean | number;
+  message: string | null;
+  exit_code: number | string | null;
+  log_tail: string;
+  tasks: string;
+  endpoints: string;
+  backend_seq: number | string;
+  version: number | string;
+  created_at: string;
+  updated_at: string;
+  started_at: string | null;
+}
+
+function serviceFromRow(row: ServiceRow): ServiceRecord {
+  return {
+    id: row.id,
+    projectId: row.project_id,
+    regionId: row.region_id,
+    name: row.name,
+    catalogId: row.catalog_id,
+    packageName: row.package_name,
+    packageVersion: row.package_version,
+    ownerUserId: row.owner_user_id,
+    ownerUsername: row.owner_username,
+    ownerName: row.owner_name,
+    shared: Boolean(row.shared),
+    options: parseJson<Record<string, unknown>>(row.options),
+    secretOptions: parseJson<string[]>(row.secret_options),
+    runSpec: parseJson<RunSpecs>(row.run_spec),
+    sourceDir: row.source_dir,
+    resources: {
+      cpuMillis: toNumber(row.cpu_millis),
+      memoryBytes: toNumber(row.memory_bytes),
+      gpu: toNumber(row.gpu),
+    },
+    status: row.status,
+    desiredState: row.desired_state,
+    holdsSlot: Boolean(row.holds_slot),
+    holdsCompute: Boolean(row.holds_compute),
+    message: row.message,
+    exitCode: row.exit_code === null ? null : toNumber(row.exit_code),
+    logTail: parseJson<string[]>(row.log_tail),
+    tasks: parseJson<TaskState[]>(row.tasks),
+    endpoints: parseJson<Endpoint[]>(row.endpoints),
+    backendSeq: toNumber(row.backend_seq),
+    version: toNumber(row.version),
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    startedAt: row.started_at,
+  };
+}
+
+function servicesQuery(db: Knex) {
+  return db('services as s')
+    .join('users as u', 'u.id', 's.owner_user_id')
+    .select('s.*', 'u.username as owner_username', 'u.name as owner_name');
+}
+
+export type NewService = Omit<ServiceRecord, 'ownerUsername' | 'ownerName' | 'version' | 'backendSeq'>;
+
+export async function insertService(trx: Knex.Transaction, s: NewService): Promise<void> {
+  await trx('services').insert({
+    id: s.id,
+    project_id: s.projectId,
+    region_id: s.regionId,
+    name: s.name,
+    catalog_id: s.catalogId,
+    package_name: s.packageName,
+    package_version: s.packageVersion,
+    owner_user_id: s.ownerUserId,
+    shared: s.shared,
+    options: JSON.stringify(s.options),
+    secret_options: JSON.stringify(s.secretOptions),
+    run_spec: JSON.stringify(s.runSpec),
+    source_dir: s.sourceDir,
+    cpu_millis: s.resources.cpuMillis,
+    memory_bytes: s.resources.memoryBytes,
+    gpu: s.resources.gpu,
+    status: s.status,
+    desired_state: s.desiredState,
+    holds_slot: s.holdsSlot,
+    holds_compute: s.holdsCompute,
+    message: s.message,
+    exit_code: s.exitCode,
+    log_tail: JSON.stringify(s.logTail),
+    tasks: JSON.stringify(s.tasks),
+    endpoints: JSON.stringify(s.endpoints),
+    created_at: s.createdAt,
+    updated_at: s.updatedAt,
+    started_at: s.startedAt,
+  });
+}
+
+export async function findService(db: Knex, id: string): Promise<ServiceRecord | null> {
+  const row = await servicesQuery(db).where('s.id', id).first();
+  return row ? serviceFromRow(row as ServiceRow) : null;
+}
+
+/** Locks the service row until the transaction ends (PostgreSQL; SQLite transactions are serial). */
+export async function lockService(trx: Knex.Transaction, id: string): Promise<void> {
+  if (trx.client.config.client === 'pg') await trx('services').where({ id }).forUpdate().first('id');
+}
+
+export interface ServiceFilter {
+  /** Only services this user may see (theirs and shared ones); all of them when null. */
+  visibleTo: string | null;
+  statuses?: ServiceStatus[] | undefined;
+  packageName?: string | undefined;
+}
+
+export async function listProjectServices(
+  db: Knex,
+  projectId: string,
+  filter: ServiceFilter,
+  page: PageRequest,
+): Promise<Page<ServiceRecord>> {
+  const query = servicesQuery(db).where('s.project_id', projectId);
+  if (filter.visibleTo !== null) {
+    const userId = filter.visibleTo;
+    query.where((w) => w.where('s.owner_user_id', userId).orWhere('s.shared', true));
+  }
+  if (filter.statuses?.length) query.whereIn('s.status', filter.statuses);
+  if (filter.packageName) query.where('s.package_name', filter.packageName);
+  return keysetPage<ServiceRow, ServiceRecord>(query, page, {
+    list: `services:${JSON.stringify([projectId, filter.visibleTo, filter.statuses ?? [], filter.packageName ?? null])}`,
+    keys: ['s.created_at', 's.id'],
+    direction: 'desc',
+    keyOf: (row) => [row.created_at, row.id],
+    map: serviceFromRow,
+  });
+}
+
+/** The services a bulk delete takes: those matching the filter that the user may change. */
+export async function findServicesToDelete(
+  db: Knex,
+  projectId: string,
+  filter: ServiceFilter,
+  max: number,
+): Promise<ServiceRecord[]> {
+  const query = servicesQuery(db).where('s.project_id', projectId).whereNot('s.desired_state', 'deleted');
+  if (filter.visibleTo !== null) query.where('s.owner_user_id', filter.visibleTo);
+  if (filter.statuses?.length) query.whereIn('s.status', filter.statuses);
+  if (filter.packageName) query.where('s.package_name', filter.packageName);
+  return ((await query.orderBy('s.created_at').limit(max)) as ServiceRow[]).map(serviceFromRow);
+}
+
+/** Every service of a region that is not gone for good: what a backend must account for at start. */
+export async function listRegionServices(db: Knex, regionId: string): Promise<ServiceRecord[]> {
+  return (
+    (await servicesQuery(db).where('s.region_id', regionId).orderBy('s.created_at')) as ServiceRow[]
+  ).map(serviceFromRow);
+}
+
+export interface ServiceChanges {
+  name?: string;
+  shared?: boolean;
+  status?: ServiceStatus;
+  desiredState?: DesiredState;
+  holdsSlot?: boolean;
+  holdsCompute?: boolean;
+  message?: string | null;
+  exitCode?: number | null;
+  logTail?: string[];
+  tasks?: TaskState[];
+  endpoints?: Endpoint[];
+  startedAt?: string | null;
+  backendSeq?: number;
+}
+
+const columns: Record<keyof ServiceChanges, string> = {
+  name: 'name',
+  shared: 'shared',
+  status: 'status',
+  desiredState: 'desired_state',
+  holdsSlot: 'holds_slot',
+  holdsCompute: 'holds_compute',
+  message: 'message',
+  exitCode: 'exit_code',
+  logTail: 'log_tail',
+  tasks: 'tasks',
+  endpoints: 'endpoints',
+  startedAt: 'started_at',
+  backendSeq: 'backend_seq',
+};
+const jsonColumns = new Set<keyof ServiceChanges>(['logTail', 'tasks', 'endpoints']);
+
+/** Applies changes and bumps the version; with expectedVersion, only if it still matches. */
+export async function updateService(
+  db: Knex,
+  id: string,
+  changes: ServiceChanges,
+  at: string,
+  expectedVersion: number | null = null,
+): Promise<boolean> {
+  const update: Record<string, unknown> = { updated_at: at, version: db.raw('version + 1') };
+  for (const [key, value] of Object.entries(changes) as [keyof ServiceChanges, unknown][]) {
+    if (value === undefined) continue;
+    update[columns[key]] = jsonColumns.has(key) ? JSON.stringify(value) : value;
+  }
+  const query = db('services').where({ id });
+  if (expectedVersion !== null) query.where({ version: expectedVersion });
+  return (await query.update(update)) > 0;
+}
+
+export async function deleteServiceRow(db: Knex, id: string): Promise<void> {
+  await db('services').where({ id }).delete();
+}

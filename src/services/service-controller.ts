@@ -1,0 +1,375 @@
+// Converges every service towards its desired state (running, suspended, deleted) on its region's
+// backend, records what the backend reports (status, events), releases quota as services stop, and
+// ends the operations that wait on them. One chain of work per service, so that a service's changes
+// are applied in order. Started once per API process; after a restart it picks everything up again.
+import type { Knex } from 'knex';
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
+import { iso } from '../clock.js';
+import { adjustQuotaUsage } from '../db/projects.js';
+import { appendEvent } from '../db/events.js';
+import * as q from '../db/services.js';
+import type { ServiceRecord, ServiceStatus } from '../db/services.js';
+import type {
+  ClusterBackend,
+  WorkloadEvent,
+  WorkloadSpec,
+  WorkloadStatus,
+} from '../backends/cluster/types.js';
+import { topics, type Notifier } from './notifier.js';
+import { operationProblem, type OperationService } from './operations.js';
+
+export interface ServiceControllerDeps {
+  db: Knex;
+  clock: Clock;
+  log: Logger;
+  /** The backend of each region that has one. */
+  backends: ReadonlyMap<string, ClusterBackend>;
+  operations: OperationService;
+  notifier: Notifier;
+}
+
+/** What a service holds of its project's quota in each status it can settle in. */
+const holds: Record<ServiceStatus, { slot: boolean; compute: boolean } | null> = {
+  pending: { slot: true, compute: true },
+  starting: { slot: true, compute: true },
+  running: { slot: true, compute: true },
+  suspending: { slot: true, compute: true },
+  suspended: { slot: true, compute: false },
+  failed: { slot: false, compute: false },
+  lost: { slot: false, compute: false },
+  // While deleting, a service keeps what it held until it is gone.
+  deleting: null,
+};
+
+export function workloadSpecOf(service: ServiceRecord): WorkloadSpec {
+  return {
+    serviceId: service.id,
+    serviceName: service.name,
+    projectId: service.projectId,
+    package: {
+      catalogId: service.catalogId,
+      name: service.packageName,
+      version: service.packageVersion,
+      sourceDir: service.sourceDir,
+    },
+    run: service.runSpec,
+    options: service.options,
+    secretOptions: service.secretOptions,
+    resources: service.resources,
+  };
+}
+
+export class ServiceController {
+  private readonly chains = new Map<string, Promise<void>>();
+  private started = false;
+
+  constructor(private readonly deps: ServiceControllerDeps) {}
+
+  backendOf(regionId: string): ClusterBackend | undefined {
+    return this.deps.backends.get(regionId);
+  }
+
+  /** Listens to every backend, adopts or reports what runs, and resumes unfinished work. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    const { db, backends, log } = this.deps;
+    for (const [regionId, backend] of backends) {
+      backend.onEvent((event) => this.enqueue(event.serviceId, () => this.record(event)));
+      const services = await q.listRegionServices(db, regionId);
+      const report = await backend.reconcile(
+        services.map((s) => ({
+          serviceId: s.id,
+          shouldRun: s.desiredState === 'running' && s.status !== 'failed' && s.status !== 'lost',
+          afterSeq: s.backendSeq,
+        })),
+      );
+      log.info({ region: regionId, ...report }, 'services reconciled');
+      for (const service of services) this.converge(service.id);
+    }
+  }
+
+  /** Stops listening; workloads keep running (and are adopted by the next start). */
+  async close(): Promise<void> {
+    await Promise.all([...this.chains.values()]);
+    for (const backend of this.deps.backends.values()) await backend.close();
+  }
+
+  /** Waits for the work queued on a service (tests, shutdown). */
+  async settled(serviceId: string): Promise<void> {
+    await this.chains.get(serviceId);
+  }
+
+  converge(serviceId: string): void {
+    this.enqueue(serviceId, () => this.step(serviceId));
+  }
+
+  private enqueue(serviceId: string, work: () => Promise<void>): void {
+    const previous = this.chains.get(serviceId) ?? Promise.resolve();
+    const next = previous
+      .then(work)
+      .catch((err: unknown) => this.deps.log.error({ err, serviceId }, 'service controller: step failed'))
+      .finally(() => {
+        if (this.chains.get(serviceId) === next) this.chains.delete(serviceId);
+      });
+    this.chains.set(serviceId, next);
+  }
+
+  /** One step towards the desired state. */
+  private async step(serviceId: string): Promise<void> {
+    const service = await q.findService(this.deps.db, serviceId);
+    if (!service) return;
+    const backend = this.backendOf(service.regionId);
+    if (!backend) {
+      await this.settle(service, 'failed', {
+        message: `region ${service.regionId} has no backend that can run services`,
+        event: { type: 'failed', message: 'no backend for this region' },
+      });
+      return;
+    }
+    switch (service.desiredState) {
+      case 'running':
+        // Pending: start it. Starting with nothing there: the start was interrupted (a crash
+        // between recording it and running it); start it again (apply never starts one twice).
+        if (
+          service.status === 'pending' ||
+          (service.status === 'starting' && (await backend.status(serviceId)) === null)
+        ) {
+          await this.startWorkload(service, backend);
+        }
+        return;
+      case 'suspended':
+        if (['pending', 'starting', 'running', 'suspending'].includes(service.status)) {
+          await this.setStatus(service, 'suspending', { type: 'suspending', message: 'stopping it' });
+          await backend.stop(serviceId);
+          const after = await q.findService(this.deps.db, serviceId);
+          if (after && after.desiredState === 'suspended') {
+            await this.settle(after, 'suspended', {
+              event: { type: 'suspended', message: 'suspended' },
+              tasks: [],
+              endpoints: [],
+            });
+          }
+        }
+        return;
+      case 'deleted':
+        await backend.delete(serviceId);
+        await this.remove(service);
+        return;
+    }
+  }
+
+  private async startWorkload(service: ServiceRecord, backend: ClusterBackend): Promise<void> {
+    await this.setStatus(service, 'starting', {
+      type: 'starting',
+      message: `starting ${service.packageName} ${service.packageVersion}`,
+    });
+    await this.progressOperations(service.id, 40, 'starting');
+    try {
+      await backend.apply(workloadSpecOf(service));
+    } catch (error) {
+      const message = `could not start: ${(error as Error).message}`;
+      this.deps.log.warn({ err: error, serviceId: service.id }, 'service could not start');
+      const current = await q.findService(this.deps.db, service.id);
+      if (current) await this.settle(current, 'failed', { message, event: { type: 'failed', message } });
+    }
+  }
+
+  /** Records an event of a backend and moves the service's status accordingly. */
+  private async record(event: WorkloadEvent): Promise<void> {
+    const service = await q.findService(this.deps.db, event.serviceId);
+    if (!service || service.desiredState === 'deleted') return;
+    const observed = event.status;
+    const next = this.statusFor(service, observed);
+    const changes: q.ServiceChanges = {
+      tasks: observed.tasks,
+      endpoints: observed.endpoints,
+      message: observed.message,
+      exitCode: observed.exitCode,
+      logTail: observed.logTail,
+      startedAt: observed.startedAt,
+    };
+    if (event.sourceSeq !== null) changes.backendSeq = Math.max(service.backendSeq, event.sourceSeq);
+    await this.settle(service, next, {
+      ...changes,
+      event: { type: event.type, message: event.message, at: event.at, data: { phase: observed.phase } },
+    });
+  }
+
+  private statusFor(service: ServiceRecord, observed: WorkloadStatus): ServiceStatus {
+    if (service.desiredState === 'suspended') {
+      return observed.phase === 'starting' || observed.phase === 'running' ? 'suspending' : 'suspended';
+    }
+    switch (observed.phase) {
+      case 'starting':
+        return 'starting';
+      case 'running':
+        return 'running';
+      case 'lost':
+        return 'lost';
+      case 'failed':
+      case 'stopped':
+        return 'failed';
+    }
+  }
+
+  private async setStatus(
+    service: ServiceRecord,
+    status: ServiceStatus,
+    event: { type: string; message: string },
+  ) {
+    await this.settle(service, status, { event });
+  }
+
+  /**
+   * Moves a service to a status in one transaction: its fields, the quota it holds in that status
+   * (releases only: admissions happen where a user asks for them), and an event. Then ends the
+   * operations that were waiting for this status.
+   */
+  private async settle(
+    service: ServiceRecord,
+    status: ServiceStatus,
+    changes: q.ServiceChanges & {
+      event: { type: string; message: string; at?: string; data?: Record<string, unknown> };
+    },
+  ): Promise<void> {
+    const { db, clock, notifier } = this.deps;
+    const { event, ...fields } = changes;
+    const at = iso(clock());
+    const wanted = holds[status] ?? { slot: service.holdsSlot, compute: service.holdsCompute };
+    const release = {
+      slot: service.holdsSlot && !wanted.slot,
+      compute: service.holdsCompute && !wanted.compute,
+    };
+    await db.transaction(async (trx) => {
+      await q.lockService(trx, service.id);
+      if (release.slot || release.compute) {
+        await adjustQuotaUsage(
+          trx,
+          service.projectId,
+          {
+            services: release.slot ? -1 : 0,
+            cpuMillis: release.compute ? -service.resources.cpuMillis : 0,
+            memoryBytes: release.compute ? -service.resources.memoryBytes : 0,
+            gpu: release.compute ? -service.resources.gpu : 0,
+          },
+          at,
+        );
+      }
+      await q.updateService(
+        trx,
+        service.id,
+        {
+          ...fields,
+          status,
+          holdsSlot: service.holdsSlot && !release.slot,
+          holdsCompute: service.holdsCompute && !release.compute,
+        },
+        at,
+      );
+      await appendEvent(trx, 'service', service.id, {
+        at: event.at ?? at,
+        type: event.type,
+        message: event.message,
+        data: { status, ...(event.data ?? {}) },
+      });
+    });
+    notifier.notify(topics.service(service.id));
+    await this.endOperations(service, status, fields);
+  }
+
+  private async progressOperations(serviceId: string, progress: number, message: string): Promise<void> {
+    for (const op of await this.deps.operations.running(serviceId)) {
+      await this.deps.operations.progress(op.id, progress, message);
+    }
+  }
+
+  /** Ends the operations whose goal the service reached (or can no longer reach). */
+  private async endOperations(
+    service: ServiceRecord,
+    status: ServiceStatus,
+    fields: q.ServiceChanges,
+  ): Promise<void> {
+    const { operations } = this.deps;
+    for (const op of await operations.running(service.id)) {
+      const starting = op.kind === 'launch-service' || op.kind === 'resume-service';
+      if (starting && status === 'running') {
+        await operations.finish(op.id, {
+          status: 'succeeded',
+          message: `${service.name} is running`,
+          result: { service_id: service.id },
+        });
+      } else if (starting && (status === 'failed' || status === 'lost')) {
+        const detail =
+          fields.message ?? (status === 'lost' ? 'the service was lost' : 'the service failed to start');
+        await operations.finish(op.id, {
+          status: 'failed',
+          message: detail,
+          error: operationProblem('launch-failed', detail, {
+            service_id: service.id,
+            exit_code: fields.exitCode ?? null,
+            log_tail: fields.logTail ?? [],
+          }),
+        });
+      } else if (op.kind === 'suspend-service' && status === 'suspended') {
+        await operations.finish(op.id, {
+          status: 'succeeded',
+          message: `${service.name} is suspended`,
+          result: { service_id: service.id },
+        });
+      }
+    }
+  }
+
+  /** The service is gone from its backend: give back what it held, remove it, end its operations. */
+  private async remove(service: ServiceRecord): Promise<void> {
+    const { db, clock, notifier, operations } = this.deps;
+    const at = iso(clock());
+    await db.transaction(async (trx) => {
+      await q.lockService(trx, service.id);
+      const current = await q.findService(trx, service.id);
+      if (!current) return;
+      if (current.holdsSlot || current.holdsCompute) {
+        await adjustQuotaUsage(
+          trx,
+          service.projectId,
+          {
+            services: current.holdsSlot ? -1 : 0,
+            cpuMillis: current.holdsCompute ? -current.resources.cpuMillis : 0,
+            memoryBytes: current.holdsCompute ? -current.resources.memoryBytes : 0,
+            gpu: current.holdsCompute ? -current.resources.gpu : 0,
+          },
+          at,
+        );
+      }
+      await q.deleteServiceRow(trx, service.id);
+    });
+    notifier.notify(topics.service(service.id));
+    for (const op of await operations.running(service.id)) {
+      if (op.kind === 'launch-service' || op.kind === 'resume-service') {
+        await operations.finish(op.id, {
+          status: 'cancelled',
+          message: 'cancelled: the service was removed',
+          error: operationProblem('cancelled', 'the launch was cancelled and the service removed', {
+            service_id: service.id,
+          }),
+        });
+      } else {
+        await operations.finish(op.id, {
+          status: 'succeeded',
+          message: `${service.name} was deleted`,
+          result: { service_id: service.id },
+        });
+      }
+    }
+    await this.onRemovedFromBulk(service);
+  }
+
+  /** A bulk deletion ends when the last of its services is gone. */
+  private async onRemovedFromBulk(service: ServiceRecord): Promise<void> {
+    for (const op of await this.deps.operations.running(service.projectId)) {
+      if (op.kind === 'delete-services') await this.deps.operations.bulkItemDone(op.id, service.id);
+    }
+  }
+}

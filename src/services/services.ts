@@ -1,0 +1,598 @@
+// Services: launching catalog packages into projects, and everything users do with them. The rules
+// live here (who may see and change what, options validation, quota admission); the controller
+// (service-controller.ts) makes the backends do it.
+import { Ajv2020, type AnySchema, type ValidateFunction } from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
+import type { Knex } from 'knex';
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
+import { iso } from '../clock.js';
+import { conflict, DomainError, forbidden, notFound, unprocessable, type FieldError } from '../errors.js';
+import { appendEvent, listEvents } from '../db/events.js';
+import type { Page, PageRequest } from '../db/pagination.js';
+import { adjustQuotaUsage, findQuota, type ProjectView, type UsageDelta } from '../db/projects.js';
+import * as q from '../db/services.js';
+import type { ServiceRecord, ServiceStatus } from '../db/services.js';
+import type { OperationRecord } from '../db/operations.js';
+import type { StoredPackageVersion } from '../db/catalogs.js';
+import type { LogOptions, RenderedWorkload, WorkloadSpec } from '../backends/cluster/types.js';
+import { newId } from '../ids.js';
+import { formatBytes, formatCpu, parseBytes, parseCpu } from '../quantities.js';
+import type { CatalogService } from './catalogs.js';
+import { checkIfMatch, etagFor } from './etag.js';
+import { topics, type Notifier } from './notifier.js';
+import type { OperationService } from './operations.js';
+import type { Principal } from './principal.js';
+import type { ProjectService } from './projects.js';
+import { workloadSpecOf, type ServiceController } from './service-controller.js';
+
+export function serviceEtag(service: { version: number; updatedAt: string }): string {
+  return etagFor(service.version, service.updatedAt);
+}
+
+export interface LaunchRequest {
+  catalogId: string;
+  packageName: string;
+  version?: string | undefined;
+  name?: string | undefined;
+  options?: Record<string, unknown> | undefined;
+  shared?: boolean | undefined;
+}
+
+export interface DryRun {
+  service: {
+    name: string;
+    catalogId: string;
+    packageName: string;
+    version: string;
+    options: Record<string, unknown>;
+    secretOptions: string[];
+    resources: { cpu: string; memory: string; gpu: number };
+    shared: boolean;
+    regionId: string;
+  };
+  run: RenderedWorkload;
+  quota: {
+    delta: UsageDelta;
+    usage: NonNullable<Awaited<ReturnType<typeof findQuota>>>['usage'];
+    limits: NonNullable<Awaited<ReturnType<typeof findQuota>>>['limits'];
+    exceeded: string[];
+  };
+}
+
+export interface ServiceManagerDeps {
+  db: Knex;
+  clock: Clock;
+  log: Logger;
+  projects: ProjectService;
+  catalogs: CatalogService;
+  operations: OperationService;
+  controller: ServiceController;
+  notifier: Notifier;
+}
+
+const resourceNames: Record<keyof UsageDelta, string> = {
+  services: 'services',
+  cpuMillis: 'cpu',
+  memoryBytes: 'memory',
+  gpu: 'gpu',
+};
+
+function quotaAmount(resource: keyof UsageDelta, amount: number | null): string | number | null {
+  if (amount === null) return null;
+  if (resource === 'cpuMillis') return formatCpu(amount);
+  if (resource === 'memoryBytes') return formatBytes(amount);
+  return amount;
+}
+
+/** Compiles options schemas once per package version (a bounded cache). */
+class OptionsValidator {
+  private readonly ajv = new Ajv2020({ strict: false, allErrors: true, useDefaults: true });
+  private readonly cache = new Map<string, ValidateFunction>();
+
+  constructor() {
+    addFormats.default(this.ajv);
+    this.ajv.addFormat('password', true);
+  }
+
+  /** The options with defaults applied; a 400 listing every field that fails otherwise. */
+  validate(version: StoredPackageVersion, options: Record<string, unknown>): Record<string, unknown> {
+    const { spec } = version;
+    const key = `${version.catalogId}/${spec.name}@${spec.version}`;
+    let validate = this.cache.get(key);
+    if (!validate) {
+      const { $id: _ignored, ...schema } = spec.options_schema;
+      validate = this.ajv.compile(schema as AnySchema);
+      if (this.cache.size >= 500) this.cache.delete(this.cache.keys().next().value as string);
+      this.cache.set(key, validate);
+    }
+    const candidate = structuredClone(options);
+    if (!validate(candidate)) {
+      const errors: FieldError[] = (validate.errors ?? []).map((e) => ({
+        location: 'body',
+        pointer: `/options${e.instancePath}${e.keyword === 'additionalProperties' ? `/${String(e.params.additionalProperty)}` : ''}`,
+        message: e.message ?? 'invalid',
+        code: e.keyword,
+      }));
+      throw new DomainError(
+        'validation',
+        `the options do not match the options schema of ${spec.name} ${spec.version}`,
+        { errors },
+      );
+    }
+    return candidate;
+  }
+}
+
+/** Options declared `format: password` (at the top level of the schema) are secrets. */
+function secretOptionsOf(version: StoredPackageVersion, options: Record<string, unknown>): string[] {
+  const properties = (version.spec.options_schema.properties ?? {}) as Record<string, { format?: unknown }>;
+  return Object.keys(options).filter((name) => properties[name]?.format === 'password');
+}
+
+export class ServiceManager {
+  private readonly validator = new OptionsValidator();
+
+  constructor(private readonly deps: ServiceManagerDeps) {}
+
+  /** A service the principal may see (read) or change (write); 404 for one they cannot see. */
+  private async access(
+    principal: Principal,
+    projectId: string,
+    serviceId: string,
+    mode: 'read' | 'write',
+  ): Promise<{ project: ProjectView; service: ServiceRecord }> {
+    const project = await this.deps.projects.access(principal, projectId, 'viewer');
+    const service = await q.findService(this.deps.db, serviceId);
+    const admin = principal.user.admin;
+    const mine = service?.ownerUserId === principal.user.id;
+    if (
+      !service ||
+      service.projectId !== projectId ||
+      !(admin || project.role === 'owner' || mine || service.shared)
+    ) {
+      throw notFound('service', serviceId);
+    }
+    if (mode === 'write' && !(admin || project.role === 'owner' || (mine && project.role !== 'viewer'))) {
+      throw forbidden('only the service owner, the project owners and administrators may change a service');
+    }
+    return { project, service };
+  }
+
+  private backendFor(regionId: string) {
+    const backend = this.deps.controller.backendOf(regionId);
+    if (!backend)
+      throw new DomainError('unavailable', `region ${regionId} has no backend that can run services yet`);
+    return backend;
+  }
+
+  async launch(
+    principal: Principal,
+    projectId: string,
+    request: LaunchRequest,
+    { dryRun }: { dryRun: boolean },
+  ): Promise<{ dryRun: DryRun } | { operation: OperationRecord }> {
+    const { db, clock, catalogs, operations, controller } = this.deps;
+    const project = await this.deps.projects.access(principal, projectId, 'member');
+    let version: StoredPackageVersion;
+    try {
+      version = await catalogs.getPackageVersion(
+        request.catalogId,
+        request.packageName,
+        request.version ?? 'latest',
+      );
+    } catch (error) {
+      if (error instanceof DomainError && error.kind === 'not-found') throw unprocessable(error.detail);
+      throw error;
+    }
+    const options = this.validator.validate(version, request.options ?? {});
+    const secretOptions = secretOptionsOf(version, options);
+    const resources = {
+      cpuMillis: parseCpu(version.spec.resources.cpu),
+      memoryBytes: parseBytes(version.spec.resources.memory),
+      gpu: version.spec.resources.gpu,
+    };
+    const serviceId = newId('svc');
+    const name = request.name ?? version.spec.name;
+    const spec: WorkloadSpec = {
+      serviceId,
+      serviceName: name,
+      projectId,
+      package: {
+        catalogId: version.catalogId,
+        name: version.spec.name,
+        version: version.spec.version,
+        sourceDir: version.sourceDir,
+      },
+      run: version.spec.run,
+      options,
+      secretOptions,
+      resources,
+    };
+    const rendered = this.backendFor(project.regionId).render(spec);
+    const delta: UsageDelta = { services: 1, ...resources };
+
+    if (dryRun) {
+      const quota = await findQuota(db, projectId);
+      if (!quota) throw notFound('project', projectId);
+      const exceeded = (Object.keys(resourceNames) as (keyof UsageDelta)[]).filter((r) => {
+        const limit = quota.limits[r];
+        return delta[r] > 0 && limit !== null && quota.usage[r] + delta[r] > limit;
+      });
+      return {
+        dryRun: {
+          service: {
+            name,
+            catalogId: version.catalogId,
+            packageName: version.spec.name,
+            version: version.spec.version,
+            options: this.publicOptions(options, secretOptions),
+            secretOptions,
+            resources: version.spec.resources,
+            shared: request.shared ?? false,
+            regionId: project.regionId,
+          },
+          run: rendered,
+          quota: {
+            delta,
+            usage: quota.usage,
+            limits: quota.limits,
+            exceeded: exceeded.map((r) => resourceNames[r]),
+          },
+        },
+      };
+    }
+
+    const now = iso(clock());
+    const operation = await db.transaction(async (trx) => {
+      if (!(await adjustQuotaUsage(trx, projectId, delta, now)))
+        throw await this.quotaExceeded(trx, projectId, delta);
+      await q.insertService(trx, {
+        id: serviceId,
+        projectId,
+        regionId: project.regionId,
+        name,
+        catalogId: version.catalogId,
+        packageName: version.spec.name,
+        packageVersion: version.spec.version,
+        ownerUserId: principal.user.id,
+        shared: request.shared ?? false,
+        options,
+        secretOptions,
+        runSpec: version.spec.run,
+        sourceDir: version.sourceDir,
+        resources,
+        status: 'pending',
+        desiredState: 'running',
+        holdsSlot: true,
+        holdsCompute: true,
+        message: null,
+        exitCode: null,
+        logTail: [],
+        tasks: [],
+        endpoints: [],
+        createdAt: now,
+        updatedAt: now,
+        startedAt: null,
+      });
+      await appendEvent(trx, 'service', serviceId, {
+        at: now,
+        type: 'admitted',
+        message: `admitted by the quota of ${projectId}: ${version.spec.resources.cpu} cpu, ${version.spec.resources.memory} memory`,
+        data: { status: 'pending' },
+      });
+      return operations.create(trx, {
+        kind: 'launch-service',
+        projectId,
+        target: { type: 'service', id: serviceId },
+        userId: principal.user.id,
+        message: `launching ${version.spec.name} ${version.spec.version} as ${name}`,
+      });
+    });
+    controller.converge(serviceId);
+    return { operation };
+  }
+
+  /** The quota-exceeded problem: which resource, how much was asked, used and allowed. */
+  private async quotaExceeded(
+    trx: Knex.Transaction,
+    projectId: string,
+    delta: UsageDelta,
+  ): Promise<DomainError> {
+    const quota = await findQuota(trx, projectId);
+    const resource = (Object.keys(resourceNames) as (keyof UsageDelta)[]).find((r) => {
+      const limit = quota?.limits[r] ?? null;
+      return delta[r] > 0 && limit !== null && (quota?.usage[r] ?? 0) + delta[r] > limit;
+    });
+    if (!quota || !resource) return conflict('the quota changed meanwhile; try again');
+    const name = resourceNames[resource];
+    const requested = quotaAmount(resource, delta[resource]);
+    const usage = quotaAmount(resource, quota.usage[resource]);
+    const limit = quotaAmount(resource, quota.limits[resource]);
+    return new DomainError(
+      'quota-exceeded',
+      `project ${projectId} has no room for ${requested} more ${name}: ${usage} used of ${limit}`,
+      { resource: name, requested, usage, limit },
+    );
+  }
+
+  /** The options as shown: secret values left out. */
+  publicOptions(options: Record<string, unknown>, secretOptions: string[]): Record<string, unknown> {
+    return Object.fromEntries(Object.entries(options).filter(([name]) => !secretOptions.includes(name)));
+  }
+
+  async list(
+    principal: Principal,
+    projectId: string,
+    filter: { statuses?: ServiceStatus[] | undefined; packageName?: string | undefined },
+    page: PageRequest,
+  ): Promise<Page<ServiceRecord>> {
+    const project = await this.deps.projects.access(principal, projectId, 'viewer');
+    const seesAll = principal.user.admin || project.role === 'owner';
+    return q.listProjectServices(
+      this.deps.db,
+      projectId,
+      { ...filter, visibleTo: seesAll ? null : principal.user.id },
+      page,
+    );
+  }
+
+  async get(principal: Principal, projectId: string, serviceId: string): Promise<ServiceRecord> {
+    return (await this.access(principal, projectId, serviceId, 'read')).service;
+  }
+
+  /** Renames and shares at once; suspending and resuming are operations. */
+  async update(
+    principal: Principal,
+    projectId: string,
+    serviceId: string,
+    changes: { name?: string | undefined; shared?: boolean | undefined; suspended?: boolean | undefined },
+    ifMatch: string | undefined,
+  ): Promise<{ service: ServiceRecord } | { operation: OperationRecord }> {
+    const { db, clock, operations, controller, notifier } = this.deps;
+    const { service } = await this.access(principal, projectId, serviceId, 'write');
+    checkIfMatch(ifMatch, serviceEtag(service), `service ${serviceId}`);
+    if (service.desiredState === 'deleted') throw conflict(`service ${serviceId} is being deleted`);
+    const now = iso(clock());
+    const suspend = changes.suspended === true && service.desiredState === 'running';
+    const resume =
+      changes.suspended === false &&
+      (service.desiredState === 'suspended' || service.status === 'failed' || service.status === 'lost');
+    if (
+      changes.suspended === true &&
+      suspend &&
+      !['pending', 'starting', 'running'].includes(service.status)
+    ) {
+      throw conflict(`service ${serviceId} is ${service.status}; only a running service can be suspended`);
+    }
+    const operation = await db.transaction(async (trx) => {
+      await q.lockService(trx, serviceId);
+      const fields: q.ServiceChanges = {};
+      if (changes.name !== undefined) fields.name = changes.name;
+      if (changes.shared !== undefined) fields.shared = changes.shared;
+      if (suspend) fields.desiredState = 'suspended';
+      if (resume) {
+        const want: UsageDelta = {
+          services: service.holdsSlot ? 0 : 1,
+          cpuMillis: service.resources.cpuMillis,
+          memoryBytes: service.resources.memoryBytes,
+          gpu: service.resources.gpu,
+        };
+        if (!(await adjustQuotaUsage(trx, projectId, want, now)))
+          throw await this.quotaExceeded(trx, projectId, want);
+        Object.assign(fields, {
+          desiredState: 'running',
+          status: 'pending',
+          holdsSlot: true,
+          holdsCompute: true,
+          message: null,
+        });
+      }
+      if (!(await q.updateService(trx, serviceId, fields, now, service.version))) {
+        throw new DomainError(
+          'precondition-failed',
+          `service ${serviceId} changed meanwhile; fetch it again`,
+        );
+      }
+      if (!suspend && !resume) return null;
+      await appendEvent(trx, 'service', serviceId, {
+        at: now,
+        type: suspend ? 'suspend-requested' : 'resume-requested',
+        message: suspend ? 'suspension requested' : 'resumption requested; resources admitted',
+        data: {},
+      });
+      return operations.create(trx, {
+        kind: suspend ? 'suspend-service' : 'resume-service',
+        projectId,
+        target: { type: 'service', id: serviceId },
+        userId: principal.user.id,
+        message: suspend ? `suspending ${service.name}` : `resuming ${service.name}`,
+      });
+    });
+    notifier.notify(topics.service(serviceId));
+    if (operation) {
+      controller.converge(serviceId);
+      return { operation };
+    }
+    return { service: (await q.findService(db, serviceId)) as ServiceRecord };
+  }
+
+  async delete(
+    principal: Principal,
+    projectId: string,
+    serviceId: string,
+    ifMatch: string | undefined,
+  ): Promise<OperationRecord> {
+    const { service } = await this.access(principal, projectId, serviceId, 'write');
+    checkIfMatch(ifMatch, serviceEtag(service), `service ${serviceId}`);
+    return this.markDeleted(principal, service);
+  }
+
+  /** Marks a service for deletion (once) and returns the operation that follows it. */
+  private async markDeleted(principal: Principal, service: ServiceRecord): Promise<OperationRecord> {
+    const { db, clock, operations, controller, notifier } = this.deps;
+    const existing = (await operations.running(service.id)).find((op) => op.kind === 'delete-service');
+    if (existing) return existing;
+    const now = iso(clock());
+    const operation = await db.transaction(async (trx) => {
+      await q.lockService(trx, service.id);
+      await q.updateService(trx, service.id, { desiredState: 'deleted', status: 'deleting' }, now);
+      await appendEvent(trx, 'service', service.id, {
+        at: now,
+        type: 'deleting',
+        message: 'deletion requested',
+        data: {},
+      });
+      return operations.create(trx, {
+        kind: 'delete-service',
+        projectId: service.projectId,
+        target: { type: 'service', id: service.id },
+        userId: principal.user.id,
+        message: `deleting ${service.name}`,
+      });
+    });
+    notifier.notify(topics.service(service.id));
+    controller.converge(service.id);
+    return operation;
+  }
+
+  /** Deletes every matching service the principal may delete, as one operation. */
+  async deleteMany(
+    principal: Principal,
+    projectId: string,
+    filter: { statuses?: ServiceStatus[] | undefined; packageName?: string | undefined },
+  ): Promise<OperationRecord> {
+    const { db, clock, operations, controller, notifier } = this.deps;
+    const project = await this.deps.projects.access(principal, projectId, 'member');
+    const seesAll = principal.user.admin || project.role === 'owner';
+    const targets = await q.findServicesToDelete(
+      db,
+      projectId,
+      { ...filter, visibleTo: seesAll ? null : principal.user.id },
+      1000,
+    );
+    const now = iso(clock());
+    const operation = await db.transaction(async (trx) => {
+      for (const service of targets) {
+        await q.updateService(trx, service.id, { desiredState: 'deleted', status: 'deleting' }, now);
+        await appendEvent(trx, 'service', service.id, {
+          at: now,
+          type: 'deleting',
+          message: 'deletion requested (bulk)',
+          data: {},
+        });
+      }
+      return operations.create(trx, {
+        kind: 'delete-services',
+        projectId,
+        target: { type: 'project', id: projectId },
+        userId: principal.user.id,
+        message: `deleting ${targets.length} services`,
+      });
+    });
+    const ids = targets.map((s) => s.id);
+    if (ids.length === 0) {
+      await operations.finish(operation.id, {
+        status: 'succeeded',
+        message: 'no service to delete',
+        result: { pending: [], done: [] },
+      });
+    } else {
+      await operations.setResult(operation.id, { pending: ids, done: [] });
+    }
+    for (const id of ids) {
+      notifier.notify(topics.service(id));
+      controller.converge(id);
+    }
+    return (await operations.find(operation.id)) as OperationRecord;
+  }
+
+  /** Cancels a running launch: the service is removed, the launch ends as cancelled. */
+  async cancel(principal: Principal, operationId: string): Promise<OperationRecord> {
+    const op = await this.deps.operations.requestCancel(principal, operationId);
+    const service = op.target?.type === 'service' ? await q.findService(this.deps.db, op.target.id) : null;
+    if (service) await this.markDeleted(principal, service);
+    return op;
+  }
+
+  async *logs(
+    principal: Principal,
+    projectId: string,
+    serviceId: string,
+    options: LogOptions,
+  ): AsyncIterable<string> {
+    const { service } = await this.access(principal, projectId, serviceId, 'read');
+    const backend = this.backendFor(service.regionId);
+    const known = new Set(service.tasks.map((t) => t.id).concat(['main']));
+    if (options.task && !known.has(options.task)) throw notFound('task', options.task);
+    yield* backend.logs(serviceId, options);
+  }
+
+  /**
+   * The service's stored events after `afterSeq`, then (when following) new ones as they come, as
+   * Server-Sent Events. Ends when the client goes away, or when the service is deleted.
+   */
+  async *events(
+    principal: Principal,
+    projectId: string,
+    serviceId: string,
+    afterSeq: number,
+    follow: boolean,
+    signal: AbortSignal,
+  ): AsyncIterable<string> {
+    await this.access(principal, projectId, serviceId, 'read');
+    yield* streamEvents({
+      read: (after) => listEvents(this.deps.db, 'service', serviceId, after, 100),
+      ended: async () => (await q.findService(this.deps.db, serviceId)) === null,
+      topic: topics.service(serviceId),
+      notifier: this.deps.notifier,
+      afterSeq,
+      follow,
+      signal,
+    });
+  }
+
+  /** The workload a service runs, as its backend renders it (for the API's dry runs and tests). */
+  workloadOf(service: ServiceRecord): WorkloadSpec {
+    return workloadSpecOf(service);
+  }
+}
+
+const keepAliveMs = 15_000;
+
+/** A durable event log as Server-Sent Events: replay after `afterSeq`, then follow until it ends. */
+export async function* streamEvents(source: {
+  read: (
+    afterSeq: number,
+  ) => Promise<{ seq: number; at: string; type: string; message: string; data: Record<string, unknown> }[]>;
+  /** True when no more events can come (the owner is gone, or done). */
+  ended: () => Promise<boolean>;
+  topic: string;
+  notifier: Notifier;
+  afterSeq: number;
+  follow: boolean;
+  signal: AbortSignal;
+}): AsyncIterable<string> {
+  let after = source.afterSeq;
+  let quietSince = Date.now();
+  for (let round = 0; round < 1_000_000 && !source.signal.aborted; round++) {
+    const events = await source.read(after);
+    for (const event of events) {
+      yield `id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
+      after = event.seq;
+      quietSince = Date.now();
+    }
+    if (events.length === 100) continue;
+    if (!source.follow || (await source.ended())) {
+      // One last read: events written just before the end.
+      for (const event of await source.read(after))
+        yield `id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
+      return;
+    }
+    if (Date.now() - quietSince >= keepAliveMs) {
+      yield ': keep-alive\n\n';
+      quietSince = Date.now();
+    }
+    await source.notifier.wait(source.topic, 1000, source.signal);
+  }
+}

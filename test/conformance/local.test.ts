@@ -1,0 +1,136 @@
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { isAlive, LocalBackend } from '../../src/backends/cluster/local.js';
+import { createLogger } from '../../src/log.js';
+import { describeClusterBackend, probeSpec, waitForStatus } from './cluster-backend.js';
+
+interface StateFile {
+  supervisor: { pid: number; startTime: string | null };
+  child: { pid: number; startTime: string | null } | null;
+  limits: { applied: boolean; how: string | null; reason: string | null };
+}
+
+function readState(root: string, serviceId: string): StateFile | null {
+  const file = join(root, serviceId, 'state.json');
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as StateFile) : null;
+}
+
+function localHarness(root: string) {
+  const lastChild = new Map<string, { pid: number; startTime: string | null }>();
+  const options = {
+    root,
+    log: createLogger('silent'),
+    readinessTimeoutMs: 3000,
+    stopGraceMs: 1000,
+    restart: { maxRestarts: 2, windowMs: 60_000, initialBackoffMs: 100, maxBackoffMs: 400 },
+    pollMs: 50,
+  };
+  return {
+    create: () => new LocalBackend(options),
+    reachable: true,
+    async sabotage(serviceId: string) {
+      const state = readState(root, serviceId);
+      if (!state) throw new Error(`no state for ${serviceId}`);
+      if (state.child) lastChild.set(serviceId, state.child);
+      process.kill(state.supervisor.pid, 'SIGKILL');
+    },
+    async isGone(serviceId: string) {
+      const state = readState(root, serviceId);
+      const children = [state?.child, lastChild.get(serviceId)].filter(
+        (c): c is { pid: number; startTime: string | null } => Boolean(c),
+      );
+      const supervisor = state?.supervisor;
+      return (
+        !children.some((c) => isAlive(c.pid, c.startTime)) &&
+        !(supervisor && isAlive(supervisor.pid, supervisor.startTime))
+      );
+    },
+    async cleanup() {
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
+
+describeClusterBackend('local', async () => localHarness(mkdtempSync(join(tmpdir(), 'atrium-local-'))));
+
+describe('local runtime specifics', () => {
+  const root = mkdtempSync(join(tmpdir(), 'atrium-local-'));
+  const backend = new LocalBackend({
+    root,
+    log: createLogger('silent'),
+    readinessTimeoutMs: 5000,
+    stopGraceMs: 1000,
+    pollMs: 50,
+  });
+  const ids: string[] = [];
+
+  beforeAll(() => undefined);
+  afterAll(async () => {
+    for (const id of ids) await backend.delete(id);
+    await backend.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  it('runs the process in its own process group and working directory, with only its own environment', async () => {
+    process.env.ATRIUM_TEST_SECRET_OF_THE_API = 'must-not-leak';
+    const spec = probeSpec();
+    ids.push(spec.serviceId);
+    await backend.apply(spec);
+    const status = await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'running');
+    const state = readState(root, spec.serviceId);
+    const childPid = state?.child?.pid as number;
+    const stat = readFileSync(`/proc/${childPid}/stat`, 'utf8');
+    const pgid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+    expect(pgid).toBe(childPid);
+    expect(readFileSync(`/proc/${childPid}/cwd/../spec.json`, 'utf8')).toContain(spec.serviceId);
+    const env = (await (await fetch(`${status?.endpoints[0]?.url}/env`)).json()) as string[];
+    expect(env).not.toContain('ATRIUM_TEST_SECRET_OF_THE_API');
+    expect(env).toEqual(expect.arrayContaining(['PORT', 'MODE', 'LABEL', 'PATH']));
+    delete process.env.ATRIUM_TEST_SECRET_OF_THE_API;
+  });
+
+  it('applies memory and cpu limits where the machine allows cgroups, and says why not otherwise', async () => {
+    const spec = probeSpec();
+    ids.push(spec.serviceId);
+    await backend.apply(spec);
+    await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'running');
+    const state = readState(root, spec.serviceId);
+    const cgroups = readFileSync(`/proc/${state?.child?.pid}/cgroup`, 'utf8');
+    if (state?.limits.applied) {
+      expect(cgroups).toContain(`atrium-${spec.serviceId}`);
+      if (state.limits.how === 'cgroup v1') {
+        expect(
+          readFileSync(`/sys/fs/cgroup/memory/atrium-${spec.serviceId}/memory.limit_in_bytes`, 'utf8').trim(),
+        ).toBe(String(128 * 1024 * 1024));
+        expect(
+          readFileSync(`/sys/fs/cgroup/cpu/atrium-${spec.serviceId}/cpu.cfs_quota_us`, 'utf8').trim(),
+        ).toBe('10000');
+      }
+    } else {
+      expect(state?.limits.reason).toMatch(/cgroup/);
+      expect(cgroups).not.toContain(`atrium-${spec.serviceId}`);
+    }
+  });
+
+  it('caps the log file, keeping the latest lines', async () => {
+    const small = new LocalBackend({ root, log: createLogger('silent'), logMaxBytes: 2048, pollMs: 50 });
+    const spec = probeSpec();
+    ids.push(spec.serviceId);
+    await small.apply(spec);
+    const status = await waitForStatus(small, spec.serviceId, (s) => s?.phase === 'running');
+    for (let i = 0; i < 150; i++) await fetch(`${status?.endpoints[0]?.url}/request-${i}`);
+    await new Promise((r) => setTimeout(r, 300));
+    const lines: string[] = [];
+    for await (const line of small.logs(spec.serviceId, {})) lines.push(line);
+    const size = ['main.log', 'main.log.1']
+      .map((f) => join(root, spec.serviceId, 'logs', f))
+      .filter(existsSync)
+      .reduce((total, f) => total + readFileSync(f).length, 0);
+    expect(size).toBeLessThanOrEqual(2 * 2048 + 200);
+    expect(lines[lines.length - 1]).toContain('request-149');
+    expect(lines.some((l) => l.includes('probe starting'))).toBe(false);
+    await small.close();
+  });
+});
