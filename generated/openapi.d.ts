@@ -1202,9 +1202,12 @@ export interface components {
         };
         /**
          * EventStream
-         * @description A Server-Sent Events stream (`text/event-stream`). Every event has an `id` (its sequence number),
-         *     an `event` type and JSON `data` of the shape of `Event`. Reconnect with `Last-Event-ID` to get
-         *     everything after that id: events are stored, so nothing is missed across a server restart.
+         * @description A Server-Sent Events stream (`text/event-stream`). Every event has an `id` (its sequence number,
+         *     1, 2, 3 … per service or operation), an `event` type (for example `admitted`, `starting`,
+         *     `running`, `restarting`, `failed`, `suspended`, `deleting`, `progress`, `done`) and JSON `data`:
+         *     `{"seq": <id>, "at": <RFC 3339 time>, "type": <event type>, "message": <text>, "data": {…}}`.
+         *     Reconnect with `Last-Event-ID` to get everything after that id: events are stored, so nothing
+         *     is missed across a server restart. Comment lines (`: keep-alive`) keep idle connections open.
          */
         EventStream: string;
         /** OperationList */
@@ -2348,7 +2351,6 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
-            409: components["responses"]["Conflict"];
             412: components["responses"]["PreconditionFailed"];
             default: components["responses"]["Error"];
         };

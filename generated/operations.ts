@@ -6,7 +6,7 @@ export const operationIndex = {
   createMyToken: {"method":"post","path":"/me/tokens","controller":"tokens","public":false,"idempotencyKey":true,"statuses":[201,400,401,403,409,422]},
   createProject: {"method":"post","path":"/projects","controller":"projects","public":false,"idempotencyKey":true,"statuses":[201,400,401,403,409,422]},
   deleteProject: {"method":"delete","path":"/projects/{projectId}","controller":"projects","public":false,"idempotencyKey":false,"statuses":[204,400,401,403,404,409,412]},
-  deleteService: {"method":"delete","path":"/projects/{projectId}/services/{serviceId}","controller":"services","public":false,"idempotencyKey":false,"statuses":[202,400,401,403,404,409,412]},
+  deleteService: {"method":"delete","path":"/projects/{projectId}/services/{serviceId}","controller":"services","public":false,"idempotencyKey":false,"statuses":[202,400,401,403,404,412]},
   deleteServices: {"method":"delete","path":"/projects/{projectId}/services","controller":"services","public":false,"idempotencyKey":false,"statuses":[202,400,401,403,404]},
   followOperationEvents: {"method":"get","path":"/operations/{operationId}/events","controller":"operations","public":false,"idempotencyKey":false,"statuses":[200,400,401,404]},
   followServiceEvents: {"method":"get","path":"/projects/{projectId}/services/{serviceId}/events","controller":"services","public":false,"idempotencyKey":false,"statuses":[200,400,401,404]},

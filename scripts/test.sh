@@ -16,9 +16,10 @@ if [ -z "${ATRIUM_TEST_DATABASE_URL:-}" ]; then
 fi
 [ -n "${ATRIUM_TEST_DATABASE_URL:-}" ] && echo "PostgreSQL tests use ${ATRIUM_TEST_DATABASE_URL%%\?*}" >&2
 
-report=.test-results.json
-rm -f "$report"
+# Each run writes its own report (several runs may share a checkout), then leaves it where CI reads it.
+report=$(mktemp "${TMPDIR:-/tmp}/atrium-test-results.XXXXXX.json")
 NODE_OPTIONS=--experimental-vm-modules npx jest --json --outputFile="$report" "$@"
 status=$?
 node scripts/test-summary.mjs "$report" || status=1
+mv -f "$report" .test-results.json
 exit $status

@@ -68,6 +68,7 @@ export interface ServiceRecord {
   tasks: TaskState[];
   endpoints: Endpoint[];
   backendSeq: number;
+  generation: number;
   version: number;
   createdAt: string;
   updatedAt: string;
@@ -103,6 +104,7 @@ interface ServiceRow {
   tasks: string;
   endpoints: string;
   backend_seq: number | string;
+  generation: number | string;
   version: number | string;
   created_at: string;
   updated_at: string;
@@ -141,6 +143,7 @@ function serviceFromRow(row: ServiceRow): ServiceRecord {
     tasks: parseJson<TaskState[]>(row.tasks),
     endpoints: parseJson<Endpoint[]>(row.endpoints),
     backendSeq: toNumber(row.backend_seq),
+    generation: toNumber(row.generation),
     version: toNumber(row.version),
     createdAt: row.created_at,
     updatedAt: row.updated_at,
@@ -154,7 +157,10 @@ function servicesQuery(db: Knex) {
     .select('s.*', 'u.username as owner_username', 'u.name as owner_name');
 }
 
-export type NewService = Omit<ServiceRecord, 'ownerUsername' | 'ownerName' | 'version' | 'backendSeq'>;
+export type NewService = Omit<
+  ServiceRecord,
+  'ownerUsername' | 'ownerName' | 'version' | 'backendSeq' | 'generation'
+>;
 
 export async function insertService(trx: Knex.Transaction, s: NewService): Promise<void> {
   await trx('services').insert({
@@ -263,6 +269,7 @@ export interface ServiceChanges {
   endpoints?: Endpoint[];
   startedAt?: string | null;
   backendSeq?: number;
+  generation?: number;
 }
 
 const columns: Record<keyof ServiceChanges, string> = {
@@ -279,6 +286,7 @@ const columns: Record<keyof ServiceChanges, string> = {
   endpoints: 'endpoints',
   startedAt: 'started_at',
   backendSeq: 'backend_seq',
+  generation: 'generation',
 };
 const jsonColumns = new Set<keyof ServiceChanges>(['logTail', 'tasks', 'endpoints']);
 

@@ -26,6 +26,8 @@ export class Notifier {
         resolve();
       };
       const timer = setTimeout(done, timeoutMs);
+      // A waiter alone never keeps the process alive.
+      timer.unref();
       this.emitter.once(topic, done);
       signal?.addEventListener('abort', done, { once: true });
     });

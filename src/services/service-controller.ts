@@ -42,9 +42,17 @@ const holds: Record<ServiceStatus, { slot: boolean; compute: boolean } | null> =
   deleting: null,
 };
 
+/** Whether applying `changes` would alter any recorded field of the service. */
+function changesSomething(service: ServiceRecord, changes: q.ServiceChanges): boolean {
+  return (Object.entries(changes) as [keyof q.ServiceChanges, unknown][]).some(
+    ([key, value]) => value !== undefined && JSON.stringify(value) !== JSON.stringify(service[key]),
+  );
+}
+
 export function workloadSpecOf(service: ServiceRecord): WorkloadSpec {
   return {
     serviceId: service.id,
+    generation: service.generation,
     serviceName: service.name,
     projectId: service.projectId,
     package: {
@@ -121,11 +129,17 @@ export class ServiceController {
     const service = await q.findService(this.deps.db, serviceId);
     if (!service) return;
     const backend = this.backendOf(service.regionId);
+    // A step whose decision went stale (the service changed meanwhile) is taken again, afresh.
+    const again = (applied: boolean) => {
+      if (!applied) this.converge(serviceId);
+    };
     if (!backend) {
-      await this.settle(service, 'failed', {
-        message: `region ${service.regionId} has no backend that can run services`,
-        event: { type: 'failed', message: 'no backend for this region' },
-      });
+      again(
+        await this.settle(service, 'failed', {
+          message: `region ${service.regionId} has no backend that can run services`,
+          event: { type: 'failed', message: 'no backend for this region' },
+        }),
+      );
       return;
     }
     switch (service.desiredState) {
@@ -136,20 +150,26 @@ export class ServiceController {
           service.status === 'pending' ||
           (service.status === 'starting' && (await backend.status(serviceId)) === null)
         ) {
-          await this.startWorkload(service, backend);
+          again(await this.startWorkload(service, backend));
         }
         return;
       case 'suspended':
         if (['pending', 'starting', 'running', 'suspending'].includes(service.status)) {
-          await this.setStatus(service, 'suspending', { type: 'suspending', message: 'stopping it' });
+          if (
+            !(await this.setStatus(service, 'suspending', { type: 'suspending', message: 'stopping it' }))
+          ) {
+            return again(false);
+          }
           await backend.stop(serviceId);
           const after = await q.findService(this.deps.db, serviceId);
-          if (after && after.desiredState === 'suspended') {
-            await this.settle(after, 'suspended', {
-              event: { type: 'suspended', message: 'suspended' },
-              tasks: [],
-              endpoints: [],
-            });
+          if (after?.desiredState === 'suspended') {
+            again(
+              await this.settle(after, 'suspended', {
+                event: { type: 'suspended', message: 'suspended' },
+                tasks: [],
+                endpoints: [],
+              }),
+            );
           }
         }
         return;
@@ -160,27 +180,41 @@ export class ServiceController {
     }
   }
 
-  private async startWorkload(service: ServiceRecord, backend: ClusterBackend): Promise<void> {
-    await this.setStatus(service, 'starting', {
-      type: 'starting',
-      message: `starting ${service.packageName} ${service.packageVersion}`,
+  /**
+   * Starts the service's workload: a new generation for a fresh start (from pending), the same one
+   * when picking up a start that was interrupted (its workload, if any, is that generation's).
+   */
+  private async startWorkload(service: ServiceRecord, backend: ClusterBackend): Promise<boolean> {
+    const generation = service.status === 'pending' ? service.generation + 1 : service.generation;
+    const started = await this.settle(service, 'starting', {
+      generation,
+      event: { type: 'starting', message: `starting ${service.packageName} ${service.packageVersion}` },
     });
+    if (!started) return false;
     await this.progressOperations(service.id, 40, 'starting');
     try {
-      await backend.apply(workloadSpecOf(service));
+      await backend.apply({ ...workloadSpecOf(service), generation });
     } catch (error) {
       const message = `could not start: ${(error as Error).message}`;
       this.deps.log.warn({ err: error, serviceId: service.id }, 'service could not start');
       const current = await q.findService(this.deps.db, service.id);
-      if (current) await this.settle(current, 'failed', { message, event: { type: 'failed', message } });
+      if (current) return this.settle(current, 'failed', { message, event: { type: 'failed', message } });
     }
+    return true;
   }
 
   /** Records an event of a backend and moves the service's status accordingly. */
-  private async record(event: WorkloadEvent): Promise<void> {
+  private async record(event: WorkloadEvent, attempt = 0): Promise<void> {
     const service = await q.findService(this.deps.db, event.serviceId);
-    if (!service || service.desiredState === 'deleted') return;
-    const observed = event.status;
+    // Deleting: the deletion decides. Pending: its next run has not started yet, so whatever the
+    // backend says now is about an earlier one (a late "stopped" after a suspension, say).
+    if (!service || service.desiredState === 'deleted' || service.status === 'pending') return;
+    // The status now, not the one the event was read with: by the time it is recorded, the service
+    // may have moved on (suspended meanwhile), and a stale snapshot must not move it back.
+    const observed = (await this.backendOf(service.regionId)?.status(service.id)) ?? event.status;
+    // Events and states of an earlier run (before a suspension, say) do not concern this one.
+    if (event.status.generation !== null && event.status.generation !== service.generation) return;
+    if (observed.generation !== null && observed.generation !== service.generation) return;
     const next = this.statusFor(service, observed);
     const changes: q.ServiceChanges = {
       tasks: observed.tasks,
@@ -191,10 +225,12 @@ export class ServiceController {
       startedAt: observed.startedAt,
     };
     if (event.sourceSeq !== null) changes.backendSeq = Math.max(service.backendSeq, event.sourceSeq);
-    await this.settle(service, next, {
+    const applied = await this.settle(service, next, {
       ...changes,
       event: { type: event.type, message: event.message, at: event.at, data: { phase: observed.phase } },
     });
+    // The service changed meanwhile: decide again on what it is now (a few times at most).
+    if (!applied && attempt < 5) await this.record(event, attempt + 1);
   }
 
   private statusFor(service: ServiceRecord, observed: WorkloadStatus): ServiceStatus {
@@ -214,12 +250,8 @@ export class ServiceController {
     }
   }
 
-  private async setStatus(
-    service: ServiceRecord,
-    status: ServiceStatus,
-    event: { type: string; message: string },
-  ) {
-    await this.settle(service, status, { event });
+  private setStatus(service: ServiceRecord, status: ServiceStatus, event: { type: string; message: string }) {
+    return this.settle(service, status, { event });
   }
 
   /**
@@ -227,13 +259,20 @@ export class ServiceController {
    * (releases only: admissions happen where a user asks for them), and an event. Then ends the
    * operations that were waiting for this status.
    */
+  /**
+   * Moves a service to a status in one transaction: its fields, the quota it holds in that status
+   * (releases only: admissions happen where a user asks for them), and an event. Then ends the
+   * operations that were waiting for this status. The decision was made on `service` as read
+   * before; if the row has changed since (the API took a request meanwhile), nothing is applied
+   * and false is returned, for the caller to decide again on what is there now.
+   */
   private async settle(
     service: ServiceRecord,
     status: ServiceStatus,
     changes: q.ServiceChanges & {
       event: { type: string; message: string; at?: string; data?: Record<string, unknown> };
     },
-  ): Promise<void> {
+  ): Promise<boolean> {
     const { db, clock, notifier } = this.deps;
     const { event, ...fields } = changes;
     const at = iso(clock());
@@ -242,8 +281,10 @@ export class ServiceController {
       slot: service.holdsSlot && !wanted.slot,
       compute: service.holdsCompute && !wanted.compute,
     };
-    await db.transaction(async (trx) => {
+    const applied = await db.transaction(async (trx) => {
       await q.lockService(trx, service.id);
+      const current = await q.findService(trx, service.id);
+      if (!current || current.version !== service.version) return false;
       if (release.slot || release.compute) {
         await adjustQuotaUsage(
           trx,
@@ -257,26 +298,27 @@ export class ServiceController {
           at,
         );
       }
-      await q.updateService(
-        trx,
-        service.id,
-        {
-          ...fields,
-          status,
-          holdsSlot: service.holdsSlot && !release.slot,
-          holdsCompute: service.holdsCompute && !release.compute,
-        },
-        at,
-      );
+      const update: q.ServiceChanges = {
+        ...fields,
+        status,
+        holdsSlot: service.holdsSlot && !release.slot,
+        holdsCompute: service.holdsCompute && !release.compute,
+      };
+      // The version (and so the ETag) moves only when the representation does: an event that
+      // repeats what is recorded is still logged, but changes nothing else.
+      if (changesSomething(service, update)) await q.updateService(trx, service.id, update, at);
       await appendEvent(trx, 'service', service.id, {
         at: event.at ?? at,
         type: event.type,
         message: event.message,
         data: { status, ...(event.data ?? {}) },
       });
+      return true;
     });
+    if (!applied) return false;
     notifier.notify(topics.service(service.id));
     await this.endOperations(service, status, fields);
+    return true;
   }
 
   private async progressOperations(serviceId: string, progress: number, message: string): Promise<void> {

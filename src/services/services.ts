@@ -196,6 +196,7 @@ export class ServiceManager {
     const name = request.name ?? version.spec.name;
     const spec: WorkloadSpec = {
       serviceId,
+      generation: 1,
       serviceName: name,
       projectId,
       package: {
@@ -350,23 +351,23 @@ export class ServiceManager {
     ifMatch: string | undefined,
   ): Promise<{ service: ServiceRecord } | { operation: OperationRecord }> {
     const { db, clock, operations, controller, notifier } = this.deps;
-    const { service } = await this.access(principal, projectId, serviceId, 'write');
-    checkIfMatch(ifMatch, serviceEtag(service), `service ${serviceId}`);
-    if (service.desiredState === 'deleted') throw conflict(`service ${serviceId} is being deleted`);
+    await this.access(principal, projectId, serviceId, 'write');
     const now = iso(clock());
-    const suspend = changes.suspended === true && service.desiredState === 'running';
-    const resume =
-      changes.suspended === false &&
-      (service.desiredState === 'suspended' || service.status === 'failed' || service.status === 'lost');
-    if (
-      changes.suspended === true &&
-      suspend &&
-      !['pending', 'starting', 'running'].includes(service.status)
-    ) {
-      throw conflict(`service ${serviceId} is ${service.status}; only a running service can be suspended`);
-    }
+    // Decided on the service as it is under the row lock: its status moves on its own (the
+    // backend reports), so only If-Match (when given) may refuse a change for that.
     const operation = await db.transaction(async (trx) => {
       await q.lockService(trx, serviceId);
+      const service = await q.findService(trx, serviceId);
+      if (!service) throw notFound('service', serviceId);
+      checkIfMatch(ifMatch, serviceEtag(service), `service ${serviceId}`);
+      if (service.desiredState === 'deleted') throw conflict(`service ${serviceId} is being deleted`);
+      const suspend = changes.suspended === true && service.desiredState === 'running';
+      const resume =
+        changes.suspended === false &&
+        (service.desiredState === 'suspended' || service.status === 'failed' || service.status === 'lost');
+      if (suspend && !['pending', 'starting', 'running'].includes(service.status)) {
+        throw conflict(`service ${serviceId} is ${service.status}; only a running service can be suspended`);
+      }
       const fields: q.ServiceChanges = {};
       if (changes.name !== undefined) fields.name = changes.name;
       if (changes.shared !== undefined) fields.shared = changes.shared;
@@ -388,12 +389,7 @@ export class ServiceManager {
           message: null,
         });
       }
-      if (!(await q.updateService(trx, serviceId, fields, now, service.version))) {
-        throw new DomainError(
-          'precondition-failed',
-          `service ${serviceId} changed meanwhile; fetch it again`,
-        );
-      }
+      await q.updateService(trx, serviceId, fields, now);
       if (!suspend && !resume) return null;
       await appendEvent(trx, 'service', serviceId, {
         at: now,

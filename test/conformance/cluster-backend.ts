@@ -35,6 +35,7 @@ export function probeSpec(
 ): WorkloadSpec {
   return {
     serviceId,
+    generation: 1,
     serviceName: 'probe',
     projectId: 'conformance',
     package: { catalogId: 'test', name: 'probe', version: '1.0.0', sourceDir: probeDir },
@@ -112,6 +113,14 @@ export function describeClusterBackend(name: string, makeHarness: () => Promise<
       if (harness.reachable) {
         const answer = await fetch(`${status?.endpoints[0]?.url}/hello`);
         expect(await answer.json()).toMatchObject({ probe: 'first' });
+      }
+      // The status may say running a poll before the event that says so is told.
+      const deadline = Date.now() + 5000;
+      while (
+        Date.now() < deadline &&
+        !events.some((e) => e.serviceId === spec.serviceId && e.type === 'running')
+      ) {
+        await new Promise((r) => setTimeout(r, 50));
       }
       const mine = events.filter((e) => e.serviceId === spec.serviceId);
       expect(mine.map((e) => e.type)).toContain('running');

@@ -50,6 +50,7 @@ function startTimeOf(pid) {
 const now = () => new Date().toISOString();
 
 const state = {
+  generation: spec.generation,
   supervisor: { pid: process.pid, startTime: startTimeOf(process.pid) },
   phase: 'starting',
   ready: false,
@@ -78,7 +79,10 @@ if (existsSync(eventsFile)) {
 
 function event(type, message) {
   seq += 1;
-  appendFileSync(eventsFile, `${JSON.stringify({ seq, at: now(), type, message })}\n`);
+  appendFileSync(
+    eventsFile,
+    `${JSON.stringify({ seq, at: now(), type, message, generation: spec.generation })}\n`,
+  );
 }
 
 // ---- the log: "<ISO time> <stream> <line>" per line, rotated to .1 past maxBytes ----

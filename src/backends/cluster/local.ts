@@ -39,6 +39,7 @@ export interface LocalBackendOptions {
 
 /** What the supervisor writes to state.json. */
 interface SupervisorState {
+  generation: number;
   supervisor: { pid: number; startTime: string | null };
   phase: 'starting' | 'running' | 'failed' | 'stopped';
   ready: boolean;
@@ -54,6 +55,7 @@ interface SupervisorState {
 
 interface SupervisorSpec {
   serviceId: string;
+  generation: number;
   command: string[];
   env: Record<string, string>;
   cwd: string;
@@ -261,6 +263,7 @@ export class LocalBackend implements ClusterBackend {
     const health = run?.health ? portNumbers.find((p) => p.name === run.health?.port) : undefined;
     const supervisorSpec: SupervisorSpec = {
       serviceId: spec.serviceId,
+      generation: spec.generation,
       command,
       // A clean environment: the service sees its own variables, never Atrium's (database URL, tokens).
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: work, LANG: 'C.UTF-8', ...env },
@@ -278,6 +281,7 @@ export class LocalBackend implements ClusterBackend {
       },
     };
     await rm(join(dir, 'state.json'), { force: true });
+    const eventsBefore = await this.eventsEnd(spec.serviceId);
     await writeFile(join(dir, 'spec.json'), JSON.stringify(supervisorSpec), { mode: 0o600 });
     const output = await open(join(dir, 'supervisor.log'), 'a');
     try {
@@ -297,7 +301,9 @@ export class LocalBackend implements ClusterBackend {
           JSON.stringify({ pid: supervisor.pid, startTime: startTimeOf(supervisor.pid) }),
         );
       }
-      this.watch(spec.serviceId, 0, supervisor.pid ?? null);
+      // Follow this run's events only: earlier runs' were told when they happened.
+      this.watched.delete(spec.serviceId);
+      this.watch(spec.serviceId, eventsBefore.lastSeq, supervisor.pid ?? null, eventsBefore.offset);
     } finally {
       await output.close();
     }
@@ -359,6 +365,14 @@ export class LocalBackend implements ClusterBackend {
     }
   }
 
+  /** Where the events file ends now: its length and the number of its last event. */
+  private async eventsEnd(serviceId: string): Promise<{ offset: number; lastSeq: number }> {
+    const text = await readFile(join(this.dir(serviceId), 'events.jsonl'), 'utf8').catch(() => '');
+    const lines = text.trim().split('\n').filter(Boolean);
+    const last = lines.length > 0 ? (JSON.parse(lines[lines.length - 1] as string) as { seq: number }) : null;
+    return { offset: text.length, lastSeq: last?.seq ?? 0 };
+  }
+
   private async readSpec(serviceId: string): Promise<SupervisorSpec | null> {
     try {
       return JSON.parse(await readFile(join(this.dir(serviceId), 'spec.json'), 'utf8')) as SupervisorSpec;
@@ -376,6 +390,7 @@ export class LocalBackend implements ClusterBackend {
     const exited = state.exitCode !== null || state.signal !== null;
     return {
       serviceId,
+      generation: state.generation ?? null,
       phase,
       message:
         phase === 'lost'
@@ -482,10 +497,10 @@ export class LocalBackend implements ClusterBackend {
   }
 
   /** Starts following a workload's events from `afterSeq` (the last one its owner recorded). */
-  watch(serviceId: string, afterSeq = 0, supervisorPid: number | null = null): void {
+  watch(serviceId: string, afterSeq = 0, supervisorPid: number | null = null, eventsOffset = 0): void {
     const current = this.watched.get(serviceId);
     if (current) current.supervisorPid = supervisorPid ?? current.supervisorPid;
-    else this.watched.set(serviceId, { eventsOffset: 0, lastSeq: afterSeq, lastPhase: null, supervisorPid });
+    else this.watched.set(serviceId, { eventsOffset, lastSeq: afterSeq, lastPhase: null, supervisorPid });
     this.timer ??= setInterval(() => void this.pollAll(), this.settings.pollMs);
     this.timer.unref();
   }
@@ -567,6 +582,7 @@ export class LocalBackend implements ClusterBackend {
       sourceSeq: null,
       status: {
         serviceId,
+        generation: (await this.readSpec(serviceId))?.generation ?? null,
         phase: 'failed',
         message,
         exitCode: null,

@@ -5,6 +5,8 @@ import type { ClusterRunSpec, LocalRunSpec } from '../catalog/manifest.js';
 /** Everything a backend needs to run one service. Options are validated, defaults applied. */
 export interface WorkloadSpec {
   serviceId: string;
+  /** Which start of the service this is; what the backend reports is stamped with it. */
+  generation: number;
   serviceName: string;
   projectId: string;
   package: { catalogId: string; name: string; version: string; sourceDir: string };
@@ -37,6 +39,8 @@ export interface TaskStatus {
 /** What a backend knows of a workload now. */
 export interface WorkloadStatus {
   serviceId: string;
+  /** The start it describes (see WorkloadSpec.generation); null when the backend cannot tell. */
+  generation: number | null;
   phase: WorkloadPhase;
   /** Why it is in this phase, for people (for example "exited with code 1"). */
   message: string | null;

@@ -34,6 +34,8 @@ export async function up(knex: Knex): Promise<void> {
     t.integer('event_seq').notNullable().defaultTo(0);
     // The last backend event recorded, handed back to the backend after a restart.
     t.integer('backend_seq').notNullable().defaultTo(0);
+    // Which start of the service runs now: events of an earlier run are not taken for this one.
+    t.integer('generation').notNullable().defaultTo(0);
     t.integer('version').notNullable().defaultTo(1);
     t.string('created_at', 30).notNullable();
     t.string('updated_at', 30).notNullable();
