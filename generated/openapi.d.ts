@@ -736,8 +736,8 @@ export interface components {
          *     | `conflict` | 409 | the request conflicts with the current state (duplicate id, last owner …) |
          *     | `idempotency-in-progress` | 409 | a request with the same `Idempotency-Key` is still being processed |
          *     | `quota-exceeded` | 409 | the project's quota has no room: `resource`, `requested`, `usage` and `limit` say which |
-         *     | `launch-failed` | — | (in an operation's `error`) the service could not start: see `exit_code`, `log_tail` |
-         *     | `cancelled` | — | (in an operation's `error`) the operation was cancelled |
+         *     | `launch-failed` | 502 | (in an operation's `error`) the service could not start: see `exit_code`, `log_tail` |
+         *     | `cancelled` | 409 | (in an operation's `error`) the operation was cancelled |
          *     | `precondition-failed` | 412 | `If-Match` names a version that is no longer current |
          *     | `payload-too-large` | 413 | the body is larger than the configured limit |
          *     | `unsupported-media-type` | 415 | the body's media type is not accepted here |

@@ -88,6 +88,53 @@ export async function keysetPage<Row, T>(
   };
 }
 
+/**
+ * Keyset pagination over the union of several queries (for example "mine OR shared"): each runs
+ * as its own index range scan with the cursor and limit, and the pages are merged. An `OR` in one
+ * query would filter rows after the range scan instead, and cost more as the table grows.
+ */
+export async function keysetUnionPage<Row, T>(
+  queries: Knex.QueryBuilder[],
+  page: PageRequest,
+  options: KeysetOptions<Row, T> & { idOf: (row: Row) => string },
+): Promise<Page<T>> {
+  const { keys, direction } = options;
+  const after = page.cursor
+    ? decodeCursor(options.list, page.cursor, options.keyTypes ?? keys.map(() => 'string'))
+    : null;
+  const parts = await Promise.all(
+    queries.map(async (query) => {
+      if (after) {
+        query.whereRaw(
+          `(${keys.map(() => '??').join(', ')}) ${direction === 'asc' ? '>' : '<'} (${keys.map(() => '?').join(', ')})`,
+          [...keys, ...after],
+        );
+      }
+      for (const key of keys) query.orderBy(key, direction);
+      return (await query.limit(page.limit + 1)) as Row[];
+    }),
+  );
+  const byId = new Map<string, Row>();
+  for (const row of parts.flat()) byId.set(options.idOf(row), row);
+  const compare = (a: Row, b: Row) => {
+    const [ka, kb] = [options.keyOf(a), options.keyOf(b)];
+    for (let i = 0; i < ka.length; i++) {
+      if (ka[i] === kb[i]) continue;
+      const less = (ka[i] as KeyValue) < (kb[i] as KeyValue);
+      return (less ? -1 : 1) * (direction === 'asc' ? 1 : -1);
+    }
+    return 0;
+  };
+  const rows = [...byId.values()].sort(compare);
+  const hasMore = rows.length > page.limit;
+  const items = rows.slice(0, page.limit);
+  const last = items[items.length - 1];
+  return {
+    items: items.map(options.map),
+    nextCursor: hasMore && last !== undefined ? encodeCursor(options.list, options.keyOf(last)) : null,
+  };
+}
+
 /** The same contract over an in-memory list already in its stable order (configured regions…). */
 export function arrayPage<T>(
   list: string,

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import type { ClusterRunSpec, LocalRunSpec } from '../backends/catalog/manifest.js';
-import { keysetPage, type Page, type PageRequest } from './pagination.js';
+import { keysetPage, keysetUnionPage, type Page, type PageRequest } from './pagination.js';
 import { parseJson, toNumber } from './database.js';
 
 export interface RunSpecs {
@@ -218,20 +218,26 @@ export async function listProjectServices(
   filter: ServiceFilter,
   page: PageRequest,
 ): Promise<Page<ServiceRecord>> {
-  const query = servicesQuery(db).where('s.project_id', projectId);
-  if (filter.visibleTo !== null) {
-    const userId = filter.visibleTo;
-    query.where((w) => w.where('s.owner_user_id', userId).orWhere('s.shared', true));
-  }
-  if (filter.statuses?.length) query.whereIn('s.status', filter.statuses);
-  if (filter.packageName) query.where('s.package_name', filter.packageName);
-  return keysetPage<ServiceRow, ServiceRecord>(query, page, {
+  const filtered = () => {
+    const query = servicesQuery(db).where('s.project_id', projectId);
+    if (filter.statuses?.length) query.whereIn('s.status', filter.statuses);
+    if (filter.packageName) query.where('s.package_name', filter.packageName);
+    return query;
+  };
+  const options = {
     list: `services:${JSON.stringify([projectId, filter.visibleTo, filter.statuses ?? [], filter.packageName ?? null])}`,
     keys: ['s.created_at', 's.id'],
-    direction: 'desc',
-    keyOf: (row) => [row.created_at, row.id],
+    direction: 'desc' as const,
+    keyOf: (row: ServiceRow) => [row.created_at, row.id],
     map: serviceFromRow,
-  });
+  };
+  if (filter.visibleTo === null) return keysetPage<ServiceRow, ServiceRecord>(filtered(), page, options);
+  // Theirs, and the shared ones: two index range scans merged, not an OR filtered after one scan.
+  return keysetUnionPage<ServiceRow, ServiceRecord>(
+    [filtered().where('s.owner_user_id', filter.visibleTo), filtered().where('s.shared', true)],
+    page,
+    { ...options, idOf: (row) => row.id },
+  );
 }
 
 /** The services a bulk delete takes: those matching the filter that the user may change. */

@@ -21,7 +21,7 @@ export function requestContext(log: Logger): RequestHandler {
     locals(res).requestId = requestId;
     locals(res).log = child;
     res.on('finish', () => {
-      const level = res.statusCode >= 500 ? 'error' : 'info';
+      const level = res.statusCode === 500 ? 'error' : res.statusCode >= 500 ? 'warn' : 'info';
       child[level](
         {
           method: req.method,

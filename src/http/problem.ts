@@ -140,7 +140,10 @@ export function sendProblem(req: Request, res: Response, thrown: unknown): void 
   if (status >= 500) {
     const logId = randomUUID();
     document.log_id = logId;
-    log.error({ err: error, log_id: logId }, 'request failed');
+    // An unexpected failure is an error, with its stack; a known unavailability (a dependency not
+    // ready, catalogs still loading) is a warning with its reason.
+    if (kind === 'internal') log.error({ err: error, log_id: logId }, 'request failed');
+    else log.warn({ log_id: logId, kind, detail: document.detail }, 'request could not be served');
   }
   if (res.headersSent) {
     // A streamed response failed midway: all we can do is end it.

@@ -28,7 +28,14 @@ export interface CatalogServiceDeps {
 }
 
 export class CatalogService {
+  private loaded = false;
+
   constructor(private readonly deps: CatalogServiceDeps) {}
+
+  /** Whether every catalog has been loaded once since start. */
+  isLoaded(): boolean {
+    return this.loaded;
+  }
 
   /** At start-up: store the configured catalogs, then load each from its source. */
   async loadAll(): Promise<void> {
@@ -43,6 +50,7 @@ export class CatalogService {
       })),
     );
     for (const catalog of this.deps.catalogs) await this.load(catalog);
+    this.loaded = true;
   }
 
   async refresh(principal: Principal, catalogId: string): Promise<Catalog> {

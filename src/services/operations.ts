@@ -14,25 +14,24 @@ import type { Principal } from './principal.js';
 /** The longest `Prefer: wait` honoured, in seconds. */
 export const maxWaitSeconds = 60;
 
+// The kinds of failure only operations report; their status is what the request would have
+// answered had it waited for the outcome.
+const operationKinds = {
+  'launch-failed': { status: 502, title: 'The service could not start' },
+  cancelled: { status: 409, title: 'The operation was cancelled' },
+} as const;
+
 /** An operation's error: a problem document, as the API's errors are. */
 export function operationProblem(
-  kind: ProblemKind | 'launch-failed' | 'cancelled',
+  kind: ProblemKind | keyof typeof operationKinds,
   detail: string,
   extra: Record<string, unknown> = {},
 ) {
-  const title =
-    kind === 'launch-failed'
-      ? 'The service could not start'
-      : kind === 'cancelled'
-        ? 'The operation was cancelled'
-        : problemKinds[kind].title;
-  return {
-    type: `${problemTypeBase}${kind}`,
-    title,
-    status: kind in problemKinds ? problemKinds[kind as ProblemKind].status : 500,
-    detail,
-    ...extra,
-  };
+  const { status, title } =
+    kind in operationKinds
+      ? operationKinds[kind as keyof typeof operationKinds]
+      : problemKinds[kind as ProblemKind];
+  return { type: `${problemTypeBase}${kind}`, title, status, detail, ...extra };
 }
 
 export class OperationService {

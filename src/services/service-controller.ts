@@ -70,7 +70,11 @@ export function workloadSpecOf(service: ServiceRecord): WorkloadSpec {
 
 export class ServiceController {
   private readonly chains = new Map<string, Promise<void>>();
+  /** Consecutive failed steps per service, and the timers of their retries. */
+  private readonly failures = new Map<string, number>();
+  private readonly retries = new Set<NodeJS.Timeout>();
   private started = false;
+  private closed = false;
 
   constructor(private readonly deps: ServiceControllerDeps) {}
 
@@ -94,13 +98,29 @@ export class ServiceController {
         })),
       );
       log.info({ region: regionId, ...report }, 'services reconciled');
+      for (const serviceId of report.adopted) {
+        await this.note(serviceId, 'adopted', 'still running after a restart of Atrium; watched again');
+      }
       for (const service of services) this.converge(service.id);
     }
   }
 
   /** Stops listening; workloads keep running (and are adopted by the next start). */
+  /** Records an event that changes nothing else. */
+  private async note(serviceId: string, type: string, message: string): Promise<void> {
+    await this.deps.db.transaction((trx) =>
+      appendEvent(trx, 'service', serviceId, { at: iso(this.deps.clock()), type, message, data: {} }),
+    );
+    this.deps.notifier.notify(topics.service(serviceId));
+  }
+
+  /** Stops taking work, finishes what is queued; workloads keep running. */
   async close(): Promise<void> {
-    await Promise.all([...this.chains.values()]);
+    this.closed = true;
+    for (const timer of this.retries) clearTimeout(timer);
+    this.retries.clear();
+    for (let round = 0; round < 100 && this.chains.size > 0; round++)
+      await Promise.all([...this.chains.values()]);
     for (const backend of this.deps.backends.values()) await backend.close();
   }
 
@@ -109,11 +129,33 @@ export class ServiceController {
     await this.chains.get(serviceId);
   }
 
+  /** Queues a step towards the desired state; a step that fails is tried again, backing off. */
   converge(serviceId: string): void {
-    this.enqueue(serviceId, () => this.step(serviceId));
+    this.enqueue(serviceId, async () => {
+      try {
+        await this.step(serviceId);
+        this.failures.delete(serviceId);
+      } catch (error) {
+        const failures = (this.failures.get(serviceId) ?? 0) + 1;
+        this.failures.set(serviceId, failures);
+        if (failures <= 8 && !this.closed) {
+          const timer = setTimeout(
+            () => {
+              this.retries.delete(timer);
+              this.converge(serviceId);
+            },
+            Math.min(30_000, 250 * 2 ** failures),
+          );
+          timer.unref();
+          this.retries.add(timer);
+        }
+        throw error;
+      }
+    });
   }
 
   private enqueue(serviceId: string, work: () => Promise<void>): void {
+    if (this.closed) return;
     const previous = this.chains.get(serviceId) ?? Promise.resolve();
     const next = previous
       .then(work)
@@ -161,16 +203,8 @@ export class ServiceController {
             return again(false);
           }
           await backend.stop(serviceId);
-          const after = await q.findService(this.deps.db, serviceId);
-          if (after?.desiredState === 'suspended') {
-            again(
-              await this.settle(after, 'suspended', {
-                event: { type: 'suspended', message: 'suspended' },
-                tasks: [],
-                endpoints: [],
-              }),
-            );
-          }
+          // Behind the events the stop produced (already queued), so that they come first.
+          this.enqueue(serviceId, () => this.finishSuspension(serviceId));
         }
         return;
       case 'deleted':
@@ -203,17 +237,30 @@ export class ServiceController {
     return true;
   }
 
+  /** The workload is stopped: the service is suspended (unless its events said so already). */
+  private async finishSuspension(serviceId: string): Promise<void> {
+    const service = await q.findService(this.deps.db, serviceId);
+    if (service?.desiredState !== 'suspended') return;
+    // Its stop events may have settled it already; the suspension still ends with its own event.
+    if (service.status === 'suspended') return this.note(serviceId, 'suspended', 'suspended');
+    const applied = await this.settle(service, 'suspended', {
+      event: { type: 'suspended', message: 'suspended' },
+      tasks: [],
+      endpoints: [],
+    });
+    if (!applied) this.converge(serviceId);
+  }
+
   /** Records an event of a backend and moves the service's status accordingly. */
   private async record(event: WorkloadEvent, attempt = 0): Promise<void> {
     const service = await q.findService(this.deps.db, event.serviceId);
     // Deleting: the deletion decides. Pending: its next run has not started yet, so whatever the
     // backend says now is about an earlier one (a late "stopped" after a suspension, say).
     if (!service || service.desiredState === 'deleted' || service.status === 'pending') return;
-    // The status now, not the one the event was read with: by the time it is recorded, the service
-    // may have moved on (suspended meanwhile), and a stale snapshot must not move it back.
-    const observed = (await this.backendOf(service.regionId)?.status(service.id)) ?? event.status;
-    // Events and states of an earlier run (before a suspension, say) do not concern this one.
-    if (event.status.generation !== null && event.status.generation !== service.generation) return;
+    // The workload as of the event (events come in order, each with the phase it marks), so that
+    // the service's status and its event log move together.
+    const observed = event.status;
+    // Events of an earlier run (before a suspension, say) do not concern this one.
     if (observed.generation !== null && observed.generation !== service.generation) return;
     const next = this.statusFor(service, observed);
     const changes: q.ServiceChanges = {

@@ -182,8 +182,17 @@ export class ServiceManager {
         request.version ?? 'latest',
       );
     } catch (error) {
-      if (error instanceof DomainError && error.kind === 'not-found') throw unprocessable(error.detail);
-      throw error;
+      if (!(error instanceof DomainError && error.kind === 'not-found')) throw error;
+      // Not there yet, or not at all: right after a start, catalogs may still be loading.
+      if (!catalogs.isLoaded()) {
+        throw new DomainError(
+          'unavailable',
+          'the catalogs are still loading; try again in a moment',
+          {},
+          { 'Retry-After': '2' },
+        );
+      }
+      throw unprocessable(error.detail);
     }
     const options = this.validator.validate(version, request.options ?? {});
     const secretOptions = secretOptionsOf(version, options);
@@ -428,7 +437,11 @@ export class ServiceManager {
   private async markDeleted(principal: Principal, service: ServiceRecord): Promise<OperationRecord> {
     const { db, clock, operations, controller, notifier } = this.deps;
     const existing = (await operations.running(service.id)).find((op) => op.kind === 'delete-service');
-    if (existing) return existing;
+    if (existing) {
+      // Asked again: make sure it is being worked on (a failed step may be waiting for its retry).
+      controller.converge(service.id);
+      return existing;
+    }
     const now = iso(clock());
     const operation = await db.transaction(async (trx) => {
       await q.lockService(trx, service.id);
@@ -519,8 +532,13 @@ export class ServiceManager {
   ): AsyncIterable<string> {
     const { service } = await this.access(principal, projectId, serviceId, 'read');
     const backend = this.backendFor(service.regionId);
-    const known = new Set(service.tasks.map((t) => t.id).concat(['main']));
-    if (options.task && !known.has(options.task)) throw notFound('task', options.task);
+    const tasks = new Set(service.tasks.map((t) => t.id).concat(['main']));
+    if (options.task && !tasks.has(options.task)) throw notFound('task', options.task);
+    const containers = new Set(
+      service.tasks.flatMap((t) => t.containers.map((c) => c.name)).concat(['main']),
+    );
+    if (options.container && !containers.has(options.container))
+      throw notFound('container', options.container);
     yield* backend.logs(serviceId, options);
   }
 

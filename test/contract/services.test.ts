@@ -194,6 +194,21 @@ describe.each(testEngines())('services (%s)', (engine) => {
       expect(quota.body.usage).toMatchObject({ services: 0, memory: '0' });
     });
 
+    it('asks to come back while the catalogs are still loading (503)', async () => {
+      const early = await createTestApp(engine, { config: serviceTestConfig, loadCatalogs: false });
+      try {
+        const { auth } = await early.login('early');
+        const res = await early.http
+          .post('/api/v1/projects/user-early/services')
+          .set('Authorization', auth)
+          .send(echo);
+        expectProblem(res, 503, 'unavailable');
+        expect(res.headers['retry-after']).toBe('2');
+      } finally {
+        await early.close();
+      }
+    });
+
     it('refuses an unknown package or version (422)', async () => {
       expectProblem(
         await t.http.post(lab).set('Authorization', bob.auth).send({ catalog_id: 'demo', package: 'nope' }),
@@ -478,6 +493,22 @@ describe.each(testEngines())('services (%s)', (engine) => {
       await expect(fetch(`${running.body.endpoints[0].url}/`)).rejects.toThrow();
     });
 
+    it('deletes a service at any moment of its launch, leaving nothing behind', async () => {
+      const before = await t.http.get('/api/v1/projects/lab/quota').set('Authorization', alice.auth);
+      for (let i = 0; i < 8; i++) {
+        const started = await t.http.post(lab).set('Authorization', bob.auth).send(echo).expect(202);
+        await new Promise((r) => setTimeout(r, i * 7));
+        const deleted = await t.http
+          .delete(`${lab}/${started.body.target.id}`)
+          .set('Authorization', bob.auth)
+          .set('Prefer', 'wait=20')
+          .expect(202);
+        expect(deleted.body.status).toBe('succeeded');
+      }
+      const after = await t.http.get('/api/v1/projects/lab/quota').set('Authorization', alice.auth);
+      expect(after.body.usage).toEqual(before.body.usage);
+    });
+
     it('deletes a failed service too', async () => {
       const { serviceId } = await launch(t, bob.auth, 'lab', probe({ mode: 'crash' }));
       await t.http
@@ -597,6 +628,13 @@ describe.each(testEngines())('services (%s)', (engine) => {
       const service = await t.http.get(`${lab}/${serviceId}`).set('Authorization', bob.auth);
       url = service.body.endpoints[0].url;
       await fetch(`${url}/first`);
+      // The line travels through the supervisor into the log file a moment after the answer.
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline) {
+        const logs = await t.http.get(`${lab}/${serviceId}/logs`).set('Authorization', bob.auth);
+        if (logs.text.includes('probe served GET /first')) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
     });
 
     it('returns what the service wrote, with tail and timestamps (200)', async () => {
@@ -671,6 +709,15 @@ describe.each(testEngines())('services (%s)', (engine) => {
         404,
         'not-found',
       );
+      expectProblem(
+        await t.http.get(`${lab}/${serviceId}/logs?container=sidecar`).set('Authorization', bob.auth),
+        404,
+        'not-found',
+      );
+      await t.http
+        .get(`${lab}/${serviceId}/logs?task=main&container=main`)
+        .set('Authorization', bob.auth)
+        .expect(200);
     });
   });
 

@@ -240,9 +240,12 @@ function probe(health) {
   });
 }
 
+// Probe often at first (most programs are ready within tens of milliseconds), less later.
+const probeDelays = [10, 15, 25, 50, 100, 150];
+
 async function awaitReadiness(current) {
   const deadline = Date.now() + spec.readinessTimeoutMs;
-  while (child === current && !stopping) {
+  for (let attempt = 0; child === current && !stopping; attempt++) {
     if (!spec.health || (await probe(spec.health))) {
       if (child !== current || stopping) return;
       everReady = true;
@@ -259,7 +262,7 @@ async function awaitReadiness(current) {
       setTimeout(() => killGroup('SIGKILL'), spec.stopGraceMs).unref();
       return;
     }
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, probeDelays[attempt] ?? 200));
   }
 }
 

@@ -2,7 +2,7 @@
 // (local-supervisor.mjs) in a directory under the data dir. The supervisor outlives the API; after a
 // restart its workloads are adopted again (pid and start time checked) or reported lost.
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, watch as watchDir, type FSWatcher } from 'node:fs';
 import { mkdir, open, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import { DomainError } from '../../errors.js';
 import { repoRoot } from '../../paths.js';
 import type {
   ClusterBackend,
+  WorkloadPhase,
   LogOptions,
   ReconcileReport,
   RenderedWorkload,
@@ -125,6 +126,45 @@ async function removeCgroups(serviceId: string): Promise<void> {
   }
 }
 
+/** The phase a supervisor's event marks; events that mark none (`stopping`) keep the previous. */
+const impliedPhase: Record<string, WorkloadPhase | undefined> = {
+  starting: 'starting',
+  started: 'starting',
+  unready: 'starting',
+  exited: 'starting',
+  restarting: 'starting',
+  running: 'running',
+  failed: 'failed',
+  stopped: 'stopped',
+  lost: 'lost',
+};
+
+/** The status as of an event: its phase, the current details where they still hold. */
+function asOf(
+  current: WorkloadStatus,
+  phase: WorkloadPhase,
+  event: { type: string; message: string },
+): WorkloadStatus {
+  const ready = phase === 'running';
+  const ended = phase === 'failed' || phase === 'stopped' || phase === 'lost';
+  return {
+    ...current,
+    phase,
+    message: ended
+      ? current.message
+      : event.type === 'restarting' || event.type === 'unready'
+        ? event.message
+        : null,
+    logTail: phase === 'failed' ? current.logTail : [],
+    tasks: current.tasks.map((t) => ({
+      ...t,
+      ready,
+      containers: t.containers.map((c) => ({ ...c, ready })),
+    })),
+    endpoints: ended ? [] : current.endpoints,
+  };
+}
+
 /** A free port on the loopback interface, as the kernel hands it out. */
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -162,10 +202,19 @@ export class LocalBackend implements ClusterBackend {
   private readonly listeners: ((event: WorkloadEvent) => void)[] = [];
   private readonly watched = new Map<
     string,
-    { eventsOffset: number; lastSeq: number; lastPhase: string | null; supervisorPid: number | null }
+    {
+      eventsOffset: number;
+      lastSeq: number;
+      lastPhase: string | null;
+      supervisorPid: number | null;
+      /** Wakes polling as soon as the supervisor writes (the interval stays, as a fallback). */
+      watcher: FSWatcher | null;
+    }
   >();
   private timer: NodeJS.Timeout | null = null;
   private polling = false;
+  private readonly polls = new Map<string, Promise<void>>();
+  private pollAgain = false;
   private readonly settings: Required<Omit<LocalBackendOptions, 'root' | 'log'>>;
 
   constructor(private readonly options: LocalBackendOptions) {
@@ -302,7 +351,7 @@ export class LocalBackend implements ClusterBackend {
         );
       }
       // Follow this run's events only: earlier runs' were told when they happened.
-      this.watched.delete(spec.serviceId);
+      this.unwatch(spec.serviceId);
       this.watch(spec.serviceId, eventsBefore.lastSeq, supervisor.pid ?? null, eventsBefore.offset);
     } finally {
       await output.close();
@@ -310,10 +359,14 @@ export class LocalBackend implements ClusterBackend {
   }
 
   async stop(serviceId: string): Promise<void> {
+    // The supervisor as it recorded itself, and as recorded when it was spawned (it may not have
+    // written its state yet): stop whichever runs.
     const state = await this.readState(serviceId);
-    if (!state) return;
-    const { pid, startTime } = state.supervisor;
-    if (isAlive(pid, startTime)) {
+    const supervisors = [state?.supervisor, await this.readSupervisor(serviceId)].filter(
+      (p): p is { pid: number; startTime: string | null } => Boolean(p),
+    );
+    for (const { pid, startTime } of supervisors) {
+      if (!isAlive(pid, startTime)) continue;
       process.kill(pid, 'SIGTERM');
       const deadline = Date.now() + this.settings.stopGraceMs + 5000;
       while (isAlive(pid, startTime) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -321,12 +374,13 @@ export class LocalBackend implements ClusterBackend {
     }
     // Whatever the supervisor could not stop (it was killed, or hung) is stopped here.
     const after = await this.readState(serviceId);
-    const child = after?.child ?? state.child;
+    const child = after?.child ?? state?.child;
     if (child && isAlive(child.pid, child.startTime)) {
       killGroup(child.pid, 'SIGTERM');
       const deadline = Date.now() + this.settings.stopGraceMs;
-      while (isAlive(child.pid, child.startTime) && Date.now() < deadline)
+      while (isAlive(child.pid, child.startTime) && Date.now() < deadline) {
         await new Promise((r) => setTimeout(r, 50));
+      }
       killGroup(child.pid, 'SIGKILL');
     }
     await removeCgroups(serviceId);
@@ -335,7 +389,7 @@ export class LocalBackend implements ClusterBackend {
 
   async delete(serviceId: string): Promise<void> {
     await this.stop(serviceId);
-    this.watched.delete(serviceId);
+    this.unwatch(serviceId);
     await rm(this.dir(serviceId), { recursive: true, force: true });
   }
 
@@ -499,17 +553,47 @@ export class LocalBackend implements ClusterBackend {
   /** Starts following a workload's events from `afterSeq` (the last one its owner recorded). */
   watch(serviceId: string, afterSeq = 0, supervisorPid: number | null = null, eventsOffset = 0): void {
     const current = this.watched.get(serviceId);
-    if (current) current.supervisorPid = supervisorPid ?? current.supervisorPid;
-    else this.watched.set(serviceId, { eventsOffset, lastSeq: afterSeq, lastPhase: null, supervisorPid });
+    if (current) {
+      current.supervisorPid = supervisorPid ?? current.supervisorPid;
+    } else {
+      let watcher: FSWatcher | null = null;
+      try {
+        watcher = watchDir(this.dir(serviceId), () => void this.pollAll());
+        watcher.on('error', () => watcher?.close());
+        watcher.unref();
+      } catch {
+        // No file notifications here (or the directory is gone): the interval polls.
+      }
+      this.watched.set(serviceId, {
+        eventsOffset,
+        lastSeq: afterSeq,
+        lastPhase: null,
+        supervisorPid,
+        watcher,
+      });
+    }
     this.timer ??= setInterval(() => void this.pollAll(), this.settings.pollMs);
     this.timer.unref();
   }
 
+  private unwatch(serviceId: string): void {
+    this.watched.get(serviceId)?.watcher?.close();
+    this.watched.delete(serviceId);
+  }
+
+  /** Polls every watched workload; a wake-up that comes during a round gets a round of its own. */
   private async pollAll(): Promise<void> {
-    if (this.polling) return;
+    if (this.polling) {
+      this.pollAgain = true;
+      return;
+    }
     this.polling = true;
     try {
-      for (const serviceId of [...this.watched.keys()]) await this.poll(serviceId);
+      for (let round = 0; round < 10; round++) {
+        this.pollAgain = false;
+        for (const serviceId of [...this.watched.keys()]) await this.poll(serviceId);
+        if (!this.pollAgain) break;
+      }
     } catch (err) {
       this.options.log.error({ err }, 'local runtime: polling failed');
     } finally {
@@ -517,10 +601,28 @@ export class LocalBackend implements ClusterBackend {
     }
   }
 
-  /** Reads a workload's new events and state, and tells the listeners. */
-  private async poll(serviceId: string): Promise<void> {
+  /**
+   * Reads a workload's new events and state, and tells the listeners. Polls of one workload never
+   * overlap (each waits for the previous), so its events are told once and in order.
+   */
+  private poll(serviceId: string): Promise<void> {
+    const next = (this.polls.get(serviceId) ?? Promise.resolve()).then(() => this.pollNow(serviceId));
+    const settled = next.catch((err: unknown) =>
+      this.options.log.error({ err, serviceId }, 'local runtime: poll failed'),
+    );
+    this.polls.set(serviceId, settled);
+    void settled.then(() => {
+      if (this.polls.get(serviceId) === settled) this.polls.delete(serviceId);
+    });
+    return settled;
+  }
+
+  private async pollNow(serviceId: string): Promise<void> {
     const watch = this.watched.get(serviceId);
     if (!watch) return;
+    // Events first, then the state: the state read is then at least as recent as every event
+    // (the supervisor saves its state before it writes the event that tells of it).
+    const text = await readFile(join(this.dir(serviceId), 'events.jsonl'), 'utf8').catch(() => '');
     const state = await this.readState(serviceId);
     if (!state) {
       // A supervisor that died before saying anything (it could not even start): report it failed.
@@ -529,7 +631,6 @@ export class LocalBackend implements ClusterBackend {
       return;
     }
     const fresh: { seq: number; at: string; type: string; message: string }[] = [];
-    const text = await readFile(join(this.dir(serviceId), 'events.jsonl'), 'utf8').catch(() => '');
     if (text.length > watch.eventsOffset) {
       const chunk = text.slice(watch.eventsOffset);
       const end = chunk.lastIndexOf('\n') + 1;
@@ -547,7 +648,11 @@ export class LocalBackend implements ClusterBackend {
         killGroup(state.child.pid, 'SIGKILL');
       fresh.push({ seq: -1, at: new Date().toISOString(), type: 'lost', message: status.message ?? 'lost' });
     }
+    // Each event carries the phase it marks (what the workload was when it happened), not merely
+    // the state as read now, which may be several events further.
+    let phase = (watch.lastPhase as WorkloadPhase | null) ?? 'starting';
     for (const e of fresh) {
+      phase = impliedPhase[e.type] ?? phase;
       watch.lastSeq = Math.max(watch.lastSeq, e.seq);
       this.emit({
         serviceId,
@@ -555,20 +660,20 @@ export class LocalBackend implements ClusterBackend {
         type: e.type,
         message: e.message,
         sourceSeq: e.seq < 0 ? null : e.seq,
-        status,
+        status: asOf(status, phase, e),
       });
     }
-    watch.lastPhase = status.phase;
+    watch.lastPhase = fresh.length > 0 ? phase : status.phase;
     if (status.phase === 'failed' || status.phase === 'stopped' || status.phase === 'lost') {
       if (!isAlive(state.supervisor.pid, state.supervisor.startTime)) {
-        this.watched.delete(serviceId);
+        this.unwatch(serviceId);
         await removeCgroups(serviceId);
       }
     }
   }
 
   private async supervisorFailed(serviceId: string): Promise<void> {
-    this.watched.delete(serviceId);
+    this.unwatch(serviceId);
     const output = await readFile(join(this.dir(serviceId), 'supervisor.log'), 'utf8').catch(() => '');
     const logTail = output.trim().split('\n').slice(-20);
     const message =
@@ -647,6 +752,6 @@ export class LocalBackend implements ClusterBackend {
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    this.watched.clear();
+    for (const serviceId of [...this.watched.keys()]) this.unwatch(serviceId);
   }
 }

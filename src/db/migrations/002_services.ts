@@ -41,6 +41,9 @@ export async function up(knex: Knex): Promise<void> {
     t.string('updated_at', 30).notNullable();
     t.string('started_at', 30).nullable();
     t.index(['project_id', 'created_at', 'id']);
+    // A member's list: their services, and the shared ones, each an index range.
+    t.index(['project_id', 'owner_user_id', 'created_at', 'id']);
+    t.index(['project_id', 'shared', 'created_at', 'id']);
     t.index(['region_id', 'status']);
   });
 
