@@ -88,7 +88,7 @@ function parseResponse(buffer) {
 }
 
 /** One GET, for checks before a measurement; the body is returned as text. */
-export function fetchOnce(port, path, timeoutMs = 10_000) {
+export function fetchOnce(port, path, { timeoutMs = 10_000, headers = {} } = {}) {
   return new Promise((resolve, reject) => {
     const socket = connect({ host: '127.0.0.1', port });
     let buffer = Buffer.alloc(0);
@@ -96,7 +96,7 @@ export function fetchOnce(port, path, timeoutMs = 10_000) {
       socket.destroy();
       reject(new Error(`GET ${path} timed out after ${timeoutMs} ms`));
     }, timeoutMs);
-    socket.on('connect', () => socket.write(requestBytes(port, path, 'close')));
+    socket.on('connect', () => socket.write(requestBytes(port, path, 'close', headers)));
     socket.on('data', (chunk) => {
       buffer = Buffer.concat([buffer, chunk]);
       const response = parseResponse(buffer);
@@ -112,9 +112,13 @@ export function fetchOnce(port, path, timeoutMs = 10_000) {
   });
 }
 
-function requestBytes(port, path, connection) {
+/** The bytes of one GET; `headers` (name → value) are sent besides Host, Accept and Connection. */
+function requestBytes(port, path, connection, headers = {}) {
+  const extra = Object.entries(headers)
+    .map(([name, value]) => `${name}: ${value}\r\n`)
+    .join('');
   return Buffer.from(
-    `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept: application/json\r\n` +
+    `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nAccept: application/json\r\n${extra}` +
       `Connection: ${connection}\r\n\r\n`,
     'latin1',
   );
@@ -122,11 +126,20 @@ function requestBytes(port, path, connection) {
 
 /**
  * Drives `connections` keep-alive connections against 127.0.0.1:`port` for `seconds`, each sending
- * `path` as soon as its previous response is in. Stops early after `maxRequests`. Returns throughput,
- * latency percentiles, this process's CPU use, and every failure (non-2xx, socket error, timeout).
+ * `path` (with `headers`, such as Authorization) as soon as its previous response is in. Stops early
+ * after `maxRequests`. Returns throughput, latency percentiles, this process's CPU use, and every
+ * failure (non-2xx, socket error, timeout).
  */
-export async function measure({ port, path, seconds, connections, maxRequests, requestTimeoutMs = 10_000 }) {
-  const request = requestBytes(port, path, 'keep-alive');
+export async function measure({
+  port,
+  path,
+  headers = {},
+  seconds,
+  connections,
+  maxRequests,
+  requestTimeoutMs = 10_000,
+}) {
+  const request = requestBytes(port, path, 'keep-alive', headers);
   const histogram = new LatencyHistogram();
   const failures = { statuses: new Map(), socketErrors: 0, timeouts: 0, samples: [] };
   const sampled = new Set();

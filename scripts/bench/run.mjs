@@ -1,7 +1,8 @@
 // `make bench`: throughput and latency of the compiled app (dist/), each figure set against a
 // baseline measured in the same run, on the same machine, with the same load generator. Figures,
 // never pass/fail thresholds; the run fails only when a request does (any non-2xx, socket error or
-// timeout), because a figure that includes failures means nothing.
+// timeout, or a launch or delete that does not succeed), because a figure that includes failures
+// means nothing.
 //
 // 1. GET /api/v1/catalogs/bench/packages?limit=20 on a generated catalog of BENCH_PACKAGES packages
 //    (the only catalog configured): Atrium next to a bare node:http server that runs the same knex
@@ -19,6 +20,28 @@
 //    CPU/req rising) as paths are added means something scans the whole spec on every request.
 //    The intro line says whether scripts/patches/ made express-openapi-validator's route lookup a
 //    trie (the fix for exactly that).
+// 3. Launch to running (scripts/bench/launch.mjs): the real `atrium serve` (dist/src/cli.js; its
+//    defaults: rate limiter on, log level warn) on SQLite in a scratch data dir, BENCH_LAUNCHES
+//    sequential POST /api/v1/projects/user-admin/services {"catalog_id":"demo","package":"echo"}
+//    with Prefer: wait=30, each timed from the request to its 202, which must carry the succeeded
+//    operation; then the operation's created_at → finished_at (server side), split by the service's
+//    events into created → echo process spawned → /healthz answered the supervisor → operation
+//    succeeded; and the DELETE (Prefer: wait=30) that follows each launch. The baseline, taking
+//    turns with the launches: node echo.mjs spawned directly (same Node, PORT and HOST), probed
+//    every 5 ms until /healthz answers. The ratios are what Atrium adds (supervisor, health probing,
+//    bookkeeping, polling) to starting the program. p50/p95 are nearest-rank over the launches, after
+//    one warm-up launch of each (printed, not counted). No process may outlive its delete: whatever
+//    still runs under the scratch data dir is killed by PID and reported.
+// 4. GET /api/v1/projects/{p}/services?limit=20 (scripts/bench/service-list.mjs) in projects of
+//    each of BENCH_SERVICES services, on one server: the admin's first page, the admin's middle page
+//    (reached by following next_cursor), and the first page of a member who owns only the 20 oldest
+//    services (a member sees their own and the shared ones: a filtered list). The services are rows
+//    inserted straight into the database (suspended echo services; no process, no quota); on
+//    PostgreSQL the tables are then ANALYZEd, as autovacuum would have done on a live server.
+//    "req/s ratio", "p99 ratio" and "CPU/req ratio" are to the smallest project: about 1.00 means a
+//    page costs the same however many services the project holds (keyset pagination on an index);
+//    rising with the total means something scans the project. On SQLite, and on PostgreSQL with
+//    ATRIUM_BENCH_DATABASE_URL (in the same database as figure 1).
 //
 // How to read it: every case is measured BENCH_ROUNDS times, the cases taking turns, and the median
 // round is shown; "req/s range" is the lowest and highest of the rounds, so a ratio inside that noise
@@ -29,26 +52,40 @@
 // the generator is the one near 100 %, the ratios understate the difference. "CPU µs/req" is the
 // server's CPU time per request (median of the rounds): other load on the machine disturbs it far
 // less than req/s, so trust it when the req/s ranges are wide. Ratios are what carry from one
-// machine to another; the absolute numbers are of this machine only.
+// machine to another; the absolute numbers are of this machine only. Figure 3 is one request at a
+// time, so it is as noisy as the machine: compare its rows with the baseline of the same run.
 //
-// Each server is a child process (scripts/bench/server.mjs) listening on 127.0.0.1 at a free port;
-// this process is the load generator (scripts/bench/load.mjs): BENCH_CONNECTIONS keep-alive
-// connections, BENCH_WARMUP_SECONDS of warm-up per case, then BENCH_SECONDS per measured round.
+// Each server of figures 1, 2 and 4 is a child process (scripts/bench/server.mjs) listening on
+// 127.0.0.1 at a free port; this process is the load generator (scripts/bench/load.mjs):
+// BENCH_CONNECTIONS keep-alive connections, BENCH_WARMUP_SECONDS of warm-up per case, then
+// BENCH_SECONDS per measured round. The shared machinery is in scripts/bench/harness.mjs.
 // Settings (environment): BENCH_SECONDS (5), BENCH_WARMUP_SECONDS (2), BENCH_ROUNDS (3),
-// BENCH_CONNECTIONS (32), BENCH_PACKAGES (500), BENCH_EXTRA_PATHS (200,1000),
-// ATRIUM_BENCH_DATABASE_URL (unset).
-import { fork } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+// BENCH_CONNECTIONS (32), BENCH_PACKAGES (500), BENCH_EXTRA_PATHS (200,1000), BENCH_LAUNCHES (20),
+// BENCH_SERVICES (100,10000), ATRIUM_BENCH_DATABASE_URL (unset).
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import knexFactory from 'knex';
 import { writeCatalog } from './catalog.mjs';
-import { fetchOnce, measure } from './load.mjs';
+import {
+  BenchFailure,
+  cleanUp,
+  count,
+  measureCases,
+  ms,
+  onCleanUp,
+  percent,
+  printTable,
+  range,
+  ratio,
+  startServer,
+  withPostgresDatabase,
+} from './harness.mjs';
+import { figureLaunchLatency } from './launch.mjs';
+import { fetchOnce } from './load.mjs';
+import { figureServiceList } from './service-list.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const serverScript = join(here, 'server.mjs');
 const builtApp = join(here, '..', '..', 'dist', 'src', 'app.js');
 const bundledSpec = join(here, '..', '..', 'generated', 'openapi.json');
 const validatorMetadata = join(
@@ -66,15 +103,9 @@ const catalogId = 'bench';
 const regionsPath = '/api/v1/regions';
 const packagesPath = `/api/v1/catalogs/${catalogId}/packages?limit=20`;
 const pageSize = 20;
-const startupTimeoutMs = 180_000;
-const stopTimeoutMs = 10_000;
-const ipcTimeoutMs = 5_000;
-// A bound on the requests of one measurement, besides its duration.
-const maxRequestsPerMeasurement = 20_000_000;
 
-class BenchFailure extends Error {
-  name = 'BenchFailure';
-}
+// Set on Ctrl-C: the measurement then failing (its servers gone) is not news.
+let interrupted = false;
 
 function numberSetting(name, fallback, { min, max, integer = false }) {
   const raw = process.env[name];
@@ -88,183 +119,35 @@ function numberSetting(name, fallback, { min, max, integer = false }) {
   return value;
 }
 
-function readSettings() {
-  const extraRaw = process.env.BENCH_EXTRA_PATHS ?? '200,1000';
-  const extraPaths = extraRaw
+/** A comma-separated list of integers in [min, max], sorted, without duplicates. */
+function listSetting(name, fallback, { min, max }) {
+  const raw = process.env[name] || fallback;
+  const values = raw
     .split(',')
     .map((item) => item.trim())
     .filter(Boolean)
     .map(Number);
-  if (extraPaths.some((n) => !Number.isInteger(n) || n < 1 || n > 20_000)) {
-    throw new BenchFailure(`BENCH_EXTRA_PATHS=${extraRaw}: expected comma-separated integers in [1, 20000]`);
+  if (values.length === 0 || values.some((n) => !Number.isInteger(n) || n < min || n > max)) {
+    throw new BenchFailure(`${name}=${raw}: expected comma-separated integers in [${min}, ${max}]`);
   }
+  return [...new Set(values)].sort((a, b) => a - b);
+}
+
+function readSettings() {
+  const extraPaths = listSetting('BENCH_EXTRA_PATHS', '200,1000', { min: 1, max: 20_000 });
   return {
     seconds: numberSetting('BENCH_SECONDS', 5, { min: 0.5, max: 600 }),
     warmupSeconds: numberSetting('BENCH_WARMUP_SECONDS', 2, { min: 0, max: 600 }),
     connections: numberSetting('BENCH_CONNECTIONS', 32, { min: 1, max: 1024, integer: true }),
     rounds: numberSetting('BENCH_ROUNDS', 3, { min: 1, max: 100, integer: true }),
     packages: numberSetting('BENCH_PACKAGES', 500, { min: pageSize + 1, max: 10_000, integer: true }),
-    extraPaths: [0, ...new Set(extraPaths)].sort((a, b) => a - b),
+    extraPaths: [0, ...extraPaths],
+    launches: numberSetting('BENCH_LAUNCHES', 20, { min: 1, max: 1000, integer: true }),
+    // A middle page needs a full page before it and a full page itself.
+    serviceCounts: listSetting('BENCH_SERVICES', '100,10000', { min: 2 * pageSize + 1, max: 100_000 }),
     postgresAdminUrl: process.env.ATRIUM_BENCH_DATABASE_URL || null,
     realPaths: Object.keys(JSON.parse(readFileSync(bundledSpec, 'utf8')).paths).length,
   };
-}
-
-// ---- Server children ------------------------------------------------------------------------
-
-const running = new Set();
-// Set on Ctrl-C: the measurement then failing (its servers gone) is not news.
-let interrupted = false;
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new BenchFailure(`${what} took longer than ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Signals one child by its PID; one that has just exited is no error. */
-function signal(pid, name) {
-  try {
-    process.kill(pid, name);
-  } catch (error) {
-    if (error.code !== 'ESRCH') throw error;
-  }
-}
-
-/** Forks scripts/bench/server.mjs and resolves once it listens. */
-async function startServer(label, options) {
-  const child = fork(serverScript, [JSON.stringify(options)], {
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    execArgv: [],
-  });
-  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  const server = {
-    label,
-    pid: child.pid,
-    async cpu() {
-      const reply = new Promise((resolve) => {
-        const onMessage = (message) => {
-          if (message?.type !== 'cpu') return;
-          child.off('message', onMessage);
-          resolve(message.usage);
-        };
-        child.on('message', onMessage);
-      });
-      child.send({ type: 'cpu' });
-      return withTimeout(reply, ipcTimeoutMs, `asking ${label} for its CPU usage`);
-    },
-    async stop() {
-      running.delete(server);
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      signal(server.pid, 'SIGTERM');
-      const stopped = await Promise.race([
-        exited.then(() => true),
-        new Promise((resolve) => setTimeout(() => resolve(false), stopTimeoutMs)),
-      ]);
-      if (!stopped) {
-        signal(server.pid, 'SIGKILL');
-        await exited;
-      }
-    },
-  };
-  running.add(server);
-  const listening = new Promise((resolve, reject) => {
-    child.on('message', (message) => {
-      if (message?.type === 'listening') resolve(message);
-    });
-    exited.then(({ code, signal }) =>
-      reject(new BenchFailure(`${label} exited before listening (code ${code}, signal ${signal})`)),
-    );
-  });
-  try {
-    const { port, createAppMs } = await withTimeout(listening, startupTimeoutMs, `starting ${label}`);
-    return Object.assign(server, { port, createAppMs });
-  } catch (error) {
-    await server.stop();
-    throw error;
-  }
-}
-
-async function stopAll() {
-  await Promise.all([...running].map((server) => server.stop()));
-}
-
-// ---- Measuring --------------------------------------------------------------------------------
-
-function describeFailures(result) {
-  const { statuses, socketErrors, timeouts, samples } = result.failures;
-  const parts = [...statuses].map(([status, count]) => `${count} × HTTP ${status}`);
-  if (socketErrors) parts.push(`${socketErrors} socket errors`);
-  if (timeouts) parts.push(`${timeouts} timeouts`);
-  return `${parts.join(', ')}\n  first failures:\n    ${samples.join('\n    ')}`;
-}
-
-function failIfAny(result, server, path, phase) {
-  if (result.errors > 0) {
-    throw new BenchFailure(`GET ${path} on ${server.label} failed ${phase}: ${describeFailures(result)}`);
-  }
-}
-
-/** One measured window of `path` on `server`, with the server's CPU use over it. */
-async function measureOnce(settings, server, path) {
-  const before = await server.cpu();
-  const result = await measure({
-    port: server.port,
-    path,
-    connections: settings.connections,
-    seconds: settings.seconds,
-    maxRequests: maxRequestsPerMeasurement,
-  });
-  const after = await server.cpu();
-  failIfAny(result, server, path, 'under load');
-  const serverMicros = after.user + after.system - (before.user + before.system);
-  return {
-    ...result,
-    serverCpu: serverMicros / 1000 / (result.seconds * 1000),
-    cpuPerRequest: serverMicros / result.requests,
-  };
-}
-
-const median = (values) => [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)];
-
-/**
- * Warms every case up, then measures them in turn, BENCH_ROUNDS times over: interleaving spreads
- * whatever else the machine is doing over all cases alike. Each case reports its median round (by
- * req/s), with the lowest and highest req/s of its rounds to show the noise.
- */
-async function measureCases(settings, cases) {
-  for (const { server, path } of cases) {
-    if (settings.warmupSeconds === 0) break;
-    const warm = await measure({
-      port: server.port,
-      path,
-      connections: settings.connections,
-      seconds: settings.warmupSeconds,
-      maxRequests: maxRequestsPerMeasurement,
-    });
-    failIfAny(warm, server, path, 'during warm-up');
-  }
-  const rounds = cases.map(() => []);
-  for (let round = 0; round < settings.rounds; round++) {
-    // Each round starts one case further on, so that no case always follows the same other.
-    for (let turn = 0; turn < cases.length; turn++) {
-      const i = (round + turn) % cases.length;
-      rounds[i].push(await measureOnce(settings, cases[i].server, cases[i].path));
-    }
-  }
-  return rounds.map((results) => {
-    const sorted = [...results].sort((a, b) => a.rps - b.rps);
-    return {
-      ...sorted[Math.floor((sorted.length - 1) / 2)],
-      rpsMin: sorted[0].rps,
-      rpsMax: sorted[sorted.length - 1].rps,
-      cpuPerRequest: median(results.map((r) => r.cpuPerRequest)),
-      requests: results.reduce((sum, r) => sum + r.requests, 0),
-      errors: results.reduce((sum, r) => sum + r.errors, 0),
-    };
-  });
 }
 
 async function expectOk(server, path) {
@@ -292,34 +175,6 @@ async function expectSamePage(reference, other) {
       `${other.label} and ${reference.label} return different package pages:\n  ${actual.slice(0, 300)}\n  ${expected.slice(0, 300)}`,
     );
   }
-}
-
-// ---- Printing ---------------------------------------------------------------------------------
-
-const fixed = (digits) => (value) => (Number.isFinite(value) ? value.toFixed(digits) : '-');
-const ms = fixed(2);
-const ratio = fixed(2);
-const count = (value) => String(Math.round(value));
-const percent = (value) => `${Math.round(value * 100)} %`;
-const range = (result) => `${count(result.rpsMin)}–${count(result.rpsMax)}`;
-
-/** Prints rows of cells; the first `textColumns` columns are left-aligned, the others right-aligned. */
-function printTable(header, rows, textColumns = 1) {
-  const widths = header.map((_, i) =>
-    Math.max(...[header, ...rows].map((row) => String(row[i] ?? '').length)),
-  );
-  const line = (row) =>
-    '  ' +
-    row
-      .map((cell, i) =>
-        i < textColumns ? String(cell ?? '').padEnd(widths[i]) : String(cell ?? '').padStart(widths[i]),
-      )
-      .join('   ')
-      .trimEnd();
-  console.log(line(header));
-  console.log(`  ${'-'.repeat(line(header).length - 2)}`);
-  for (const row of rows) console.log(line(row));
-  console.log('');
 }
 
 // ---- Figures ----------------------------------------------------------------------------------
@@ -456,46 +311,6 @@ async function figureSpecSize(settings, database) {
   }
 }
 
-// What must be undone however the run ends (a failure, Ctrl-C): run last-in, first-out, once.
-const cleanups = new Set();
-
-async function cleanUp() {
-  await stopAll();
-  for (const cleanup of [...cleanups].reverse()) {
-    cleanups.delete(cleanup);
-    try {
-      await cleanup();
-    } catch (error) {
-      console.error(`cleaning up failed: ${error?.message ?? error}`);
-    }
-  }
-}
-
-/** Runs `use` with a scratch PostgreSQL database, created through `adminUrl` and dropped after. */
-async function withPostgresDatabase(adminUrl, scratch, use) {
-  const name = `atrium_bench_${process.pid}_${randomBytes(4).toString('hex')}`;
-  const admin = async (sql) => {
-    const knex = knexFactory({ client: 'pg', connection: adminUrl, pool: { min: 0, max: 1 } });
-    try {
-      await knex.raw(sql);
-    } finally {
-      await knex.destroy();
-    }
-  };
-  await admin(`create database ${name}`);
-  const drop = () => admin(`drop database if exists ${name} with (force)`);
-  cleanups.add(drop);
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  try {
-    await use({ databaseUrl: url.toString(), dataDir: scratch, catalogDir: join(scratch, 'catalog') });
-  } finally {
-    await stopAll();
-    cleanups.delete(drop);
-    await drop();
-  }
-}
-
 /** Whether the patch in scripts/patches/ (a trie in lookupRoute) is applied to node_modules. */
 function routeLookupKind() {
   const source = existsSync(validatorMetadata) ? readFileSync(validatorMetadata, 'utf8') : '';
@@ -511,7 +326,7 @@ async function main() {
   const settings = readSettings();
 
   const scratch = mkdtempSync(join(tmpdir(), 'atrium-bench-'));
-  cleanups.add(() => rmSync(scratch, { recursive: true, force: true }));
+  onCleanUp(() => rmSync(scratch, { recursive: true, force: true }));
   const onSignal = (signal) => {
     if (interrupted) return;
     interrupted = true;
@@ -534,10 +349,16 @@ async function main() {
     );
     await figureBareVsAtrium(settings, 'SQLite', sqlite);
     await figureSpecSize(settings, sqlite);
+    await figureLaunchLatency(settings, scratch);
+    await figureServiceList(settings, 'SQLite', {
+      ...sqlite,
+      databaseUrl: `sqlite://${join(scratch, 'service-list.db')}`,
+    });
     if (settings.postgresAdminUrl) {
-      await withPostgresDatabase(settings.postgresAdminUrl, scratch, (postgres) =>
-        figureBareVsAtrium(settings, 'PostgreSQL', postgres),
-      );
+      await withPostgresDatabase(settings.postgresAdminUrl, scratch, async (postgres) => {
+        await figureBareVsAtrium(settings, 'PostgreSQL', postgres);
+        await figureServiceList(settings, 'PostgreSQL', postgres);
+      });
     } else {
       console.log(
         '(PostgreSQL skipped: set ATRIUM_BENCH_DATABASE_URL to an admin postgres:// URL to include it)',

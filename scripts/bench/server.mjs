@@ -1,8 +1,10 @@
 // One server under test, run as a child of run.mjs so that it has an event loop of its own. Started
 // with one JSON argument:
-//   {"kind":"atrium","databaseUrl":…,"dataDir":…,"catalogId":…,"catalogDir":…,"extraPaths":N}
+//   {"kind":"atrium","databaseUrl":…,"dataDir":…,"catalogId":…,"catalogDir":…,"extraPaths":N,
+//    "adminToken":…}
 //       the compiled app (dist/), built as src/server.ts builds it, from the real spec padded with
-//       N synthetic paths;
+//       N synthetic paths; with adminToken (optional), that token is registered for the admin user,
+//       as ATRIUM_ADMIN_TOKEN is (the service controller is not started: no service runs);
 //   {"kind":"bare","databaseUrl":…,"dataDir":…}  node:http answering only the package list, with
 //       the same knex query shape over the same database.
 // It listens on 127.0.0.1, port 0, sends {type: 'listening', port, createAppMs} over IPC, answers
@@ -10,6 +12,7 @@
 import { createServer } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { createApp, loadBundledSpec } from '../../dist/src/app.js';
+import { bootstrapAdmin } from '../../dist/src/bootstrap.js';
 import { readBuildInfo } from '../../dist/src/build-info.js';
 import { systemClock } from '../../dist/src/clock.js';
 import { loadConfig } from '../../dist/src/config.js';
@@ -19,7 +22,7 @@ import { createLogger } from '../../dist/src/log.js';
 import { createServices } from '../../dist/src/services/index.js';
 import { benchController, padSpec } from './padded-spec.mjs';
 
-async function startAtrium({ databaseUrl, dataDir, catalogId, catalogDir, extraPaths }) {
+async function startAtrium({ databaseUrl, dataDir, catalogId, catalogDir, extraPaths, adminToken }) {
   const config = loadConfig({
     env: {},
     overrides: {
@@ -35,6 +38,7 @@ async function startAtrium({ databaseUrl, dataDir, catalogId, catalogDir, extraP
   const database = openDatabase(config.databaseUrl, config.dataDir);
   await migrate(database);
   const services = createServices({ config, database, clock: systemClock, log, build: readBuildInfo() });
+  if (adminToken) await bootstrapAdmin(services, adminToken);
   await services.catalogs.loadAll();
   const catalog = await services.catalogs.get(catalogId);
   if (catalog.status !== 'ok') {
