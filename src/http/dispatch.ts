@@ -155,17 +155,26 @@ export function createDispatcher(
     const op = match ? operations.get(match.schema.operationId) : undefined;
     if (!match || !op) throw new Error(`no operation bound for ${req.method} ${req.path}`);
     const { requestId, log, principal } = locals(res);
-    // Ends waits and streams when the client goes away, or the server stops.
-    const aborter = new AbortController();
-    res.once('close', () => aborter.abort());
-    const signal = AbortSignal.any([aborter.signal, shutdown]);
+    // Ends waits and streams when the client goes away, or the server stops; made only for the
+    // operations that wait or stream (most never ask for it).
+    let signal: AbortSignal | undefined;
+    const signalOf = () => {
+      if (!signal) {
+        const aborter = new AbortController();
+        res.once('close', () => aborter.abort());
+        signal = AbortSignal.any([aborter.signal, shutdown]);
+      }
+      return signal;
+    };
     const ctx: PublicContext = {
       services,
       requestId,
       log,
       principal: principal ?? null,
       clientIp: req.ip ?? '',
-      signal,
+      get signal() {
+        return signalOf();
+      },
     };
     const input = {
       params: match.pathParams,
@@ -215,7 +224,7 @@ export function createDispatcher(
       res.status(reply.status).type(reply.contentType ?? 'text/plain');
       if (reply.contentType === 'text/event-stream')
         res.set({ 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
-      await writeStream(res, reply.stream, signal);
+      await writeStream(res, reply.stream, signalOf());
     } else if (
       reply.etag &&
       safeMethods.has(req.method) &&
