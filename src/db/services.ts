@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { ClusterRunSpec, LocalRunSpec } from '../backends/catalog/manifest.js';
+import type { TaskStatus, WorkloadStatus } from '../backends/cluster/types.js';
 import { keysetPage, keysetUnionPage, type Page, type PageRequest } from './pagination.js';
 import { parseJson, toNumber } from './database.js';
 
@@ -12,28 +13,9 @@ export type ServiceStatus =
   'pending' | 'starting' | 'running' | 'suspending' | 'suspended' | 'failed' | 'lost' | 'deleting';
 export type DesiredState = 'running' | 'suspended' | 'deleted';
 
-export interface ContainerState {
-  name: string;
-  ready: boolean;
-  state: 'waiting' | 'running' | 'terminated';
-  reason: string | null;
-  exitCode: number | null;
-  startedAt: string | null;
-}
-
-export interface TaskState {
-  id: string;
-  status: 'waiting' | 'running' | 'terminated';
-  ready: boolean;
-  restarts: number;
-  containers: ContainerState[];
-}
-
-export interface Endpoint {
-  port: string;
-  protocol: 'http' | 'tcp';
-  url: string;
-}
+/** Tasks and endpoints are stored as the backend reported them. */
+export type TaskState = TaskStatus;
+export type Endpoint = WorkloadStatus['endpoints'][number];
 
 export interface ServiceResources {
   cpuMillis: number;

@@ -42,6 +42,28 @@ const holds: Record<ServiceStatus, { slot: boolean; compute: boolean } | null> =
   deleting: null,
 };
 
+/** Gives back to the project's quota the service slot and/or the compute the service held. */
+async function giveBack(
+  trx: Knex.Transaction,
+  service: ServiceRecord,
+  release: { slot: boolean; compute: boolean },
+  at: string,
+): Promise<void> {
+  if (!release.slot && !release.compute) return;
+  const { cpuMillis, memoryBytes, gpu } = service.resources;
+  await adjustQuotaUsage(
+    trx,
+    service.projectId,
+    {
+      services: release.slot ? -1 : 0,
+      cpuMillis: release.compute ? -cpuMillis : 0,
+      memoryBytes: release.compute ? -memoryBytes : 0,
+      gpu: release.compute ? -gpu : 0,
+    },
+    at,
+  );
+}
+
 /** Whether applying `changes` would alter any recorded field of the service. */
 function changesSomething(service: ServiceRecord, changes: q.ServiceChanges): boolean {
   return (Object.entries(changes) as [keyof q.ServiceChanges, unknown][]).some(
@@ -332,19 +354,7 @@ export class ServiceController {
       await q.lockService(trx, service.id);
       const current = await q.findService(trx, service.id);
       if (!current || current.version !== service.version) return false;
-      if (release.slot || release.compute) {
-        await adjustQuotaUsage(
-          trx,
-          service.projectId,
-          {
-            services: release.slot ? -1 : 0,
-            cpuMillis: release.compute ? -service.resources.cpuMillis : 0,
-            memoryBytes: release.compute ? -service.resources.memoryBytes : 0,
-            gpu: release.compute ? -service.resources.gpu : 0,
-          },
-          at,
-        );
-      }
+      await giveBack(trx, service, release, at);
       const update: q.ServiceChanges = {
         ...fields,
         status,
@@ -419,19 +429,7 @@ export class ServiceController {
       await q.lockService(trx, service.id);
       const current = await q.findService(trx, service.id);
       if (!current) return;
-      if (current.holdsSlot || current.holdsCompute) {
-        await adjustQuotaUsage(
-          trx,
-          service.projectId,
-          {
-            services: current.holdsSlot ? -1 : 0,
-            cpuMillis: current.holdsCompute ? -current.resources.cpuMillis : 0,
-            memoryBytes: current.holdsCompute ? -current.resources.memoryBytes : 0,
-            gpu: current.holdsCompute ? -current.resources.gpu : 0,
-          },
-          at,
-        );
-      }
+      await giveBack(trx, current, { slot: current.holdsSlot, compute: current.holdsCompute }, at);
       await q.deleteServiceRow(trx, service.id);
     });
     notifier.notify(topics.service(service.id));

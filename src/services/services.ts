@@ -124,6 +124,18 @@ class OptionsValidator {
   }
 }
 
+/** Sets a service on its way out, under its row lock; the controller does the rest. */
+async function markForDeletion(
+  trx: Knex.Transaction,
+  serviceId: string,
+  message: string,
+  at: string,
+): Promise<void> {
+  await q.lockService(trx, serviceId);
+  await q.updateService(trx, serviceId, { desiredState: 'deleted', status: 'deleting' }, at);
+  await appendEvent(trx, 'service', serviceId, { at, type: 'deleting', message, data: {} });
+}
+
 /** Options declared `format: password` (at the top level of the schema) are secrets. */
 function secretOptionsOf(version: StoredPackageVersion, options: Record<string, unknown>): string[] {
   const properties = (version.spec.options_schema.properties ?? {}) as Record<string, { format?: unknown }>;
@@ -444,14 +456,7 @@ export class ServiceManager {
     }
     const now = iso(clock());
     const operation = await db.transaction(async (trx) => {
-      await q.lockService(trx, service.id);
-      await q.updateService(trx, service.id, { desiredState: 'deleted', status: 'deleting' }, now);
-      await appendEvent(trx, 'service', service.id, {
-        at: now,
-        type: 'deleting',
-        message: 'deletion requested',
-        data: {},
-      });
+      await markForDeletion(trx, service.id, 'deletion requested', now);
       return operations.create(trx, {
         kind: 'delete-service',
         projectId: service.projectId,
@@ -482,15 +487,7 @@ export class ServiceManager {
     );
     const now = iso(clock());
     const operation = await db.transaction(async (trx) => {
-      for (const service of targets) {
-        await q.updateService(trx, service.id, { desiredState: 'deleted', status: 'deleting' }, now);
-        await appendEvent(trx, 'service', service.id, {
-          at: now,
-          type: 'deleting',
-          message: 'deletion requested (bulk)',
-          data: {},
-        });
-      }
+      for (const service of targets) await markForDeletion(trx, service.id, 'deletion requested (bulk)', now);
       return operations.create(trx, {
         kind: 'delete-services',
         projectId,
