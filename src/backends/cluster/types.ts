@@ -117,3 +117,53 @@ export interface ClusterBackend {
   /** Stops watching (workloads keep running). */
   close(): Promise<void>;
 }
+
+// ---- Run-to-completion workloads (pipeline jobs, benchmark runs) ----
+
+/** A workload that runs once to completion: a process on the local runtime, a Job on Kubernetes. */
+export interface BatchWorkloadSpec {
+  /** Unique per attempt; names what the backend creates. */
+  jobId: string;
+  projectId: string;
+  run: {
+    /** For the local runtime: an argv (never a shell), its working directory and environment. */
+    local: { command: string[]; cwd: string; env: Record<string, string> } | null;
+    /** For clusters: an image; `files` (name → content) are mounted read-only at /app. */
+    cluster: {
+      image: string;
+      command: string[] | null;
+      args: string[] | null;
+      env: Record<string, string>;
+      files: Record<string, string>;
+    } | null;
+  };
+  resources: { cpuMillis: number; memoryBytes: number; gpu: number };
+  /** Killed and failed after this long. */
+  timeoutMs: number;
+  /** Recorded on what the backend creates (for example the scheduler job and the run it belongs to). */
+  labels: Record<string, string>;
+}
+
+export interface BatchStatus {
+  jobId: string;
+  phase: 'pending' | 'running' | 'succeeded' | 'failed';
+  exitCode: number | null;
+  /** Why it failed, for people (for example "exited with code 2" or "deadline exceeded"). */
+  message: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+export interface BatchBackend {
+  /** Starts the workload; starting one that exists already does nothing (never twice). */
+  start(spec: BatchWorkloadSpec): Promise<void>;
+  status(jobId: string): Promise<BatchStatus | null>;
+  logs(
+    jobId: string,
+    options: { tail?: number; follow?: boolean; signal?: AbortSignal },
+  ): AsyncIterable<string>;
+  /** Stops it if it runs; its status becomes failed ("cancelled"). */
+  cancel(jobId: string): Promise<void>;
+  /** Removes everything it had (after its outcome was recorded). */
+  remove(jobId: string): Promise<void>;
+}
