@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { demoCatalogPath } from './paths.js';
+import { demoCatalogPath, demoModulesPath } from './paths.js';
 
 const slug = z.string().regex(/^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/, 'a lower-case RFC 1123 label');
 const cpu = z.string().regex(/^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$/, 'a CPU quantity such as 2, 0.5 or 500m');
@@ -177,6 +177,48 @@ const configSchema = z
       })
       .strict()
       .prefault({}),
+    modules: z.array(catalogSource).default([
+      {
+        id: 'demo',
+        name: 'Demo modules',
+        description: 'Functions that transform text, CSV tables and train small models, in plain Node.js.',
+        maintainer: 'Atrium',
+        path: demoModulesPath,
+      },
+    ]),
+    files: z
+      .object({
+        // The largest upload accepted (413 beyond it; nothing of it is kept).
+        maxUploadBytes: z
+          .number()
+          .int()
+          .min(1)
+          .default(1024 * 1024 * 1024),
+      })
+      .strict()
+      .prefault({}),
+    scheduler: z
+      .object({
+        // Workers inside the API process; 0 leaves the queue to `atrium worker` processes.
+        workers: z.number().int().min(0).max(64).default(2),
+        // A claimed job is given back to the queue when its worker has not renewed it for this long.
+        leaseMs: z.number().int().min(500).default(30_000),
+        // How often an idle worker looks at the queue (in-process enqueues wake it at once).
+        pollMs: z.number().int().min(10).default(1000),
+        maxAttempts: z.number().int().min(1).max(100).default(3),
+        backoffMs: z.number().int().min(0).default(2000),
+        maxBackoffMs: z
+          .number()
+          .int()
+          .min(0)
+          .default(5 * 60_000),
+        // How long the workers of a stopping process let running jobs finish before giving them back.
+        stopGraceMs: z.number().int().min(0).default(10_000),
+        // Modules (absolute paths) registering more job kinds: `export function register(scheduler)`.
+        handlerModules: z.array(z.string()).default([]),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -190,6 +232,7 @@ const configSchema = z
     for (const [field, items] of [
       ['regions', config.regions],
       ['catalogs', config.catalogs],
+      ['modules', config.modules],
     ] as const) {
       const ids = items.map((item) => item.id);
       const duplicate = ids.find((id, index) => ids.indexOf(id) !== index);
@@ -201,6 +244,7 @@ export type Config = z.infer<typeof configSchema>;
 export type RegionConfig = Config['regions'][number];
 export type QuotaValuesConfig = z.infer<typeof quotaValues>;
 export type CatalogSourceConfig = Config['catalogs'][number];
+export type SchedulerConfig = Config['scheduler'];
 export type OidcConfig = NonNullable<Config['auth']['oidc']>;
 
 /** A deep-partial configuration, as given by a file or by overrides (arrays replace, objects merge). */
@@ -277,6 +321,16 @@ export const environmentVariables: Record<
     parse: list,
     doc: 'Comma-separated origins allowed by CORS (none).',
   },
+  ATRIUM_WORKERS: {
+    path: ['scheduler', 'workers'],
+    parse: integer,
+    doc: 'Job workers inside the API process (2; 0 leaves jobs to `atrium worker` processes).',
+  },
+  ATRIUM_MAX_UPLOAD_BYTES: {
+    path: ['files', 'maxUploadBytes'],
+    parse: integer,
+    doc: 'Largest file upload accepted, in bytes (1 GiB).',
+  },
   ATRIUM_LOG_LEVEL: {
     path: ['log', 'level'],
     doc: 'fatal, error, warn, info (default), debug, trace or silent.',
@@ -319,12 +373,13 @@ function readConfigFile(file: string): ConfigInput {
   if (typeof parsed.dataDir === 'string' && !isAbsolute(parsed.dataDir)) {
     parsed.dataDir = resolve(dirname(file), parsed.dataDir);
   }
-  const catalogs = parsed.catalogs;
-  if (Array.isArray(catalogs)) {
-    parsed.catalogs = catalogs.map((catalog: unknown) =>
-      isPlainObject(catalog) && typeof catalog.path === 'string' && !isAbsolute(catalog.path)
-        ? { ...catalog, path: resolve(dirname(file), catalog.path) }
-        : catalog,
+  for (const field of ['catalogs', 'modules'] as const) {
+    const sources = parsed[field];
+    if (!Array.isArray(sources)) continue;
+    parsed[field] = sources.map((source: unknown) =>
+      isPlainObject(source) && typeof source.path === 'string' && !isAbsolute(source.path)
+        ? { ...source, path: resolve(dirname(file), source.path) }
+        : source,
     );
   }
   return parsed;

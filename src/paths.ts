@@ -15,3 +15,4 @@ function findRepoRoot(): string {
 export const repoRoot = findRepoRoot();
 export const bundledSpecPath = join(repoRoot, 'generated', 'openapi.json');
 export const demoCatalogPath = join(repoRoot, 'src', 'demo', 'catalog');
+export const demoModulesPath = join(repoRoot, 'src', 'demo', 'modules');

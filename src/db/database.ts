@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import knexFactory, { type Knex } from 'knex';
 import { migrationSource } from './migrations/index.js';
@@ -27,6 +28,35 @@ function redact(url: string): string {
   }
 }
 
+type KnexClientClass = typeof knexFactory.Client;
+interface TransactionClass {
+  new (...args: unknown[]): { query(conn: unknown, sql: string): Promise<unknown> };
+}
+
+/**
+ * knex's SQLite client with every transaction opened by `BEGIN IMMEDIATE`: a transaction takes the
+ * write lock before its first read, so several processes (API and `atrium worker`s) sharing one file
+ * wait on the busy timeout instead of failing with SQLITE_BUSY when a read snapshot would have to be
+ * upgraded to a write after another process committed.
+ */
+function immediateSqliteClient(): KnexClientClass {
+  const require = createRequire(import.meta.url);
+  const SqliteClient = require('knex/lib/dialects/sqlite3/index.js') as KnexClientClass;
+  const SqliteTransaction =
+    require('knex/lib/dialects/sqlite3/execution/sqlite-transaction.js') as TransactionClass;
+  class ImmediateTransaction extends SqliteTransaction {
+    begin(conn: unknown) {
+      return this.query(conn, 'BEGIN IMMEDIATE;');
+    }
+  }
+  class ImmediateSqliteClient extends SqliteClient {
+    override transaction(...args: unknown[]) {
+      return new ImmediateTransaction(this, ...args) as unknown as Knex.Transaction;
+    }
+  }
+  return ImmediateSqliteClient;
+}
+
 /**
  * Opens the database: a PostgreSQL URL, or else a SQLite file (`sqlite://path`, a bare path, or
  * `atrium.db` in the data directory). SQLite runs in WAL mode with a busy timeout and foreign keys.
@@ -43,7 +73,7 @@ export function openDatabase(url: string | null, dataDir: string): Database {
   const filename = url ? url.replace(/^sqlite:\/\//, '') : join(dataDir, 'atrium.db');
   if (filename !== ':memory:') mkdirSync(join(filename, '..'), { recursive: true });
   const knex = knexFactory({
-    client: 'sqlite3',
+    client: immediateSqliteClient(),
     connection: { filename },
     useNullAsDefault: true,
     pool: {

@@ -1,8 +1,8 @@
 import type { Knex } from 'knex';
 import { parseJson, toNumber } from './database.js';
 
-// The durable event logs of services and operations: numbered per owner, so that a reader resumes
-// exactly after the last event it saw (Last-Event-ID), across restarts.
+// The durable event logs of services, operations, jobs and runs: numbered per owner, so that a
+// reader resumes exactly after the last event it saw (Last-Event-ID), across restarts.
 
 export interface StoredEvent {
   seq: number;
@@ -12,22 +12,31 @@ export interface StoredEvent {
   data: Record<string, unknown>;
 }
 
+export type EventOwner = 'service' | 'operation' | 'job' | 'run';
+
+const tables: Record<EventOwner, { owners: string; events: string }> = {
+  service: { owners: 'services', events: 'service_events' },
+  operation: { owners: 'operations', events: 'operation_events' },
+  job: { owners: 'jobs', events: 'job_events' },
+  run: { owners: 'runs', events: 'run_events' },
+};
+
 /**
- * Appends an event with the next sequence number of its owner (a service or an operation), in the
- * caller's transaction: the counter row is updated first, which also serialises concurrent writers.
+ * Appends an event with the next sequence number of its owner, in the caller's transaction: the
+ * counter row is updated first, which also serialises concurrent writers.
  */
 export async function appendEvent(
   trx: Knex.Transaction,
-  owner: 'service' | 'operation',
+  owner: EventOwner,
   ownerId: string,
   event: Omit<StoredEvent, 'seq'>,
 ): Promise<number> {
-  const table = owner === 'service' ? 'services' : 'operations';
-  await trx(table).where({ id: ownerId }).increment('event_seq', 1);
-  const row = await trx(table).where({ id: ownerId }).first('event_seq');
+  const { owners, events } = tables[owner];
+  await trx(owners).where({ id: ownerId }).increment('event_seq', 1);
+  const row = await trx(owners).where({ id: ownerId }).first('event_seq');
   if (!row) throw new Error(`no ${owner} ${ownerId} to record an event of`);
   const seq = toNumber(row.event_seq);
-  await trx(owner === 'service' ? 'service_events' : 'operation_events').insert({
+  await trx(events).insert({
     [`${owner}_id`]: ownerId,
     seq,
     at: event.at,
@@ -40,12 +49,12 @@ export async function appendEvent(
 
 export async function listEvents(
   db: Knex,
-  owner: 'service' | 'operation',
+  owner: EventOwner,
   ownerId: string,
   afterSeq: number,
   limit: number,
 ): Promise<StoredEvent[]> {
-  const rows = await db(owner === 'service' ? 'service_events' : 'operation_events')
+  const rows = await db(tables[owner].events)
     .where({ [`${owner}_id`]: ownerId })
     .where('seq', '>', afterSeq)
     .orderBy('seq')

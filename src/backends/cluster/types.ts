@@ -15,6 +15,16 @@ export interface WorkloadSpec {
   /** Names of the options whose values are secrets (never logged, never rendered in plain text). */
   secretOptions: string[];
   resources: { cpuMillis: number; memoryBytes: number; gpu: number };
+  /**
+   * The project's quota limits (null: unlimited), for backends that mirror them (Kubernetes: a
+   * ResourceQuota in the project's namespace). Absent or null: the backend leaves its quota alone.
+   */
+  quota?: {
+    cpuMillis: number | null;
+    memoryBytes: number | null;
+    gpu: number | null;
+    services: number | null;
+  } | null;
 }
 
 export type WorkloadPhase = 'starting' | 'running' | 'failed' | 'stopped' | 'lost';
@@ -128,13 +138,18 @@ export interface BatchWorkloadSpec {
   run: {
     /** For the local runtime: an argv (never a shell), its working directory and environment. */
     local: { command: string[]; cwd: string; env: Record<string, string> } | null;
-    /** For clusters: an image; `files` (name → content) are mounted read-only at /app. */
+    /**
+     * For clusters: an image; `files` (name → content) are mounted read-only at /app. The work
+     * directory (inputs in, outputs out) is `workSubPath` of the region's shared work volume
+     * (a ReadWriteMany claim Atrium also mounts), mounted read-write at /work.
+     */
     cluster: {
       image: string;
       command: string[] | null;
       args: string[] | null;
       env: Record<string, string>;
       files: Record<string, string>;
+      workSubPath: string | null;
     } | null;
   };
   resources: { cpuMillis: number; memoryBytes: number; gpu: number };

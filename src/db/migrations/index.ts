@@ -1,12 +1,14 @@
 import type { Knex } from 'knex';
 import * as foundation from './001_foundation.js';
 import * as services from './002_services.js';
+import * as pipelines from './003_pipelines.js';
 
 // A static list, so that migrations work the same from src/ (tests) and dist/ (production), and a
 // bundler or a missing directory can never skip one. Append only.
 const migrations: Record<string, Knex.Migration> = {
   '001_foundation': foundation,
   '002_services': services,
+  '003_pipelines': pipelines,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
