@@ -71,6 +71,8 @@ const samples: Record<string, { raw: string; expected: unknown }> = {
     expected: ['https://a.example.org', 'https://b.example.org'],
   },
   ATRIUM_LOG_LEVEL: { raw: 'debug', expected: 'debug' },
+  ATRIUM_WORKERS: { raw: '0', expected: 0 },
+  ATRIUM_MAX_UPLOAD_BYTES: { raw: '1048576', expected: 1048576 },
 };
 
 describe('loadConfig', () => {
