@@ -9,11 +9,16 @@ import { systemClock } from './clock.js';
 import { createServices } from './services/index.js';
 import { startServer } from './server.js';
 import { DomainError } from './errors.js';
+import { loadHandlerModules } from './backends/scheduler/handler-modules.js';
+import { Worker } from './backends/scheduler/worker.js';
 
 const usage = `usage: atrium [command] [options]
 
 commands:
   serve                 run the API (the default)
+  worker                run scheduler jobs (pipelines, benchmarks, queued calls) without the API
+      --concurrency <n>     jobs at once (default: 4)
+      --kinds <list>        only these job kinds (default: all)
   migrate               bring the database schema up to date, then exit
   token create          create an API token and print its secret
       --user <name>         the user (created if missing; default: admin)
@@ -54,6 +59,55 @@ async function serve(config: Config): Promise<void> {
         process.exit(1);
       },
     );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/** A worker process: claims and runs jobs until SIGTERM, then lets them finish or gives them back. */
+async function work(config: Config, args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { concurrency: { type: 'string', default: '4' }, kinds: { type: 'string' } },
+  });
+  const concurrency = Number(values.concurrency);
+  if (!Number.isInteger(concurrency) || concurrency < 1)
+    throw new Error('--concurrency takes a positive whole number');
+  const log = createLogger(config.log.level);
+  const database = openDatabase(config.databaseUrl, config.dataDir);
+  await migrate(database);
+  const services = createServices({ config, database, clock: systemClock, log, build: readBuildInfo() });
+  await loadHandlerModules(services.scheduler, config.scheduler.handlerModules, { db: database.knex, log });
+  const kinds = values.kinds
+    ?.split(',')
+    .map((k) => k.trim())
+    .filter(Boolean);
+  const unknown = kinds?.filter((k) => !services.scheduler.kinds().includes(k)) ?? [];
+  if (unknown.length > 0) throw new Error(`unknown job kinds: ${unknown.join(', ')}`);
+  const worker = new Worker(
+    { scheduler: services.scheduler, notifier: services.notifier, log },
+    { concurrency, pollMs: config.scheduler.pollMs, ...(kinds ? { kinds } : {}) },
+  );
+  worker.start();
+  // The worker's waits do not hold the process open (they are unref'd); this does, until SIGTERM.
+  const keepAlive = setInterval(() => undefined, 60_000);
+  log.info({ worker: worker.id, concurrency, kinds: kinds ?? services.scheduler.kinds() }, 'worker started');
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal, running: worker.busy }, 'worker stopping');
+    clearInterval(keepAlive);
+    worker
+      .stop(config.scheduler.stopGraceMs)
+      .then(() => database.close())
+      .then(
+        () => process.exit(0),
+        (err: unknown) => {
+          log.error({ err }, 'worker shutdown failed');
+          process.exit(1);
+        },
+      );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
@@ -111,6 +165,8 @@ async function main(argv: string[]): Promise<void> {
   switch (command) {
     case 'serve':
       return serve(config);
+    case 'worker':
+      return work(config, rest);
     case 'migrate':
       await withServices(config, async () => undefined);
       process.stderr.write('database is up to date\n');

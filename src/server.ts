@@ -9,6 +9,8 @@ import type { Config } from './config.js';
 import { migrate, openDatabase, type Database } from './db/database.js';
 import { createLogger } from './log.js';
 import { createServices, type Services } from './services/index.js';
+import { loadHandlerModules } from './backends/scheduler/handler-modules.js';
+import { Worker } from './backends/scheduler/worker.js';
 
 export interface RunningServer {
   url: string;
@@ -51,6 +53,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     await migrate(database);
     services = createServices({ config, database, clock, log, build: readBuildInfo() });
     adminSecret = await bootstrapAdmin(services, config.auth.adminToken);
+    await loadHandlerModules(services.scheduler, config.scheduler.handlerModules, { db: database.knex, log });
     // Adopt what runs, report what vanished, resume unfinished work: before taking requests.
     await services.serviceController.start();
   } catch (error) {
@@ -91,6 +94,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     .finally(() => {
       loaded = true;
     });
+  const worker = new Worker(
+    { scheduler: services.scheduler, notifier: services.notifier, log },
+    { concurrency: config.scheduler.workers, pollMs: config.scheduler.pollMs },
+  );
+  worker.start();
   const purge = setInterval(() => {
     services.idempotency
       .purgeExpired()
@@ -111,6 +119,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       await closed;
       clearTimeout(grace);
       await catalogsLoaded;
+      // Running jobs get a grace period, then go back to the queue for another worker.
+      await worker.stop(config.scheduler.stopGraceMs);
       // Services keep running; the next start adopts them.
       await services.serviceController.close();
       await services.audit.flush();

@@ -5,6 +5,8 @@ import type { Config } from '../config.js';
 import type { Database } from '../db/database.js';
 import { DirectoryCatalogSource } from '../backends/catalog/directory-source.js';
 import { LocalBackend } from '../backends/cluster/local.js';
+import { noopHandler } from '../backends/scheduler/noop.js';
+import { Scheduler } from '../backends/scheduler/scheduler.js';
 import type { ClusterBackend } from '../backends/cluster/types.js';
 import { Authenticator } from '../auth/authenticator.js';
 import { OidcVerifier } from '../auth/oidc.js';
@@ -37,6 +39,8 @@ export interface Services {
   serviceController: ServiceController;
   /** Launching services and everything users do with them. */
   serviceManager: ServiceManager;
+  /** The durable job queue (its workers run in the API process or in `atrium worker`). */
+  scheduler: Scheduler;
   tokens: TokenService;
   users: UserService;
 }
@@ -69,6 +73,15 @@ export function createServices({ config, database, clock, log, build, backends }
   });
   const notifier = new Notifier();
   const operations = new OperationService({ db, clock, notifier });
+  const { maxAttempts, leaseMs, backoffMs, maxBackoffMs } = config.scheduler;
+  const scheduler = new Scheduler({
+    db,
+    clock,
+    log,
+    notifier,
+    options: { maxAttempts, leaseMs, backoffMs, maxBackoffMs },
+  });
+  scheduler.register('noop', noopHandler);
   const serviceController = new ServiceController({
     db,
     clock,
@@ -99,6 +112,7 @@ export function createServices({ config, database, clock, log, build, backends }
       controller: serviceController,
       notifier,
     }),
+    scheduler,
     tokens,
     users,
   };
