@@ -31,7 +31,7 @@ typecheck: $(NODE_MODULES)
 	npm run -s typecheck
 
 bench: dist/.built
-	node scripts/bench/run.mjs
+	ATRIUM_BENCH_DATABASE_URL=$${ATRIUM_BENCH_DATABASE_URL:-$$(node scripts/bench/find-postgres.mjs)} node scripts/bench/run.mjs
 
 clean:
 	rm -rf dist coverage .test-results.json .bench

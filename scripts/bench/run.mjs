@@ -42,6 +42,11 @@
 //    page costs the same however many services the project holds (keyset pagination on an index);
 //    rising with the total means something scans the project. On SQLite, and on PostgreSQL with
 //    ATRIUM_BENCH_DATABASE_URL (in the same database as figure 1).
+// 5. Scheduler throughput (scripts/bench/queue.mjs): BENCH_JOBS noop jobs enqueued one per
+//    transaction while one in-process worker of BENCH_WORKER_CONCURRENCY slots runs them, from the
+//    first enqueue to the last job finished; next to a bare queue on the same database (insert,
+//    claim by UPDATE … RETURNING, mark done: no leases, history or fencing). On SQLite, and on
+//    PostgreSQL with ATRIUM_BENCH_DATABASE_URL.
 //
 // How to read it: every case is measured BENCH_ROUNDS times, the cases taking turns, and the median
 // round is shown; "req/s range" is the lowest and highest of the rounds, so a ratio inside that noise
@@ -61,7 +66,8 @@
 // BENCH_SECONDS per measured round. The shared machinery is in scripts/bench/harness.mjs.
 // Settings (environment): BENCH_SECONDS (5), BENCH_WARMUP_SECONDS (2), BENCH_ROUNDS (3),
 // BENCH_CONNECTIONS (32), BENCH_PACKAGES (500), BENCH_EXTRA_PATHS (200,1000), BENCH_LAUNCHES (20),
-// BENCH_SERVICES (100,10000), ATRIUM_BENCH_DATABASE_URL (unset).
+// BENCH_SERVICES (100,10000), BENCH_JOBS (2000), BENCH_WORKER_CONCURRENCY (8),
+// ATRIUM_BENCH_DATABASE_URL (unset; `make bench` sets it when PostgreSQL answers on 127.0.0.1:5432).
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -83,6 +89,7 @@ import {
 } from './harness.mjs';
 import { figureLaunchLatency } from './launch.mjs';
 import { fetchOnce } from './load.mjs';
+import { figureQueueThroughput } from './queue.mjs';
 import { figureServiceList } from './service-list.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -145,6 +152,8 @@ function readSettings() {
     launches: numberSetting('BENCH_LAUNCHES', 20, { min: 1, max: 1000, integer: true }),
     // A middle page needs a full page before it and a full page itself.
     serviceCounts: listSetting('BENCH_SERVICES', '100,10000', { min: 2 * pageSize + 1, max: 100_000 }),
+    jobs: numberSetting('BENCH_JOBS', 2000, { min: 10, max: 1_000_000, integer: true }),
+    workerConcurrency: numberSetting('BENCH_WORKER_CONCURRENCY', 8, { min: 1, max: 64, integer: true }),
     postgresAdminUrl: process.env.ATRIUM_BENCH_DATABASE_URL || null,
     realPaths: Object.keys(JSON.parse(readFileSync(bundledSpec, 'utf8')).paths).length,
   };
@@ -354,12 +363,19 @@ async function main() {
       ...sqlite,
       databaseUrl: `sqlite://${join(scratch, 'service-list.db')}`,
     });
+    const queueEngines = [
+      { label: 'SQLite', databaseUrl: `sqlite://${join(scratch, 'queue.db')}`, dataDir: scratch },
+    ];
     if (settings.postgresAdminUrl) {
       await withPostgresDatabase(settings.postgresAdminUrl, scratch, async (postgres) => {
         await figureBareVsAtrium(settings, 'PostgreSQL', postgres);
         await figureServiceList(settings, 'PostgreSQL', postgres);
       });
+      await withPostgresDatabase(settings.postgresAdminUrl, scratch, (postgres) =>
+        figureQueueThroughput(settings, [...queueEngines, { label: 'PostgreSQL', ...postgres }]),
+      );
     } else {
+      await figureQueueThroughput(settings, queueEngines);
       console.log(
         '(PostgreSQL skipped: set ATRIUM_BENCH_DATABASE_URL to an admin postgres:// URL to include it)',
       );
