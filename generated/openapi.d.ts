@@ -343,6 +343,102 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/projects/{projectId}/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * List a project's files
+         * @description The project's files, newest first. Filters combine: `kind`, `media_type`, `name` (exact),
+         *     `tag` (repeatable; a file must carry every one), `run_id` (what a run produced), `parent_id`
+         *     (what derives from a file). Every member, including viewers, may list.
+         */
+        get: operations["listFiles"];
+        put?: never;
+        /**
+         * Upload a file
+         * @description Streams a file into the project, either as `multipart/form-data` (fields first, then one `file`
+         *     part; `curl -F name=data.csv -F file=@data.csv`) or as the raw body with
+         *     `Content-Type: application/octet-stream` and the name in the query (`curl --data-binary @data.csv
+         *     -H 'Content-Type: application/octet-stream' '…/files?name=data.csv'`). Its sha256 is computed
+         *     while it streams; a body over the upload limit is refused with 413 and nothing of it is kept; its
+         *     size is admitted against the project's storage quota (`quota-exceeded`). Members and owners may
+         *     upload.
+         */
+        post: operations["uploadFile"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/files/{fileId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A file identifier. */
+                fileId: components["parameters"]["FileId"];
+            };
+            cookie?: never;
+        };
+        /** Get a file's metadata */
+        get: operations["getFile"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a file
+         * @description Deletes the file and gives its size back to the storage quota; its content goes once no file
+         *     refers to it. Refused (409) while a run that has not ended uses it, as an input or as an output
+         *     a later task consumes. Whoever uploaded it and the project's owners may delete it.
+         */
+        delete: operations["deleteFile"];
+        options?: never;
+        head?: never;
+        /**
+         * Rename a file or change its tags
+         * @description Whoever uploaded it and the project's owners may change it.
+         */
+        patch: operations["updateFile"];
+        trace?: never;
+    };
+    "/projects/{projectId}/files/{fileId}/content": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A file identifier. */
+                fileId: components["parameters"]["FileId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Download a file's content
+         * @description The bytes, with the file's media type, its size as `Content-Length`, its sha256 as a strong
+         *     `ETag` (so `If-None-Match` answers 304), and `Content-Disposition: attachment` with its name.
+         *     One byte range (`Range: bytes=0-1023`, `bytes=1024-`, `bytes=-100`) answers 206 with
+         *     `Content-Range`; several ranges answer the whole file. Every member, including viewers, may
+         *     download; nobody else can tell the file exists.
+         */
+        get: operations["downloadFile"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/projects/{projectId}/services/{serviceId}/events": {
         parameters: {
             query?: never;
@@ -741,6 +837,7 @@ export interface components {
          *     | `precondition-failed` | 412 | `If-Match` names a version that is no longer current |
          *     | `payload-too-large` | 413 | the body is larger than the configured limit |
          *     | `unsupported-media-type` | 415 | the body's media type is not accepted here |
+         *     | `range-not-satisfiable` | 416 | the `Range` asked for lies outside the content (`Content-Range` gives its size) |
          *     | `idempotency-key-reuse` | 422 | an `Idempotency-Key` was reused with a different request |
          *     | `unprocessable` | 422 | the request is valid but breaks a rule (for example an expiry in the past) |
          *     | `rate-limited` | 429 | too many requests; retry after `Retry-After` seconds |
@@ -1201,6 +1298,79 @@ export interface components {
             suspended?: boolean;
         };
         /**
+         * FileKind
+         * @description `input`: uploaded by a user; `output`: produced by a job of a run.
+         * @enum {string}
+         */
+        FileKind: "input" | "output";
+        /**
+         * MediaType
+         * @description A media type such as `text/csv` or `application/json`.
+         */
+        MediaType: string;
+        /**
+         * FileName
+         * @description A file name, without any directory part.
+         */
+        FileName: string;
+        /**
+         * FileTag
+         * @description A label, `name` or `name=value` (outputs carry the tags their function reported).
+         */
+        FileTag: string;
+        /**
+         * File
+         * @description A file in a project: uploaded (`input`) or produced by a run's job (`output`). Its content is
+         *     stored once per distinct sha256 and downloaded from `…/files/{fileId}/content`.
+         */
+        File: {
+            id: components["schemas"]["ResourceId"];
+            project_id: components["schemas"]["Slug"];
+            name: components["schemas"]["FileName"];
+            /** @description Bytes. */
+            size: number;
+            sha256: string;
+            media_type: components["schemas"]["MediaType"];
+            tags: components["schemas"]["FileTag"][];
+            kind: components["schemas"]["FileKind"];
+            /** @description The file this one derives from (lineage), when it does. */
+            parent_id: components["schemas"]["ResourceId"] | null;
+            /** @description The run that produced it (outputs). */
+            run_id: components["schemas"]["ResourceId"] | null;
+            /** @description The job that produced it (outputs). */
+            job_id: components["schemas"]["ResourceId"] | null;
+            /** @description Who uploaded it, or who started the run that produced it. */
+            created_by: components["schemas"]["ResourceId"] | null;
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        /** FileList */
+        FileList: {
+            items: components["schemas"]["File"][];
+            next_cursor: components["schemas"]["NextCursor"];
+        };
+        /**
+         * FileUploadForm
+         * @description A multipart upload: the fields first (any of them may be left out), then one `file` part. The
+         *     name defaults to the part's filename, the media type to the part's, or to one guessed from the name.
+         */
+        FileUploadForm: {
+            name?: components["schemas"]["FileName"];
+            media_type?: components["schemas"]["MediaType"];
+            /** @description Comma-separated tags. */
+            tags?: string;
+            parent_id?: components["schemas"]["ResourceId"];
+            file?: string;
+        };
+        /**
+         * FileUpdate
+         * @description Renames a file or replaces its tags; its content never changes.
+         */
+        FileUpdate: {
+            name?: components["schemas"]["FileName"];
+            tags?: components["schemas"]["FileTag"][];
+        };
+        /**
          * EventStream
          * @description A Server-Sent Events stream (`text/event-stream`). Every event has an `id` (its sequence number,
          *     1, 2, 3 … per service or operation), an `event` type (for example `admitted`, `starting`,
@@ -1534,6 +1704,35 @@ export interface components {
                 "application/json": components["schemas"]["Operation"];
             };
         };
+        /** @description The body is larger than the configured limit (`payload-too-large`); nothing of it was kept. */
+        PayloadTooLarge: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The body's media type is not accepted by this operation (`unsupported-media-type`). */
+        UnsupportedMediaType: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The `Range` lies outside the content (`range-not-satisfiable`); `Content-Range` gives its size. */
+        RangeNotSatisfiable: {
+            headers: {
+                /** @description `bytes *\/<size>` */
+                "Content-Range"?: string;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description A stream of Server-Sent Events. */
         EventStream: {
             headers: {
@@ -1570,6 +1769,8 @@ export interface components {
         PreferWait: string;
         /** @description A service identifier. */
         ServiceId: components["schemas"]["ResourceId"];
+        /** @description A file identifier. */
+        FileId: components["schemas"]["ResourceId"];
         /** @description Resume after this event id (sent by EventSource clients on reconnection). */
         LastEventId: string;
         /** @description Keep the stream open for new events (default); `false` ends it after the stored ones. */
@@ -2440,6 +2641,256 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listFiles: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+                kind?: components["schemas"]["FileKind"];
+                media_type?: components["schemas"]["MediaType"];
+                name?: components["schemas"]["FileName"];
+                tag?: components["schemas"]["FileTag"][];
+                run_id?: components["schemas"]["ResourceId"];
+                parent_id?: components["schemas"]["ResourceId"];
+            };
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of files. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FileList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    uploadFile: {
+        parameters: {
+            query?: {
+                /** @description The file's name (required for a raw body; overrides the multipart filename). */
+                name?: components["schemas"]["FileName"];
+                /** @description Its media type (guessed from the name when left out). */
+                media_type?: components["schemas"]["MediaType"];
+                tag?: components["schemas"]["FileTag"][];
+                /** @description A file of the project this one derives from. */
+                parent_id?: components["schemas"]["ResourceId"];
+            };
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": components["schemas"]["FileUploadForm"];
+                "application/octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description The file, stored. */
+            201: {
+                headers: {
+                    Location: components["headers"]["Location"];
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["File"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getFile: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A file identifier. */
+                fileId: components["parameters"]["FileId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The file. */
+            200: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["File"];
+                };
+            };
+            /** @description Not modified since the `ETag` in `If-None-Match`. */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    deleteFile: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The `ETag` the change is based on; the request fails with 412 when the resource has changed since. */
+                "If-Match"?: components["parameters"]["IfMatch"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A file identifier. */
+                fileId: components["parameters"]["FileId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            412: components["responses"]["PreconditionFailed"];
+            default: components["responses"]["Error"];
+        };
+    };
+    updateFile: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The `ETag` the change is based on; the request fails with 412 when the resource has changed since. */
+                "If-Match"?: components["parameters"]["IfMatch"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A file identifier. */
+                fileId: components["parameters"]["FileId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FileUpdate"];
+            };
+        };
+        responses: {
+            /** @description The file, changed. */
+            200: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["File"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            412: components["responses"]["PreconditionFailed"];
+            default: components["responses"]["Error"];
+        };
+    };
+    downloadFile: {
+        parameters: {
+            query?: never;
+            header?: {
+                Range?: string;
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A file identifier. */
+                fileId: components["parameters"]["FileId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The whole content. */
+            200: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    "Content-Length"?: number;
+                    "Content-Disposition"?: string;
+                    "Accept-Ranges"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "*/*": string;
+                };
+            };
+            /** @description The range asked for. */
+            206: {
+                headers: {
+                    /** @description `bytes <first>-<last>/<size>` */
+                    "Content-Range"?: string;
+                    "Content-Length"?: number;
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "*/*": string;
+                };
+            };
+            /** @description Not modified since the `ETag` in `If-None-Match`. */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            416: components["responses"]["RangeNotSatisfiable"];
             default: components["responses"]["Error"];
         };
     };

@@ -16,6 +16,7 @@ export const problemKinds = {
   'precondition-failed': { status: 412, title: 'The resource has changed' },
   'payload-too-large': { status: 413, title: 'Request body too large' },
   'unsupported-media-type': { status: 415, title: 'Unsupported media type' },
+  'range-not-satisfiable': { status: 416, title: 'The requested range is outside the content' },
   'idempotency-key-reuse': { status: 422, title: 'Idempotency-Key reused with a different request' },
   unprocessable: { status: 422, title: 'The request cannot be carried out' },
   'rate-limited': { status: 429, title: 'Too many requests' },

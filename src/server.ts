@@ -103,6 +103,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     services.idempotency
       .purgeExpired()
       .catch((err: unknown) => log.warn({ err }, 'idempotency purge failed'));
+    services.files
+      .collectGarbage()
+      .then(() => services.files.store.removeLeftovers())
+      .catch((err: unknown) => log.warn({ err }, 'file garbage collection failed'));
   }, 60 * 60_000);
   purge.unref();
 

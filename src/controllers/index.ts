@@ -4,6 +4,7 @@ import type { ControllerName, OperationId, operationIndex } from '../../generate
 import type { Handler } from '../http/operation.js';
 import * as audit from './audit.js';
 import * as catalogs from './catalogs.js';
+import * as files from './files.js';
 import * as me from './me.js';
 import * as operations from './operations.js';
 import * as platform from './platform.js';
@@ -23,6 +24,7 @@ type ControllerMap = { [C in ControllerName]: { [K in OperationsOf<C>]: Handler<
 export const controllers = {
   audit,
   catalogs,
+  files,
   me,
   operations,
   platform,

@@ -1,5 +1,6 @@
 // Domain objects → API representations (components/schemas of the spec). The only place that knows
 // both shapes; controllers call these and nothing else to build bodies.
+import type { FileRecord } from '../services/files.js';
 import type { components } from '../../generated/openapi.js';
 import type { ApiToken } from '../db/tokens.js';
 import type { User } from '../db/users.js';
@@ -238,4 +239,21 @@ export const presentDryRun = (d: DryRun): Schemas['ServiceDryRun'] => ({
     admissible: d.quota.exceeded.length === 0,
     exceeded: d.quota.exceeded,
   },
+});
+
+export const presentFile = (file: FileRecord): Schemas['File'] => ({
+  id: file.id,
+  project_id: file.projectId,
+  name: file.name,
+  size: file.size,
+  sha256: file.sha256,
+  media_type: file.mediaType,
+  tags: file.tags,
+  kind: file.kind,
+  parent_id: file.parentId,
+  run_id: file.runId,
+  job_id: file.jobId,
+  created_by: file.createdBy,
+  created_at: file.createdAt,
+  updated_at: file.updatedAt,
 });

@@ -387,3 +387,25 @@ export async function countProjectServices(db: Knex, projectId: string): Promise
   const row = await db('services').where({ project_id: projectId }).count({ n: '*' }).first();
   return toNumber(row?.n ?? 0);
 }
+
+/**
+ * Changes a project's stored-file usage by `bytes`, admitted (when growing) only within its storage
+ * limit, in one conditional statement like adjustQuotaUsage. Returns false when over the limit.
+ */
+export async function adjustStorageUsage(
+  db: Knex,
+  projectId: string,
+  bytes: number,
+  at: string,
+): Promise<boolean> {
+  const query = db('project_quotas').where({ project_id: projectId });
+  if (bytes > 0) {
+    query.where((w) =>
+      w.whereNull('limit_storage_bytes').orWhereRaw('used_storage_bytes + ? <= limit_storage_bytes', [bytes]),
+    );
+  }
+  return (
+    (await query.update({ used_storage_bytes: db.raw('used_storage_bytes + ?', [bytes]), updated_at: at })) >
+    0
+  );
+}

@@ -135,7 +135,11 @@ function etagMatches(ifNoneMatch: string | undefined, etag: string): boolean {
 }
 
 /** Writes a streamed body as it comes, minding backpressure; ends it when the stream does. */
-async function writeStream(res: Response, stream: AsyncIterable<string>, signal: AbortSignal): Promise<void> {
+async function writeStream(
+  res: Response,
+  stream: AsyncIterable<string | Uint8Array>,
+  signal: AbortSignal,
+): Promise<void> {
   res.flushHeaders();
   for await (const chunk of stream) {
     if (signal.aborted) break;
@@ -181,6 +185,7 @@ export function createDispatcher(
       query: req.query,
       body: req.body,
       headers: req.headers,
+      stream: req,
     } as unknown as Parameters<AnyHandler>[0];
 
     const key = op.idempotencyKey && principal ? req.get('Idempotency-Key') : undefined;
@@ -220,17 +225,16 @@ export function createDispatcher(
         body: body === undefined ? null : JSON.stringify(body),
       });
     }
-    if (reply.stream) {
+    if (reply.etag && safeMethods.has(req.method) && etagMatches(req.get('If-None-Match'), reply.etag)) {
+      // Not modified: a stream prepared for the body is never read.
+      const unread = reply.stream as { destroy?: () => void } | undefined;
+      unread?.destroy?.();
+      res.status(304).end();
+    } else if (reply.stream) {
       res.status(reply.status).type(reply.contentType ?? 'text/plain');
       if (reply.contentType === 'text/event-stream')
         res.set({ 'Cache-Control': 'no-cache', 'X-Accel-Buffering': 'no' });
       await writeStream(res, reply.stream, signalOf());
-    } else if (
-      reply.etag &&
-      safeMethods.has(req.method) &&
-      etagMatches(req.get('If-None-Match'), reply.etag)
-    ) {
-      res.status(304).end();
     } else if (body === undefined) {
       res.status(reply.status).end();
     } else {

@@ -1,6 +1,7 @@
 // The contract between the HTTP layer and controllers, typed from generated/: each controller
 // function receives the validated input of its operation and returns one of its documented replies.
 import type { IncomingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { operations } from '../../generated/openapi.js';
 import type { OperationId, operationIndex } from '../../generated/operations.js';
@@ -26,7 +27,7 @@ export type RequestBody<K extends OperationId> = [NonNullable<Op<K>['requestBody
     : never;
 
 type Responses<K extends OperationId> = Op<K>['responses'];
-type SuccessStatus<K extends OperationId> = Extract<keyof Responses<K>, 200 | 201 | 202 | 204>;
+type SuccessStatus<K extends OperationId> = Extract<keyof Responses<K>, 200 | 201 | 202 | 204 | 206>;
 type JsonBody<R> = R extends { content: { 'application/json': infer B } } ? B : undefined;
 
 interface ReplyMeta {
@@ -35,8 +36,8 @@ interface ReplyMeta {
   etag?: string;
   /** Sets `Location` (for 201 and 202). */
   location?: string;
-  /** A streamed body (Server-Sent Events, followed logs), written as it comes. */
-  stream?: AsyncIterable<string>;
+  /** A streamed body (Server-Sent Events, followed logs, file content), written as it comes. */
+  stream?: AsyncIterable<string | Uint8Array>;
   /** The media type of a streamed body. */
   contentType?: string;
 }
@@ -53,6 +54,8 @@ export interface OperationInput<K extends OperationId> {
   query: QueryParams<K>;
   body: RequestBody<K>;
   headers: IncomingHttpHeaders;
+  /** The request body as it arrives, unread: for uploads (only JSON bodies are parsed in `body`). */
+  stream: Readable;
 }
 
 interface BaseContext {

@@ -10,7 +10,9 @@ import { Scheduler } from '../backends/scheduler/scheduler.js';
 import type { ClusterBackend } from '../backends/cluster/types.js';
 import { Authenticator } from '../auth/authenticator.js';
 import { OidcVerifier } from '../auth/oidc.js';
+import { ContentStore } from '../backends/files/store.js';
 import { AuditService } from './audit.js';
+import { FileService } from './files.js';
 import { CatalogService } from './catalogs.js';
 import { IdempotencyService } from './idempotency.js';
 import { Notifier } from './notifier.js';
@@ -28,6 +30,7 @@ export interface Services {
   audit: AuditService;
   authenticator: Authenticator;
   catalogs: CatalogService;
+  files: FileService;
   idempotency: IdempotencyService;
   notifier: Notifier;
   operations: OperationService;
@@ -90,10 +93,18 @@ export function createServices({ config, database, clock, log, build, backends }
     operations,
     notifier,
   });
+  const files = new FileService({
+    db,
+    clock,
+    projects,
+    store: new ContentStore(join(config.dataDir, 'files')),
+    maxUploadBytes: config.files.maxUploadBytes,
+  });
   return {
     audit: new AuditService({ db, clock, log }),
     authenticator: new Authenticator({ tokens, users, oidc }),
     catalogs,
+    files,
     idempotency: new IdempotencyService({ db, clock }),
     notifier,
     operations,

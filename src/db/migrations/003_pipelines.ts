@@ -62,9 +62,12 @@ export async function up(knex: Knex): Promise<void> {
     t.string('run_id', 46).nullable();
     t.string('job_id', 46).nullable();
     t.string('created_by', 46).nullable();
+    t.integer('version').notNullable().defaultTo(1);
     t.string('created_at', 30).notNullable();
+    t.string('updated_at', 30).notNullable();
     t.index(['project_id', 'created_at', 'id']);
     t.index(['sha256']);
+    t.index(['parent_id']);
     t.index(['run_id']);
   });
 
