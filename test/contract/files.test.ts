@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type request from 'supertest';
 import { createTestApp, expectProblem, type TestApp } from '../fixtures/app.js';
 import { testEngines } from '../fixtures/databases.js';
 
@@ -14,10 +15,11 @@ const csv = 'hours,passed\n1,0\n5,1\n8,1\n';
 const maxUploadBytes = 64 * 1024;
 
 /** Collects a binary response body as a Buffer. */
-function binary(res: NodeJS.ReadableStream, callback: (err: Error | null, body: Buffer) => void) {
+function binary(res: request.Response, callback: (err: Error | null, body: Buffer) => void) {
+  const stream = res as unknown as NodeJS.ReadableStream;
   const chunks: Buffer[] = [];
-  res.on('data', (chunk: Buffer) => chunks.push(chunk));
-  res.on('end', () => callback(null, Buffer.concat(chunks)));
+  stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+  stream.on('end', () => callback(null, Buffer.concat(chunks)));
 }
 
 describe.each(testEngines())('files (%s)', (engine) => {
