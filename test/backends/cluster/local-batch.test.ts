@@ -1,0 +1,132 @@
+// The local batch backend with real processes: exit status, logs, deadline, cancellation, and the
+// death pipe (a workload never outlives the process that started it).
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, describe, expect, it } from '@jest/globals';
+import { LocalBatchBackend } from '../../../src/backends/cluster/local-batch.js';
+import type { BatchWorkloadSpec } from '../../../src/backends/cluster/types.js';
+import { repoRoot } from '../../../src/paths.js';
+
+const root = mkdtempSync(join(tmpdir(), 'atrium-batch-'));
+const work = mkdtempSync(join(tmpdir(), 'atrium-batch-work-'));
+afterAll(() => {
+  rmSync(root, { recursive: true, force: true });
+  rmSync(work, { recursive: true, force: true });
+});
+
+let n = 0;
+function spec(script: string, timeoutMs = 20_000): BatchWorkloadSpec {
+  n += 1;
+  return {
+    jobId: `job_test${n}`,
+    projectId: 'p',
+    run: {
+      local: { command: [process.execPath, '-e', script], cwd: work, env: { GREETING: 'hi' } },
+      cluster: null,
+    },
+    resources: { cpuMillis: 100, memoryBytes: 64 * 1024 * 1024, gpu: 0 },
+    timeoutMs,
+    labels: {},
+  };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function collect(iterable: AsyncIterable<string>): Promise<string> {
+  let text = '';
+  for await (const chunk of iterable) text += chunk;
+  return text;
+}
+
+describe('LocalBatchBackend', () => {
+  const backend = new LocalBatchBackend({ root, pollMs: 20 });
+
+  it('runs a workload to success, with its environment, and keeps its output as logs', async () => {
+    const s = spec('console.log(process.env.GREETING, process.cwd()); console.error("to stderr")');
+    await backend.start(s);
+    const status = await backend.wait(s.jobId);
+    expect(status).toMatchObject({ phase: 'succeeded', exitCode: 0, message: null });
+    const log = await collect(backend.logs(s.jobId, {}));
+    expect(log).toContain(`hi ${work}`);
+    expect(log).toContain('to stderr');
+    expect(await collect(backend.logs(s.jobId, { tail: 1 }))).toBe('to stderr\n');
+  });
+
+  it('reports a failure with its exit code', async () => {
+    const s = spec('process.exit(3)');
+    await backend.start(s);
+    expect(await backend.wait(s.jobId)).toMatchObject({
+      phase: 'failed',
+      exitCode: 3,
+      message: 'exited with code 3',
+    });
+  });
+
+  it('never starts a workload twice', async () => {
+    const s = spec('require("fs").appendFileSync("twice.txt", "x")');
+    await backend.start(s);
+    await backend.wait(s.jobId);
+    await backend.start(s);
+    await backend.wait(s.jobId);
+    expect(readFileSync(join(work, 'twice.txt'), 'utf8')).toBe('x');
+  });
+
+  it('kills a workload past its deadline', async () => {
+    const s = spec('setInterval(() => {}, 1000)', 300);
+    await backend.start(s);
+    const status = await backend.wait(s.jobId);
+    expect(status?.phase).toBe('failed');
+    expect(status?.message).toMatch(/deadline exceeded/);
+  });
+
+  it('cancels a running workload and follows its log until it ends', async () => {
+    const s = spec('console.log("started"); setInterval(() => console.log("tick"), 50)');
+    await backend.start(s);
+    const followed = collect(backend.logs(s.jobId, { follow: true }));
+    await sleep(200);
+    await backend.cancel(s.jobId);
+    const status = await backend.status(s.jobId);
+    expect(status).toMatchObject({ phase: 'failed', message: 'cancelled' });
+    expect(await followed).toMatch(/^started\ntick\n/);
+    await backend.remove(s.jobId);
+    expect(await backend.status(s.jobId)).toBeNull();
+  });
+
+  it('kills the workload when the process that started it dies (death pipe)', async () => {
+    // A separate node process starts a workload through the backend, then is SIGKILLed.
+    const pidFile = join(work, 'orphan.pid');
+    const starter = `
+      import { LocalBatchBackend } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'backends', 'cluster', 'local-batch.js'))};
+      const b = new LocalBatchBackend({ root: ${JSON.stringify(root)} });
+      await b.start({ jobId: 'job_orphan', projectId: 'p', timeoutMs: 60000, labels: {}, resources: { cpuMillis: 1, memoryBytes: 1, gpu: 0 },
+        run: { cluster: null, local: { command: [process.execPath, '-e', 'require("fs").writeFileSync(${JSON.stringify(pidFile)}, String(process.pid)); setInterval(() => {}, 1000)'], cwd: ${JSON.stringify(work)}, env: {} } } });
+      setInterval(() => {}, 1000);
+    `;
+    const proc = spawn(process.execPath, ['--input-type=module', '-e', starter], { stdio: 'ignore' });
+    let pid = 0;
+    for (let i = 0; i < 200 && !pid; i++) {
+      await sleep(50);
+      try {
+        pid = Number(readFileSync(pidFile, 'utf8'));
+      } catch {
+        // Not yet.
+      }
+    }
+    expect(pid).toBeGreaterThan(0);
+    expect(isAlive(pid)).toBe(true);
+    proc.kill('SIGKILL');
+    for (let i = 0; i < 100 && isAlive(pid); i++) await sleep(50);
+    expect(isAlive(pid)).toBe(false);
+    expect((await backend.status('job_orphan'))?.phase).toBe('failed');
+  });
+});
