@@ -439,6 +439,342 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/projects/{projectId}/pipelines": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * List a project's pipelines
+         * @description Newest first; `enabled` filters.
+         */
+        get: operations["listPipelines"];
+        put?: never;
+        /**
+         * Create a pipeline
+         * @description Every task's module and function must exist and its options must satisfy the function's
+         *     schema (422 with an `errors` entry per problem, pointing into `/tasks/{i}/options`); options
+         *     are stored with their defaults. Members and owners may create.
+         */
+        post: operations["createPipeline"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/pipelines/{pipelineId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A pipeline identifier. */
+                pipelineId: components["parameters"]["PipelineId"];
+            };
+            cookie?: never;
+        };
+        /** Get a pipeline */
+        get: operations["getPipeline"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a pipeline
+         * @description Its runs stay (they keep their own copy of its tasks).
+         */
+        delete: operations["deletePipeline"];
+        options?: never;
+        head?: never;
+        /**
+         * Change a pipeline
+         * @description Renames, enables or disables it, or replaces its tasks (to edit, add, remove or reorder them),
+         *     validated as on creation. Runs already made keep the tasks they were made with. Whoever created
+         *     it and the project's owners may change it.
+         */
+        patch: operations["updatePipeline"];
+        trace?: never;
+    };
+    "/projects/{projectId}/runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * List a project's runs
+         * @description Newest first, with their jobs; filter by `pipeline_id` and `status`.
+         */
+        get: operations["listRuns"];
+        put?: never;
+        /**
+         * Run a pipeline over files
+         * @description Records the run and one job per task in one transaction: the first job gets the input files,
+         *     each next one waits for the previous to finish and gets its output files. Answers 202 with the
+         *     operation that follows the run to its end (`Prefer: wait=N` waits for it). Jobs run within the
+         *     project's concurrent-job quota (queued, not refused). The pipeline must be enabled and its
+         *     modules must still exist (422 otherwise). Members and owners may run.
+         */
+        post: operations["createRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/runs/{runId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A run identifier. */
+                runId: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        /** Get a run with its jobs */
+        get: operations["getRun"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a run
+         * @description Deletes an ended run, its jobs and their logs, and the files it produced (409 while it runs, or
+         *     while another running run uses one of its files). Whoever started it and the project's owners may.
+         */
+        delete: operations["deleteRun"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/runs/{runId}/cancellation": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A run identifier. */
+                runId: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel a run
+         * @description Jobs that have not started are cancelled at once; a running job is stopped (its process
+         *     killed) by its worker, then recorded cancelled. 409 when the run has already ended.
+         */
+        post: operations["cancelRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/runs/{runId}/retries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A run identifier. */
+                runId: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Retry a run from its failed job
+         * @description Runs the failed (or cancelled) job again, with the jobs after it; the jobs that finished keep
+         *     their outputs. A new operation follows the run (202). 409 unless the run failed or was cancelled.
+         */
+        post: operations["retryRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/runs/{runId}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A run identifier. */
+                runId: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Follow a run's events
+         * @description Server-Sent Events: every job's changes (queued, running, finished, failed, retrying …) and the
+         *     run's own (`run-finished`, `run-failed`, `run-cancelled`), stored and numbered, then new ones
+         *     as they happen; the stream ends after the run ends.
+         */
+        get: operations["followRunEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/runs/{runId}/jobs/{jobId}/logs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A run identifier. */
+                runId: components["parameters"]["RunId"];
+                /** @description A job identifier. */
+                jobId: components["parameters"]["JobId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Read a job's logs
+         * @description What its function wrote to stdout and stderr, every attempt (each begins with a line naming it),
+         *     kept after it ends. `follow=true` streams new lines until the job ends.
+         */
+        get: operations["getJobLogs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/modules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List modules
+         * @description The loaded modules with their functions, by name. Public.
+         */
+        get: operations["listModules"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/modules/{moduleName}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A module's name. */
+                moduleName: components["parameters"]["ModuleName"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Get a module and its functions
+         * @description Public.
+         */
+        get: operations["getModule"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/modules/{moduleName}/functions/{functionName}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A module's name. */
+                moduleName: components["parameters"]["ModuleName"];
+                /** @description A function's name within its module. */
+                functionName: components["parameters"]["FunctionName"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Get a module function
+         * @description Its options schema, accepted inputs and outputs, resources and timeout. Public.
+         */
+        get: operations["getModuleFunction"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/module-sources": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List module sources
+         * @description The configured module directories, with their last load and the manifests that failed it. Public.
+         */
+        get: operations["listModuleSources"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/module-refreshes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Reload every module source (administrators)
+         * @description Reads the module directories again and replaces the loaded modules in one transaction. Manifests
+         *     that fail validation are reported in their source's `issues`; the others load. Pipelines that
+         *     name a module or function that is gone fail when run, with a 422 naming it.
+         */
+        post: operations["refreshModules"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/projects/{projectId}/services/{serviceId}/events": {
         parameters: {
             query?: never;
@@ -834,6 +1170,7 @@ export interface components {
          *     | `quota-exceeded` | 409 | the project's quota has no room: `resource`, `requested`, `usage` and `limit` say which |
          *     | `launch-failed` | 502 | (in an operation's `error`) the service could not start: see `exit_code`, `log_tail` |
          *     | `cancelled` | 409 | (in an operation's `error`) the operation was cancelled |
+         *     | `task-failed` | 422 | (in an operation's `error`) a task of a run failed: `job_id`, `job_error` (its `message`, `exit_code`, `log_tail`) |
          *     | `precondition-failed` | 412 | `If-Match` names a version that is no longer current |
          *     | `payload-too-large` | 413 | the body is larger than the configured limit |
          *     | `unsupported-media-type` | 415 | the body's media type is not accepted here |
@@ -1265,12 +1602,12 @@ export interface components {
         Operation: {
             id: components["schemas"]["ResourceId"];
             /** @enum {string} */
-            kind: "launch-service" | "delete-service" | "suspend-service" | "resume-service" | "delete-services";
+            kind: "launch-service" | "delete-service" | "suspend-service" | "resume-service" | "delete-services" | "run-pipeline";
             project_id: string | null;
             /** @description What it acts on. */
             target: {
                 /** @enum {string} */
-                type: "service" | "project";
+                type: "service" | "project" | "run";
                 id: string;
             } | null;
             /** @enum {string} */
@@ -1371,6 +1708,140 @@ export interface components {
             tags?: components["schemas"]["FileTag"][];
         };
         /**
+         * PipelineTask
+         * @description One step of a pipeline: a module function and its options.
+         */
+        PipelineTask: {
+            module: components["schemas"]["Slug"];
+            function: components["schemas"]["Slug"];
+            /**
+             * @description Validated against the function's `options_schema` when the pipeline is saved; stored with defaults applied.
+             * @default {}
+             */
+            options: {
+                [key: string]: unknown;
+            };
+        };
+        /**
+         * Pipeline
+         * @description Ordered tasks; a run of the pipeline gives the run's input files to the first task and each
+         *     task's output files to the next.
+         */
+        Pipeline: {
+            id: components["schemas"]["ResourceId"];
+            project_id: components["schemas"]["Slug"];
+            name: string;
+            description: string;
+            /** @description A disabled pipeline cannot be run. */
+            enabled: boolean;
+            tasks: components["schemas"]["PipelineTask"][];
+            created_by: components["schemas"]["ResourceId"];
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+        };
+        /** PipelineList */
+        PipelineList: {
+            items: components["schemas"]["Pipeline"][];
+            next_cursor: components["schemas"]["NextCursor"];
+        };
+        /** PipelineCreate */
+        PipelineCreate: {
+            name: string;
+            /** @default  */
+            description: string;
+            /** @default true */
+            enabled: boolean;
+            tasks: components["schemas"]["PipelineTask"][];
+        };
+        /**
+         * PipelineUpdate
+         * @description Changes any of the fields; `tasks` replaces the whole list (to edit, add, remove or reorder tasks).
+         */
+        PipelineUpdate: {
+            name?: string;
+            description?: string;
+            enabled?: boolean;
+            tasks?: components["schemas"]["PipelineTask"][];
+        };
+        /**
+         * RunStatus
+         * @description `running` until every job has ended; then `finished` (all finished), `failed` (a job failed;
+         *     those after it were cancelled) or `cancelled`.
+         * @enum {string}
+         */
+        RunStatus: "running" | "finished" | "failed" | "cancelled";
+        /**
+         * JobStatus
+         * @description `pending` waits for the previous task's job; `queued` may start; `running` claimed by a worker;
+         *     `finished`, `failed` (its error says why; after its retries) and `cancelled` are final.
+         * @enum {string}
+         */
+        JobStatus: "pending" | "queued" | "running" | "finished" | "failed" | "cancelled";
+        /**
+         * Job
+         * @description One task of a run, as the scheduler runs it, with its timestamped history.
+         */
+        Job: {
+            id: components["schemas"]["ResourceId"];
+            run_id: components["schemas"]["ResourceId"];
+            task_index: number;
+            module: components["schemas"]["Slug"];
+            function: components["schemas"]["Slug"];
+            options: {
+                [key: string]: unknown;
+            };
+            status: components["schemas"]["JobStatus"];
+            attempts: number;
+            max_attempts: number;
+            /** @description The files it was given (known once it started). */
+            input_file_ids: components["schemas"]["ResourceId"][];
+            output_file_ids: components["schemas"]["ResourceId"][];
+            /** @description Why it failed (`message`, and `exit_code`, `log_tail` when its process failed). */
+            error: {
+                [key: string]: unknown;
+            } | null;
+            history: {
+                status: components["schemas"]["JobStatus"];
+                at: components["schemas"]["Timestamp"];
+                message: string;
+            }[];
+            created_at: components["schemas"]["Timestamp"];
+            started_at: components["schemas"]["Timestamp"] | null;
+            finished_at: components["schemas"]["Timestamp"] | null;
+        };
+        /**
+         * Run
+         * @description A pipeline run over input files, one job per task, each consuming the previous one's outputs.
+         */
+        Run: {
+            id: components["schemas"]["ResourceId"];
+            project_id: components["schemas"]["Slug"];
+            pipeline_id: components["schemas"]["ResourceId"];
+            name: string;
+            status: components["schemas"]["RunStatus"];
+            /** @description The pipeline's tasks as they were when the run was made. */
+            tasks: components["schemas"]["PipelineTask"][];
+            input_file_ids: components["schemas"]["ResourceId"][];
+            jobs: components["schemas"]["Job"][];
+            /** @description The operation following the run (the latest, after a retry). */
+            operation_id: components["schemas"]["ResourceId"] | null;
+            created_by: components["schemas"]["ResourceId"];
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+            finished_at: components["schemas"]["Timestamp"] | null;
+        };
+        /** RunList */
+        RunList: {
+            items: components["schemas"]["Run"][];
+            next_cursor: components["schemas"]["NextCursor"];
+        };
+        /** RunCreate */
+        RunCreate: {
+            pipeline_id: components["schemas"]["ResourceId"];
+            input_file_ids: components["schemas"]["ResourceId"][];
+            name?: string;
+        };
+        /**
          * EventStream
          * @description A Server-Sent Events stream (`text/event-stream`). Every event has an `id` (its sequence number,
          *     1, 2, 3 … per service or operation), an `event` type (for example `admitted`, `starting`,
@@ -1380,6 +1851,80 @@ export interface components {
          *     is missed across a server restart. Comment lines (`: keep-alive`) keep idle connections open.
          */
         EventStream: string;
+        /**
+         * ModuleFunction
+         * @description A function of a module: what options it takes (a JSON Schema), which input files it accepts, and
+         *     whether it creates new files, modifies its inputs (outputs keep their names), or outputs none.
+         */
+        ModuleFunction: {
+            module: components["schemas"]["Slug"];
+            name: components["schemas"]["Slug"];
+            title: string;
+            description: string;
+            /** @description The JSON Schema (2020-12) a task's `options` must satisfy; defaults are applied. */
+            options_schema: {
+                [key: string]: unknown;
+            };
+            inputs: {
+                /** @description Accepted media types (`text/*` and `*\/*` are ranges). */
+                media_types: string[];
+                min: number;
+                /** @description The most input files it takes; null for no limit. */
+                max: number | null;
+            };
+            /** @enum {string} */
+            output: "creates" | "modifies" | "none";
+            resources: {
+                cpu: components["schemas"]["CpuQuantity"];
+                memory: components["schemas"]["ByteQuantity"];
+                gpu: number;
+            };
+            timeout_seconds: number;
+            /** @description Where it can run: `local` (a process) and/or `cluster` (a container image). */
+            runs_on: ("local" | "cluster")[];
+        };
+        /**
+         * Module
+         * @description A module (a directory with a `module.yaml`) and its functions.
+         */
+        Module: {
+            name: components["schemas"]["Slug"];
+            version: string;
+            title: string;
+            description: string;
+            keywords: string[];
+            source_id: components["schemas"]["Slug"];
+            /** @description sha256 of the module's directory; changes whenever any of its files does. */
+            digest: string;
+            loaded_at: components["schemas"]["Timestamp"];
+            functions: components["schemas"]["ModuleFunction"][];
+        };
+        /** ModuleList */
+        ModuleList: {
+            items: components["schemas"]["Module"][];
+            next_cursor: components["schemas"]["NextCursor"];
+        };
+        /**
+         * ModuleSource
+         * @description A configured directory of modules and how its last load went.
+         */
+        ModuleSource: {
+            id: components["schemas"]["Slug"];
+            /** @enum {string} */
+            status: "loaded" | "failed" | "pending";
+            module_count: number;
+            /** @description Manifests that could not be loaded, and why; the others are loaded. */
+            issues: {
+                file: string;
+                message: string;
+            }[];
+            refreshed_at: components["schemas"]["Timestamp"] | null;
+        };
+        /** ModuleSourceList */
+        ModuleSourceList: {
+            items: components["schemas"]["ModuleSource"][];
+            next_cursor: components["schemas"]["NextCursor"];
+        };
         /** OperationList */
         OperationList: {
             items: components["schemas"]["Operation"][];
@@ -1771,10 +2316,20 @@ export interface components {
         ServiceId: components["schemas"]["ResourceId"];
         /** @description A file identifier. */
         FileId: components["schemas"]["ResourceId"];
+        /** @description A pipeline identifier. */
+        PipelineId: components["schemas"]["ResourceId"];
+        /** @description A run identifier. */
+        RunId: components["schemas"]["ResourceId"];
         /** @description Resume after this event id (sent by EventSource clients on reconnection). */
         LastEventId: string;
         /** @description Keep the stream open for new events (default); `false` ends it after the stored ones. */
         Follow: boolean;
+        /** @description A job identifier. */
+        JobId: components["schemas"]["ResourceId"];
+        /** @description A module's name. */
+        ModuleName: components["schemas"]["Slug"];
+        /** @description A function's name within its module. */
+        FunctionName: components["schemas"]["Slug"];
         /** @description An operation identifier. */
         OperationId: components["schemas"]["ResourceId"];
         /** @description A region identifier. */
@@ -2891,6 +3446,576 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
             416: components["responses"]["RangeNotSatisfiable"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listPipelines: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+                enabled?: boolean;
+            };
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of pipelines. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PipelineList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    createPipeline: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description A client-chosen unique key. Repeating a request with the same key replays the first response
+                 *     (marked `Idempotent-Replayed: true`); reusing it with a different request is a 422.
+                 *     Keys are kept for 24 hours.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PipelineCreate"];
+            };
+        };
+        responses: {
+            /** @description The pipeline. */
+            201: {
+                headers: {
+                    Location: components["headers"]["Location"];
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Pipeline"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            422: components["responses"]["UnprocessableContent"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getPipeline: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A pipeline identifier. */
+                pipelineId: components["parameters"]["PipelineId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The pipeline. */
+            200: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Pipeline"];
+                };
+            };
+            /** @description Not modified since the `ETag` in `If-None-Match`. */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    deletePipeline: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The `ETag` the change is based on; the request fails with 412 when the resource has changed since. */
+                "If-Match"?: components["parameters"]["IfMatch"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A pipeline identifier. */
+                pipelineId: components["parameters"]["PipelineId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            412: components["responses"]["PreconditionFailed"];
+            default: components["responses"]["Error"];
+        };
+    };
+    updatePipeline: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The `ETag` the change is based on; the request fails with 412 when the resource has changed since. */
+                "If-Match"?: components["parameters"]["IfMatch"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A pipeline identifier. */
+                pipelineId: components["parameters"]["PipelineId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PipelineUpdate"];
+            };
+        };
+        responses: {
+            /** @description The pipeline, changed. */
+            200: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Pipeline"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            412: components["responses"]["PreconditionFailed"];
+            422: components["responses"]["UnprocessableContent"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listRuns: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+                pipeline_id?: components["schemas"]["ResourceId"];
+                status?: components["schemas"]["RunStatus"];
+            };
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of runs. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    createRun: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description A client-chosen unique key. Repeating a request with the same key replays the first response
+                 *     (marked `Idempotent-Replayed: true`); reusing it with a different request is a 422.
+                 *     Keys are kept for 24 hours.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /**
+                 * @description `wait=N` (RFC 7240): hold the response up to N seconds (at most 60) until the operation is done,
+                 *     so that the answer already says how it ended. `Preference-Applied` confirms it.
+                 */
+                Prefer?: components["parameters"]["PreferWait"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RunCreate"];
+            };
+        };
+        responses: {
+            202: components["responses"]["Accepted"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            422: components["responses"]["UnprocessableContent"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A run identifier. */
+                runId: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The run. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Run"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    deleteRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A run identifier. */
+                runId: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            default: components["responses"]["Error"];
+        };
+    };
+    cancelRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A run identifier. */
+                runId: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The run, as cancellation began. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Run"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            default: components["responses"]["Error"];
+        };
+    };
+    retryRun: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description `wait=N` (RFC 7240): hold the response up to N seconds (at most 60) until the operation is done,
+                 *     so that the answer already says how it ended. `Preference-Applied` confirms it.
+                 */
+                Prefer?: components["parameters"]["PreferWait"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A run identifier. */
+                runId: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            202: components["responses"]["Accepted"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            default: components["responses"]["Error"];
+        };
+    };
+    followRunEvents: {
+        parameters: {
+            query?: {
+                /** @description Keep the stream open for new events (default); `false` ends it after the stored ones. */
+                follow?: components["parameters"]["Follow"];
+            };
+            header?: {
+                /** @description Resume after this event id (sent by EventSource clients on reconnection). */
+                "Last-Event-ID"?: components["parameters"]["LastEventId"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A run identifier. */
+                runId: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: components["responses"]["EventStream"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getJobLogs: {
+        parameters: {
+            query?: {
+                /** @description Only the last N lines. */
+                tail?: number;
+                follow?: boolean;
+            };
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A run identifier. */
+                runId: components["parameters"]["RunId"];
+                /** @description A job identifier. */
+                jobId: components["parameters"]["JobId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The log. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listModules: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of modules. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModuleList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getModule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A module's name. */
+                moduleName: components["parameters"]["ModuleName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The module. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Module"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getModuleFunction: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A module's name. */
+                moduleName: components["parameters"]["ModuleName"];
+                /** @description A function's name within its module. */
+                functionName: components["parameters"]["FunctionName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The function. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModuleFunction"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listModuleSources: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The sources, in configuration order. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModuleSourceList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            default: components["responses"]["Error"];
+        };
+    };
+    refreshModules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The sources as reloaded. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModuleSourceList"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             default: components["responses"]["Error"];
         };
     };

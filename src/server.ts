@@ -75,7 +75,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
         ? { ready: false, reason: 'shutting down' }
         : loaded
           ? { ready: true }
-          : { ready: false, reason: 'catalogs are loading' },
+          : { ready: false, reason: 'catalogs and modules are loading' },
   });
   const server = createServer(app);
   try {
@@ -88,9 +88,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const url = `http://${config.server.host.includes(':') ? `[${config.server.host}]` : config.server.host}:${port}`;
   log.info({ url, database: database.location }, 'listening');
 
-  const catalogsLoaded = services.catalogs
-    .loadAll()
-    .catch((err: unknown) => log.error({ err }, 'catalogs failed to load'))
+  const catalogsLoaded = Promise.all([services.catalogs.loadAll(), services.modules.loadAll()])
+    .then(() => undefined)
+    .catch((err: unknown) => log.error({ err }, 'catalogs or modules failed to load'))
     .finally(() => {
       loaded = true;
     });

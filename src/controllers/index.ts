@@ -6,11 +6,14 @@ import * as audit from './audit.js';
 import * as catalogs from './catalogs.js';
 import * as files from './files.js';
 import * as me from './me.js';
+import * as modules from './modules.js';
 import * as operations from './operations.js';
+import * as pipelines from './pipelines.js';
 import * as platform from './platform.js';
 import * as projects from './projects.js';
 import * as quotas from './quotas.js';
 import * as regions from './regions.js';
+import * as runs from './runs.js';
 import * as services from './services.js';
 import * as tokens from './tokens.js';
 import * as users from './users.js';
@@ -26,11 +29,14 @@ export const controllers = {
   catalogs,
   files,
   me,
+  modules,
   operations,
+  pipelines,
   platform,
   projects,
   quotas,
   regions,
+  runs,
   services,
   tokens,
   users,

@@ -1,6 +1,11 @@
 // Domain objects → API representations (components/schemas of the spec). The only place that knows
 // both shapes; controllers call these and nothing else to build bodies.
 import type { FileRecord } from '../services/files.js';
+import { functionTimeoutMs, type ModuleFunction } from '../backends/modules/manifest.js';
+import type { ModuleSourceStatus } from '../db/modules.js';
+import type { LoadedModuleView } from '../services/modules.js';
+import type { PipelineRecord } from '../services/pipelines.js';
+import type { JobView, RunView } from '../services/runs.js';
 import type { components } from '../../generated/openapi.js';
 import type { ApiToken } from '../db/tokens.js';
 import type { User } from '../db/users.js';
@@ -256,4 +261,96 @@ export const presentFile = (file: FileRecord): Schemas['File'] => ({
   created_by: file.createdBy,
   created_at: file.createdAt,
   updated_at: file.updatedAt,
+});
+
+export const presentModuleFunction = (moduleName: string, fn: ModuleFunction): Schemas['ModuleFunction'] => ({
+  module: moduleName,
+  name: fn.name,
+  title: fn.title,
+  description: fn.description,
+  options_schema: fn.options,
+  inputs: { media_types: fn.inputs.media_types, min: fn.inputs.min, max: fn.inputs.max },
+  output: fn.output,
+  resources: { cpu: fn.resources.cpu, memory: fn.resources.memory, gpu: fn.resources.gpu },
+  timeout_seconds: Math.max(1, Math.round(functionTimeoutMs(fn) / 1000)),
+  runs_on: [...(fn.run.local ? (['local'] as const) : []), ...(fn.run.cluster ? (['cluster'] as const) : [])],
+});
+
+export const presentModule = ({ stored, manifest }: LoadedModuleView): Schemas['Module'] => ({
+  name: manifest.name,
+  version: manifest.version,
+  title: manifest.title,
+  description: manifest.description,
+  keywords: manifest.keywords,
+  source_id: stored.sourceId,
+  digest: stored.digest,
+  loaded_at: stored.loadedAt,
+  functions: manifest.functions.map((fn) => presentModuleFunction(manifest.name, fn)),
+});
+
+export const presentModuleSource = (source: ModuleSourceStatus): Schemas['ModuleSource'] => ({
+  id: source.id,
+  status: source.status,
+  module_count: source.moduleCount,
+  issues: source.issues,
+  refreshed_at: source.refreshedAt,
+});
+
+export const presentPipeline = (p: PipelineRecord): Schemas['Pipeline'] => ({
+  id: p.id,
+  project_id: p.projectId,
+  name: p.name,
+  description: p.description,
+  enabled: p.enabled,
+  tasks: p.tasks,
+  created_by: p.createdBy,
+  created_at: p.createdAt,
+  updated_at: p.updatedAt,
+});
+
+const presentJob = (view: JobView): Schemas['Job'] => ({
+  id: view.job.id,
+  run_id: view.job.runId ?? '',
+  task_index: view.job.taskIndex ?? 0,
+  module: '',
+  function: '',
+  options: {},
+  status: view.job.status,
+  attempts: view.job.attempts,
+  max_attempts: view.job.maxAttempts,
+  input_file_ids: view.inputFileIds,
+  output_file_ids: view.outputFileIds,
+  error: view.job.error,
+  history: view.history.map((h) => ({
+    status: h.status as Schemas['JobStatus'],
+    at: h.at,
+    message: h.message,
+  })),
+  created_at: view.job.createdAt,
+  started_at: view.job.startedAt,
+  finished_at: view.job.finishedAt,
+});
+
+export const presentRun = ({ run, inputFileIds, jobs }: RunView): Schemas['Run'] => ({
+  id: run.id,
+  project_id: run.projectId,
+  pipeline_id: run.pipelineId,
+  name: run.name,
+  status: run.status,
+  tasks: run.tasks,
+  input_file_ids: inputFileIds,
+  jobs: jobs.map((view) => {
+    const task = run.tasks[view.job.taskIndex ?? 0];
+    return {
+      ...presentJob(view),
+      module: task?.module ?? '',
+      function: task?.function ?? '',
+      options: task?.options ?? {},
+    };
+  }),
+  operation_id: run.operationId,
+  created_by: run.createdBy,
+  created_at: run.createdAt,
+  updated_at: run.updatedAt,
+  finished_at: run.finishedAt,
 });

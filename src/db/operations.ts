@@ -3,14 +3,19 @@ import { keysetPage, type Page, type PageRequest } from './pagination.js';
 import { parseJson, toNumber } from './database.js';
 
 export type OperationKind =
-  'launch-service' | 'delete-service' | 'suspend-service' | 'resume-service' | 'delete-services';
+  | 'launch-service'
+  | 'delete-service'
+  | 'suspend-service'
+  | 'resume-service'
+  | 'delete-services'
+  | 'run-pipeline';
 export type OperationStatus = 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface OperationRecord {
   id: string;
   kind: OperationKind;
   projectId: string | null;
-  target: { type: 'service' | 'project'; id: string } | null;
+  target: { type: 'service' | 'project' | 'run'; id: string } | null;
   userId: string;
   status: OperationStatus;
   progress: number;
@@ -27,7 +32,7 @@ interface OperationRow {
   id: string;
   kind: OperationKind;
   project_id: string | null;
-  target_type: 'service' | 'project' | null;
+  target_type: 'service' | 'project' | 'run' | null;
   target_id: string | null;
   user_id: string;
   status: OperationStatus;

@@ -64,6 +64,7 @@ export interface UploadRequest {
 
 /** A new file made from content on disk (a job's output), in the caller's transaction. */
 export interface OutputFile {
+  id: string;
   projectId: string;
   name: string;
   mediaType: string;
@@ -164,7 +165,7 @@ export class FileService {
     const now = iso(this.deps.clock());
     await this.admit(trx, output.projectId, staged.size, now);
     const file: FileRecord = {
-      id: newId('file'),
+      id: output.id,
       projectId: output.projectId,
       name: output.name,
       size: staged.size,

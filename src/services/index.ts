@@ -13,6 +13,10 @@ import { OidcVerifier } from '../auth/oidc.js';
 import { ContentStore } from '../backends/files/store.js';
 import { AuditService } from './audit.js';
 import { FileService } from './files.js';
+import { ModuleService } from './modules.js';
+import { PipelineService } from './pipelines.js';
+import { RunService, runTaskKind } from './runs.js';
+import { LocalBatchBackend } from '../backends/cluster/local-batch.js';
 import { CatalogService } from './catalogs.js';
 import { IdempotencyService } from './idempotency.js';
 import { Notifier } from './notifier.js';
@@ -32,6 +36,9 @@ export interface Services {
   catalogs: CatalogService;
   files: FileService;
   idempotency: IdempotencyService;
+  modules: ModuleService;
+  pipelines: PipelineService;
+  runs: RunService;
   notifier: Notifier;
   operations: OperationService;
   platform: PlatformService;
@@ -100,12 +107,32 @@ export function createServices({ config, database, clock, log, build, backends }
     store: new ContentStore(join(config.dataDir, 'files')),
     maxUploadBytes: config.files.maxUploadBytes,
   });
+  const modules = new ModuleService({ db, clock, log, sources: config.modules });
+  const pipelines = new PipelineService({ db, clock, projects, modules });
+  const runs = new RunService({
+    db,
+    clock,
+    log,
+    dataDir: config.dataDir,
+    projects,
+    pipelines,
+    modules,
+    files,
+    operations,
+    scheduler,
+    notifier,
+    batch: new LocalBatchBackend({ root: join(config.dataDir, 'jobs') }),
+  });
+  scheduler.register(runTaskKind, runs.taskHandler());
   return {
     audit: new AuditService({ db, clock, log }),
     authenticator: new Authenticator({ tokens, users, oidc }),
     catalogs,
     files,
     idempotency: new IdempotencyService({ db, clock }),
+    modules,
+    pipelines,
+    runs,
     notifier,
     operations,
     platform: new PlatformService({ config, build }),

@@ -37,4 +37,5 @@ export class Notifier {
 export const topics = {
   operation: (id: string) => `operation:${id}`,
   service: (id: string) => `service:${id}`,
+  run: (id: string) => `run:${id}`,
 };

@@ -19,6 +19,7 @@ export const maxWaitSeconds = 60;
 const operationKinds = {
   'launch-failed': { status: 502, title: 'The service could not start' },
   cancelled: { status: 409, title: 'The operation was cancelled' },
+  'task-failed': { status: 422, title: 'A task of the run failed' },
 } as const;
 
 /** An operation's error: a problem document, as the API's errors are. */
@@ -33,6 +34,10 @@ export function operationProblem(
       : problemKinds[kind as ProblemKind];
   return { type: `${problemTypeBase}${kind}`, title, status, detail, ...extra };
 }
+
+export type OperationOutcome =
+  | { status: 'succeeded'; message: string; result: Record<string, unknown> }
+  | { status: 'failed' | 'cancelled'; message: string; error: Record<string, unknown> };
 
 export class OperationService {
   constructor(private readonly deps: { db: Knex; clock: Clock; notifier: Notifier }) {}
@@ -98,36 +103,56 @@ export class OperationService {
   }
 
   /** Ends a running operation; a finished one never changes again. */
-  async finish(
-    id: string,
-    outcome:
-      | { status: 'succeeded'; message: string; result: Record<string, unknown> }
-      | { status: 'failed' | 'cancelled'; message: string; error: Record<string, unknown> },
-  ): Promise<void> {
-    const { db, clock, notifier } = this.deps;
-    const at = iso(clock());
-    await db.transaction(async (trx) => {
-      const changes: q.OperationChanges = {
-        status: outcome.status,
+  async finish(id: string, outcome: OperationOutcome): Promise<void> {
+    await this.deps.db.transaction((trx) => this.finishIn(trx, id, outcome));
+    this.deps.notifier.notify(topics.operation(id));
+  }
+
+  /** Ends a running operation in the caller's transaction; waiters are woken when it commits. */
+  async finishIn(trx: Knex.Transaction, id: string, outcome: OperationOutcome): Promise<void> {
+    const at = iso(this.deps.clock());
+    const changes: q.OperationChanges = {
+      status: outcome.status,
+      message: outcome.message,
+      finishedAt: at,
+    };
+    if (outcome.status === 'succeeded') {
+      changes.progress = 100;
+      changes.result = outcome.result;
+    } else {
+      changes.error = outcome.error;
+    }
+    if (await q.updateRunningOperation(trx, id, changes, at)) {
+      await appendEvent(trx, 'operation', id, {
+        at,
+        type: 'done',
         message: outcome.message,
-        finishedAt: at,
-      };
-      if (outcome.status === 'succeeded') {
-        changes.progress = 100;
-        changes.result = outcome.result;
-      } else {
-        changes.error = outcome.error;
-      }
-      if (await q.updateRunningOperation(trx, id, changes, at)) {
-        await appendEvent(trx, 'operation', id, {
-          at,
-          type: 'done',
-          message: outcome.message,
-          data: { status: outcome.status },
-        });
-      }
-    });
-    notifier.notify(topics.operation(id));
+        data: { status: outcome.status },
+      });
+    }
+    this.notifyOnCommit(trx, id);
+  }
+
+  /** Records progress in the caller's transaction (ignored once the operation is done). */
+  async progressIn(
+    trx: Knex.Transaction,
+    id: string,
+    progress: number,
+    message: string,
+    data: Record<string, unknown> = {},
+  ): Promise<void> {
+    const at = iso(this.deps.clock());
+    if (await q.updateRunningOperation(trx, id, { progress, message }, at)) {
+      await appendEvent(trx, 'operation', id, { at, type: 'progress', message, data: { progress, ...data } });
+    }
+    this.notifyOnCommit(trx, id);
+  }
+
+  private notifyOnCommit(trx: Knex.Transaction, id: string): void {
+    void trx.executionPromise?.then(
+      () => this.deps.notifier.notify(topics.operation(id)),
+      () => undefined,
+    );
   }
 
   async setResult(id: string, result: Record<string, unknown>): Promise<void> {

@@ -79,6 +79,7 @@ export async function up(knex: Knex): Promise<void> {
     t.text('description').notNullable();
     t.text('manifest').notNullable();
     t.text('source_dir').notNullable();
+    t.string('digest', 64).notNullable();
     t.string('loaded_at', 30).notNullable();
   });
 
