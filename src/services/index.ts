@@ -4,6 +4,7 @@ import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { Database } from '../db/database.js';
 import { DirectoryCatalogSource } from '../backends/catalog/directory-source.js';
+import { createKubernetesBackends } from '../backends/cluster/kubernetes/index.js';
 import { LocalBackend } from '../backends/cluster/local.js';
 import { noopHandler } from '../backends/scheduler/noop.js';
 import { Scheduler } from '../backends/scheduler/scheduler.js';
@@ -156,10 +157,15 @@ export function createServices({ config, database, clock, log, build, backends }
   };
 }
 
-/** A backend for each region that can run services: the local runtime (Kubernetes regions come later). */
+/** A backend for each region that can run services: the local runtime, or a Kubernetes cluster. */
 export function createBackends(config: Config, log: Logger): Map<string, ClusterBackend> {
   const backends = new Map<string, ClusterBackend>();
   for (const region of config.regions) {
+    if (region.backend.type === 'kubernetes') {
+      const kubernetes = createKubernetesBackends(region.backend, region.expose?.domain ?? null, log);
+      backends.set(region.id, kubernetes.services);
+      continue;
+    }
     if (region.backend.type !== 'local') continue;
     backends.set(
       region.id,

@@ -131,6 +131,18 @@ export class RunService {
     return `${jobId}-a${attempt}`;
   }
 
+  /**
+   * How many times the job was started, over every retry of its run (attempts start again from 0
+   * when a run is retried): numbers its executions, so each keeps its own log and work directory.
+   */
+  private async executions(jobId: string, db: Knex = this.deps.db): Promise<number> {
+    const row = (await db('job_events')
+      .where({ job_id: jobId, type: 'running' })
+      .count({ n: '*' })
+      .first()) as { n: number | string } | undefined;
+    return Number(row?.n ?? 0);
+  }
+
   // ---- The API ---------------------------------------------------------------------------------
 
   async create(
@@ -281,7 +293,7 @@ export class RunService {
     await this.deps.db.transaction(async (trx) => {
       for (const job of await jobsOfRun(trx, runId)) {
         // Cancelling a job cancels those waiting on it: read each one's status afresh.
-        const current = await this.deps.scheduler.find(job.id);
+        const current = (await jobsOfRun(trx, runId)).find((j) => j.id === job.id);
         if (!current || terminalStatuses.includes(current.status) || current.cancelRequested) continue;
         await this.deps.scheduler.cancel(
           trx,
@@ -321,6 +333,7 @@ export class RunService {
     const run = await this.actionable(principal, projectId, runId);
     if (run.status === 'running') throw conflict(`run ${runId} is running; cancel it first`);
     const jobs = await jobsOfRun(db, runId);
+    const executions = await Promise.all(jobs.map((job) => this.executions(job.id)));
     await db.transaction(async (trx) => {
       const produced = (await trx('files').where({ run_id: runId }).select('id', 'size')) as {
         id: string;
@@ -336,8 +349,8 @@ export class RunService {
       if (bytes > 0) await adjustStorageUsage(trx, projectId, -bytes, iso(clock()));
       await q.deleteRun(trx, runId);
     });
-    for (const job of jobs) {
-      for (let attempt = 1; attempt <= Math.max(1, job.attempts); attempt++) {
+    for (const [i, job] of jobs.entries()) {
+      for (let attempt = 1; attempt <= (executions[i] ?? 0); attempt++) {
         await batch.remove(this.batchId(job.id, attempt)).catch(() => undefined);
       }
       await rm(join(this.deps.dataDir, 'work', job.id), { recursive: true, force: true });
@@ -382,10 +395,10 @@ export class RunService {
     job: JobRecord,
     options: { tail?: number | undefined; follow: boolean; signal: AbortSignal },
   ): AsyncIterable<string> {
-    const last = Math.max(1, job.attempts);
+    const last = Math.max(1, await this.executions(job.id));
     const first = options.tail !== undefined ? last : 1;
     for (let attempt = first; attempt <= last; attempt++) {
-      if (job.attempts > 1 && options.tail === undefined) yield `--- attempt ${attempt} ---\n`;
+      if (last > 1 && options.tail === undefined) yield `--- attempt ${attempt} ---\n`;
       const following = options.follow && attempt === last && !terminalStatuses.includes(job.status);
       yield* this.deps.batch.logs(this.batchId(job.id, attempt), {
         ...(options.tail !== undefined ? { tail: options.tail } : {}),
@@ -406,9 +419,9 @@ export class RunService {
     };
   }
 
-  private async taskOf(job: JobRecord) {
+  private async taskOf(job: JobRecord, db: Knex = this.deps.db) {
     const payload = job.payload as unknown as TaskPayload;
-    const run = await q.findRun(this.deps.db, payload.runId);
+    const run = await q.findRun(db, payload.runId);
     if (!run) throw new JobFailure(`run ${payload.runId} is gone`, false);
     const task = run.tasks[payload.taskIndex];
     if (!task) throw new JobFailure(`run ${run.id} has no task ${payload.taskIndex}`, false);
@@ -451,7 +464,8 @@ export class RunService {
       );
     }
     const names = distinctFileNames(inputs.map((f) => f.name));
-    const workDir = this.workDir(job.id, ctx.attempt);
+    const execution = await this.executions(job.id);
+    const workDir = this.workDir(job.id, execution);
     await rm(workDir, { recursive: true, force: true });
     await prepareWorkDir(
       workDir,
@@ -468,7 +482,7 @@ export class RunService {
       inputs.map((f, i) => ({ name: names[i] as string, path: this.deps.files.store.path(f.sha256) })),
     );
 
-    const batchId = this.batchId(job.id, ctx.attempt);
+    const batchId = this.batchId(job.id, execution);
     await batch.start({
       jobId: batchId,
       projectId: run.projectId,
@@ -520,7 +534,7 @@ export class RunService {
   }
 
   private async commitTask(trx: Knex.Transaction, job: JobRecord, result: TaskResult): Promise<void> {
-    const { run } = await this.taskOf(job);
+    const { run } = await this.taskOf(job, trx);
     for (const output of result.outputs) {
       await this.deps.files.commitOutput(trx, output.staged, {
         id: output.fileId,
