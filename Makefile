@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NODE_MODULES := node_modules/.package-lock.json
 
-.PHONY: run test test-pg lint generate bench clean build typecheck
+.PHONY: run test test-pg test-k8s lint generate bench bench-accuracy clean build typecheck
 
 $(NODE_MODULES): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -21,6 +21,10 @@ test: dist/.built
 	npm run -s typecheck
 	bash scripts/test.sh
 
+# The cluster backend conformance suite against the cluster of KUBECONFIG (or ATRIUM_TEST_KUBECONFIG).
+test-k8s: $(NODE_MODULES)
+	ATRIUM_TEST_KUBECONFIG="$${ATRIUM_TEST_KUBECONFIG:-$${KUBECONFIG:?set KUBECONFIG to the kubeconfig of a test cluster}}" NODE_OPTIONS=--experimental-vm-modules npx jest --runInBand test/conformance/kubernetes-real.test.ts
+
 lint: $(NODE_MODULES)
 	npm run -s lint
 
@@ -32,6 +36,10 @@ typecheck: $(NODE_MODULES)
 
 bench: dist/.built
 	ATRIUM_BENCH_DATABASE_URL=$${ATRIUM_BENCH_DATABASE_URL:-$$(node scripts/bench/find-postgres.mjs)} node scripts/bench/run.mjs
+
+# Each benchmark metric next to a standard Debian tool, with the ratios (scripts/bench/accuracy.mjs).
+bench-accuracy: dist/.built
+	node scripts/bench/accuracy.mjs
 
 clean:
 	rm -rf dist coverage .test-results.json .bench

@@ -32,6 +32,54 @@ const defaultQuota = {
   storage: '10Gi',
 };
 
+// A Kubernetes region (README, "Kubernetes regions"). kubeconfig null: in-cluster when Atrium runs in
+// a pod, else KUBECONFIG or ~/.kube/config. expose_domain null: the region's `expose.domain`.
+const kubernetesBackend = z
+  .object({
+    type: z.literal('kubernetes'),
+    kubeconfig: z.string().min(1).nullable().default(null),
+    context: z.string().min(1).nullable().default(null),
+    namespace_prefix: z
+      .string()
+      .regex(
+        /^[a-z][a-z0-9-]{0,39}$/,
+        'lower-case letters, digits and -, starting with a letter (40 at most)',
+      )
+      .default('atrium-'),
+    expose_domain: z.string().min(1).nullable().default(null),
+    ingress_class: z.string().min(1).nullable().default(null),
+    // Granted in every project namespace; `${project.id}` in a subject's name stands for the project.
+    role_binding: z
+      .object({
+        cluster_role: z.string().min(1),
+        subjects: z
+          .array(
+            z
+              .object({
+                kind: z.enum(['User', 'Group', 'ServiceAccount']),
+                name: z.string().min(1),
+                namespace: z.string().min(1).nullable().default(null),
+              })
+              .strict(),
+          )
+          .min(1),
+      })
+      .strict()
+      .nullable()
+      .default(null),
+    // A ReadWriteMany PersistentVolumeClaim in each project namespace, for batch jobs' work directories.
+    work_volume_claim: slug.nullable().default(null),
+    reconcile_interval_ms: z.number().int().min(1000).default(30_000),
+    readiness_timeout_ms: z.number().int().min(1000).default(300_000),
+    max_restarts: z.number().int().min(0).default(5),
+    stop_grace_seconds: z.number().int().min(0).default(30),
+  })
+  .strict();
+
+const regionBackend = z
+  .discriminatedUnion('type', [z.object({ type: z.literal('local') }).strict(), kubernetesBackend])
+  .default({ type: 'local' });
+
 const region = z
   .object({
     id: slug,
@@ -42,7 +90,7 @@ const region = z
       .strict()
       .nullable()
       .default(null),
-    backend: z.object({ type: z.enum(['local', 'kubernetes']) }).default({ type: 'local' }),
+    backend: regionBackend,
     quotas: z
       .object({ default: quotaValues })
       .strict()

@@ -143,7 +143,11 @@ export function describeClusterBackend(name: string, makeHarness: () => Promise<
       if (harness.reachable) await fetch(`${status?.endpoints[0]?.url}/logged`);
       const deadline = Date.now() + 5000;
       let lines: string[] = [];
-      while (Date.now() < deadline && !lines.some((l) => l.includes('probe listening'))) {
+      // Written when it is: the request's line may come a moment after its answer.
+      const complete = (seen: string[]) =>
+        seen.some((l) => l.includes('probe listening')) &&
+        (!harness.reachable || seen.some((l) => l.includes('/logged')));
+      while (Date.now() < deadline && !complete(lines)) {
         lines = await collect(backend.logs(spec.serviceId, {}));
         await new Promise((r) => setTimeout(r, 100));
       }
@@ -173,7 +177,11 @@ export function describeClusterBackend(name: string, makeHarness: () => Promise<
         }
       })();
       if (harness.reachable) await fetch(`${status?.endpoints[0]?.url}/followed`);
-      else await new Promise((r) => setTimeout(r, 500));
+      else {
+        // Nothing to make it write: what it wrote so far is followed for a moment.
+        await new Promise((r) => setTimeout(r, 500));
+        controller.abort();
+      }
       const timeout = setTimeout(() => controller.abort(), 10_000);
       await following;
       clearTimeout(timeout);

@@ -1,0 +1,318 @@
+// The Kubernetes backend against the fake API server: onboarding (namespaces, quotas, role
+// bindings), errors translated at the boundary, the stable reasons of failures, and events.
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { ApiException } from '@kubernetes/client-node';
+import { KubernetesBackend } from '../../../src/backends/cluster/kubernetes/backend.js';
+import { retryOnConflict, translate } from '../../../src/backends/cluster/kubernetes/errors.js';
+import {
+  createClients,
+  loadKubeConfig,
+  type KubernetesSettings,
+} from '../../../src/backends/cluster/kubernetes/settings.js';
+import type { WorkloadEvent, WorkloadSpec } from '../../../src/backends/cluster/types.js';
+import { DomainError } from '../../../src/errors.js';
+import { createLogger } from '../../../src/log.js';
+import { probeSpec, waitForStatus } from '../../conformance/cluster-backend.js';
+import { FakeKube, type KubeObject } from '../../fixtures/fake-kube/index.js';
+
+const settings: Partial<KubernetesSettings> = {
+  namespacePrefix: 'atrium-',
+  reconcileIntervalMs: 200,
+  readinessTimeoutMs: 1500,
+  maxRestarts: 2,
+  stopGraceSeconds: 1,
+  roleBinding: {
+    clusterRole: 'edit',
+    subjects: [{ kind: 'Group', name: 'atrium:${project.id}', namespace: null }],
+  },
+};
+
+const quota = { cpuMillis: 300, memoryBytes: 1024 ** 3, gpu: 0, services: 2 };
+
+async function refusal(promise: Promise<unknown>): Promise<DomainError> {
+  const error = await promise.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  if (!(error instanceof DomainError)) throw new Error(`expected a DomainError, got ${String(error)}`);
+  return error;
+}
+
+describe('the Kubernetes backend', () => {
+  let fake: FakeKube;
+  let backend: KubernetesBackend;
+  const events: WorkloadEvent[] = [];
+  const started: string[] = [];
+
+  const launch = async (spec: WorkloadSpec) => {
+    started.push(spec.serviceId);
+    await backend.apply(spec);
+    return spec;
+  };
+  const inProject = (projectId: string, options: Record<string, unknown> = {}): WorkloadSpec => ({
+    ...probeSpec(options),
+    projectId,
+    quota,
+  });
+  const objects = (plural: string, serviceId: string): KubeObject[] =>
+    fake.objects(plural, undefined, `atrium.dev/service=${serviceId}`);
+
+  beforeAll(async () => {
+    fake = await FakeKube.start({
+      images: {
+        'registry.example.org/missing:1': { kind: 'pull-error' },
+        'registry.example.org/huge:1': { kind: 'unschedulable' },
+      },
+    });
+    backend = new KubernetesBackend({
+      clients: createClients(loadKubeConfig(fake.kubeconfigPath, null)),
+      settings,
+      log: createLogger('silent'),
+    });
+    backend.onEvent((event) => events.push(event));
+  });
+  afterAll(async () => {
+    for (const id of started) await backend.delete(id).catch(() => undefined);
+    await backend.close();
+    await fake.close();
+  });
+
+  describe('onboarding', () => {
+    it('creates the project namespace on first use, labelled and annotated with the project', async () => {
+      await launch(inProject('team-a'));
+      const [namespace] = fake.objects('namespaces').filter((n) => n.metadata.name === 'atrium-team-a');
+      expect(namespace?.metadata.labels).toMatchObject({
+        'app.kubernetes.io/managed-by': 'atrium',
+        'atrium.dev/project': 'team-a',
+      });
+      expect(namespace?.metadata.annotations).toMatchObject({ 'atrium.dev/project-id': 'team-a' });
+      const [binding] = fake.objects('rolebindings', 'atrium-team-a');
+      expect(binding).toMatchObject({
+        roleRef: { kind: 'ClusterRole', name: 'edit' },
+        subjects: [{ kind: 'Group', name: 'atrium:team-a' }],
+      });
+    });
+
+    it('mirrors the project quota into a ResourceQuota, and follows it when it changes', async () => {
+      const [mirrored] = fake.objects('resourcequotas', 'atrium-team-a');
+      expect(mirrored?.spec).toEqual({
+        hard: {
+          'requests.cpu': '300m',
+          'limits.cpu': '300m',
+          'requests.memory': '1Gi',
+          'limits.memory': '1Gi',
+          'requests.nvidia.com/gpu': '0',
+          'count/deployments.apps': '2',
+        },
+      });
+      await launch({ ...inProject('team-a'), quota: { ...quota, cpuMillis: 2000, services: 5 } });
+      const [updated] = fake.objects('resourcequotas', 'atrium-team-a');
+      expect(updated?.spec).toMatchObject({ hard: { 'requests.cpu': '2', 'count/deployments.apps': '5' } });
+    });
+
+    it('leaves alone a quota its admins manage outside Atrium', async () => {
+      fake.api.create('namespaces', undefined, {
+        apiVersion: 'v1',
+        kind: 'Namespace',
+        metadata: { name: 'atrium-team-b', uid: '', resourceVersion: '', creationTimestamp: '' },
+      });
+      const hard = { 'requests.cpu': '8', 'requests.memory': '16Gi' };
+      fake.api.create('resourcequotas', 'atrium-team-b', {
+        apiVersion: 'v1',
+        kind: 'ResourceQuota',
+        metadata: {
+          name: 'atrium-quota',
+          uid: '',
+          resourceVersion: '',
+          creationTimestamp: '',
+          annotations: { 'atrium.dev/managed-by': 'external' },
+        },
+        spec: { hard },
+      });
+      await launch(inProject('team-b'));
+      const [kept] = fake.objects('resourcequotas', 'atrium-team-b');
+      expect(kept?.spec).toEqual({ hard });
+    });
+  });
+
+  describe('errors at the boundary', () => {
+    it('refuses a launch over the namespace quota with quota-exceeded naming the resource, creating nothing', async () => {
+      const spec = {
+        ...inProject('team-c'),
+        resources: { cpuMillis: 400, memoryBytes: 128 * 1024 ** 2, gpu: 0 },
+      };
+      const error = await refusal(launch(spec));
+      expect(error.kind).toBe('quota-exceeded');
+      expect(error.detail).toMatch(/requests\.cpu: 400m requested, 0 used of 300m/);
+      expect(error.extensions).toMatchObject({ quota: 'atrium-quota' });
+      expect(objects('deployments', spec.serviceId)).toEqual([]);
+      expect(await backend.status(spec.serviceId)).toBeNull();
+    });
+
+    it('refuses a service over the count of services with quota-exceeded', async () => {
+      const limited = { ...quota, services: 1 };
+      await launch({ ...inProject('team-d'), quota: limited });
+      const error = await refusal(launch({ ...inProject('team-d'), quota: limited }));
+      expect(error.kind).toBe('quota-exceeded');
+      expect(error.detail).toMatch(/count\/deployments\.apps/);
+    });
+
+    it('reads again and retries an update that lost a race (409), a bounded number of times', async () => {
+      const spec = await launch(inProject('team-e'));
+      await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'running');
+      const puts = () =>
+        fake.requests.filter((r) => r.method === 'PUT' && r.path.includes('/deployments/')).length;
+      const before = puts();
+      fake.interfere('deployments', 2);
+      await backend.stop(spec.serviceId);
+      expect(puts() - before).toBe(3);
+      expect((await backend.status(spec.serviceId))?.phase).toBe('stopped');
+
+      fake.interfere('deployments', 100);
+      const error = await refusal(backend.apply(spec));
+      expect(error.kind).toBe('conflict');
+      fake.interfere('deployments', 0);
+    });
+
+    it('translates what the API server answers into problem kinds, never passing an ApiException on', async () => {
+      const status = (code: number, reason: string, message: string) =>
+        new ApiException(code, 'x', JSON.stringify({ kind: 'Status', code, reason, message }), {});
+      expect(translate(status(404, 'NotFound', 'deployments.apps "x" not found'), 'deployment x').kind).toBe(
+        'not-found',
+      );
+      const quotaError = translate(
+        status(
+          403,
+          'Forbidden',
+          'pods "p" is forbidden: exceeded quota: q1, requested: limits.memory=2Gi,requests.memory=2Gi, used: limits.memory=0,requests.memory=0, limited: limits.memory=1Gi,requests.memory=1Gi',
+        ),
+        'pod p',
+      );
+      expect(quotaError.kind).toBe('quota-exceeded');
+      expect(quotaError.detail).toContain('limits.memory: 2Gi requested, 0 used of 1Gi');
+      expect(translate(status(403, 'Forbidden', 'no RBAC'), 'x').kind).toBe('internal');
+      expect(translate(status(422, 'Invalid', 'bad name'), 'x').kind).toBe('unprocessable');
+      expect(translate(status(500, 'InternalError', 'etcd'), 'x').kind).toBe('unavailable');
+      let calls = 0;
+      const retried = await retryOnConflict('x', async () => {
+        calls++;
+        if (calls < 3) throw status(409, 'Conflict', 'modified');
+        return 'done';
+      });
+      expect([retried, calls]).toEqual(['done', 3]);
+    });
+
+    it('answers 404s as absence: no status, nothing to stop or delete, no such task', async () => {
+      expect(await backend.status('svc_DoesNotExist000000')).toBeNull();
+      await backend.stop('svc_DoesNotExist000000');
+      await backend.delete('svc_DoesNotExist000000');
+      const spec = await launch(inProject('team-f'));
+      await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'running');
+      const lines = async (options: { task?: string; container?: string }) => {
+        for await (const line of backend.logs(spec.serviceId, options)) void line;
+      };
+      expect((await refusal(lines({ task: 'no-such-pod' }))).kind).toBe('not-found');
+      expect((await refusal(lines({ container: 'sidecar' }))).kind).toBe('not-found');
+    });
+
+    it('says the API server cannot be reached, as unavailable', async () => {
+      const unreachable = loadKubeConfig(fake.kubeconfigPath, null);
+      unreachable.clusters = unreachable.clusters.map((c) => ({ ...c, server: 'http://127.0.0.1:9' }));
+      const offline = new KubernetesBackend({
+        clients: createClients(unreachable),
+        settings,
+        log: createLogger('silent'),
+      });
+      expect((await refusal(offline.apply(inProject('team-g')))).kind).toBe('unavailable');
+      expect((await refusal(offline.status('svc_Whatever00000000000'))).kind).toBe('unavailable');
+      await offline.close();
+    });
+  });
+
+  describe('stable reasons', () => {
+    const withImage = (image: string): WorkloadSpec => {
+      const spec = inProject(`team-h${started.length}`);
+      const cluster = spec.run.cluster;
+      if (!cluster) throw new Error('no cluster run spec');
+      return { ...spec, run: { local: null, cluster: { ...cluster, image } } };
+    };
+
+    it('fails a workload whose image cannot be pulled as image-pull-failed, at once', async () => {
+      const spec = await launch(withImage('registry.example.org/missing:1'));
+      const status = await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'failed', 10_000);
+      expect(status?.message).toMatch(
+        /^image-pull-failed: the image "registry\.example\.org\/missing:1" cannot be pulled \(ImagePullBackOff/,
+      );
+      expect(status?.tasks[0]?.containers[0]?.reason).toBe('ImagePullBackOff');
+    });
+
+    it('says a workload no node can run is unschedulable, then fails it so', async () => {
+      const spec = await launch(withImage('registry.example.org/huge:1'));
+      const waiting = await waitForStatus(backend, spec.serviceId, (s) => Boolean(s?.message));
+      expect(waiting?.phase).toBe('starting');
+      expect(waiting?.message).toMatch(
+        /^unschedulable: no node of the cluster can run it \(0\/1 nodes are available/,
+      );
+      const failed = await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'failed', 10_000);
+      expect(failed?.message).toMatch(/^unschedulable: /);
+    });
+
+    it('says a workload that keeps crashing is in a crash loop, then gives up', async () => {
+      const spec = await launch({
+        ...inProject('team-k', { mode: 'crash-later', crash_after_ms: 300, exit_code: 5 }),
+      });
+      const looping = await waitForStatus(
+        backend,
+        spec.serviceId,
+        (s) => /^crash-loop: /.test(s?.message ?? ''),
+        10_000,
+      );
+      expect(looping?.phase).toBe('starting');
+      expect(looping?.message).toMatch(/exited with code 5; restarting/);
+      const failed = await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'failed', 20_000);
+      expect(failed?.message).toMatch(/^crash-loop: exited with code 5; restarted 2 times, giving up/);
+      expect(failed?.exitCode).toBe(5);
+    });
+  });
+
+  describe('events', () => {
+    it("tells the cluster's events about a workload's own objects only, in order", async () => {
+      const first = await launch(inProject('team-i'));
+      const second = await launch(inProject('team-i'));
+      await waitForStatus(backend, first.serviceId, (s) => s?.phase === 'running');
+      await waitForStatus(backend, second.serviceId, (s) => s?.phase === 'running');
+      const deadline = Date.now() + 5000;
+      const mine = () => events.filter((e) => e.serviceId === first.serviceId);
+      while (Date.now() < deadline && !mine().some((e) => e.type === 'kubernetes.Started')) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const told = mine().filter((e) => e.type.startsWith('kubernetes.'));
+      expect(told.map((e) => e.type)).toEqual(
+        expect.arrayContaining(['kubernetes.Scheduled', 'kubernetes.Started']),
+      );
+      const secondPod = objects('pods', second.serviceId)[0]?.metadata.name ?? '(none)';
+      expect(told.some((e) => e.message.includes(secondPod))).toBe(false);
+      const seqs = mine()
+        .map((e) => e.sourceSeq)
+        .filter((s): s is number => s !== null);
+      expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    });
+
+    it('reports a workload whose Deployment was deleted behind its back as lost, and stops what it left', async () => {
+      const spec = await launch(inProject('team-j'));
+      await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'running');
+      const [deployment] = objects('deployments', spec.serviceId);
+      // Orphaned: its pod would run on unless the backend stops it.
+      fake.api.delete('deployments', 'atrium-team-j', deployment?.metadata.name ?? '', {
+        propagationPolicy: 'Orphan',
+      });
+      const lost = await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'lost', 5000);
+      expect(lost?.message).toMatch(/deleted outside Atrium/);
+      expect(events.some((e) => e.serviceId === spec.serviceId && e.type === 'lost')).toBe(true);
+      const deadline = Date.now() + 5000;
+      while (Date.now() < deadline && objects('pods', spec.serviceId).length > 0)
+        await new Promise((r) => setTimeout(r, 50));
+      expect(objects('pods', spec.serviceId)).toEqual([]);
+    });
+  });
+});
