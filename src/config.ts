@@ -421,6 +421,16 @@ function readConfigFile(file: string): ConfigInput {
   if (typeof parsed.dataDir === 'string' && !isAbsolute(parsed.dataDir)) {
     parsed.dataDir = resolve(dirname(file), parsed.dataDir);
   }
+  // A region's kubeconfig, like the sources' paths, is relative to the file.
+  const regions = parsed.regions;
+  if (Array.isArray(regions)) {
+    parsed.regions = regions.map((region: unknown) => {
+      if (!isPlainObject(region) || !isPlainObject(region.backend)) return region;
+      const kubeconfig = region.backend.kubeconfig;
+      if (typeof kubeconfig !== 'string' || isAbsolute(kubeconfig)) return region;
+      return { ...region, backend: { ...region.backend, kubeconfig: resolve(dirname(file), kubeconfig) } };
+    });
+  }
   for (const field of ['catalogs', 'modules'] as const) {
     const sources = parsed[field];
     if (!Array.isArray(sources)) continue;

@@ -6,10 +6,11 @@ import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { iso } from '../clock.js';
-import { adjustQuotaUsage } from '../db/projects.js';
+import { adjustQuotaUsage, findQuota } from '../db/projects.js';
 import { appendEvent } from '../db/events.js';
 import * as q from '../db/services.js';
 import type { ServiceRecord, ServiceStatus } from '../db/services.js';
+import { DomainError } from '../errors.js';
 import type {
   ClusterBackend,
   WorkloadEvent,
@@ -249,9 +250,25 @@ export class ServiceController {
     if (!started) return false;
     await this.progressOperations(service.id, 40, 'starting');
     try {
-      await backend.apply({ ...workloadSpecOf(service), generation });
+      const quota = await findQuota(this.deps.db, service.projectId);
+      await backend.apply({
+        ...workloadSpecOf(service),
+        generation,
+        quota: quota
+          ? {
+              cpuMillis: quota.limits.cpuMillis,
+              memoryBytes: quota.limits.memoryBytes,
+              gpu: quota.limits.gpu,
+              services: quota.limits.services,
+            }
+          : null,
+      });
     } catch (error) {
-      const message = `could not start: ${(error as Error).message}`;
+      // A refusal by the cluster's own quota keeps its problem type; anything else failed the start.
+      const message =
+        error instanceof DomainError && error.kind === 'quota-exceeded'
+          ? `quota-exceeded: ${error.detail}`
+          : `could not start: ${(error as Error).message}`;
       this.deps.log.warn({ err: error, serviceId: service.id }, 'service could not start');
       const current = await q.findService(this.deps.db, service.id);
       if (current) return this.settle(current, 'failed', { message, event: { type: 'failed', message } });
@@ -405,11 +422,15 @@ export class ServiceController {
         await operations.finish(op.id, {
           status: 'failed',
           message: detail,
-          error: operationProblem('launch-failed', detail, {
-            service_id: service.id,
-            exit_code: fields.exitCode ?? null,
-            log_tail: fields.logTail ?? [],
-          }),
+          error: operationProblem(
+            detail.startsWith('quota-exceeded:') ? 'quota-exceeded' : 'launch-failed',
+            detail,
+            {
+              service_id: service.id,
+              exit_code: fields.exitCode ?? null,
+              log_tail: fields.logTail ?? [],
+            },
+          ),
         });
       } else if (op.kind === 'suspend-service' && status === 'suspended') {
         await operations.finish(op.id, {

@@ -411,6 +411,25 @@ describe('loadConfig', () => {
       ]);
     });
 
+    it('resolves relative module directories and kubeconfig paths against the directory of the file', () => {
+      const file = configFile({
+        modules: [{ id: 'lab', name: 'Lab', path: 'modules' }],
+        regions: [
+          {
+            id: 'cluster',
+            name: 'Cluster',
+            backend: { type: 'kubernetes', kubeconfig: 'kube/config' },
+            quotas: { default: {} },
+          },
+        ],
+      });
+      const dir = resolve(file, '..');
+      const config = loadConfig({ env: { ATRIUM_CONFIG: file } });
+      expect(config.modules[0]?.path).toBe(join(dir, 'modules'));
+      const backend = config.regions[0]?.backend;
+      expect(backend?.type === 'kubernetes' ? backend.kubeconfig : null).toBe(join(dir, 'kube', 'config'));
+    });
+
     it('fills the defaults of a catalog given in the file', () => {
       const file = configFile({ catalogs: [{ id: 'lab', name: 'Lab', path: '/srv/lab' }] });
       expect(loadConfig({ env: { ATRIUM_CONFIG: file } }).catalogs).toEqual([
