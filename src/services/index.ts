@@ -8,7 +8,7 @@ import { createKubernetesBackends } from '../backends/cluster/kubernetes/index.j
 import { LocalBackend } from '../backends/cluster/local.js';
 import { noopHandler } from '../backends/scheduler/noop.js';
 import { Scheduler } from '../backends/scheduler/scheduler.js';
-import type { ClusterBackend } from '../backends/cluster/types.js';
+import type { BatchBackend, ClusterBackend } from '../backends/cluster/types.js';
 import { Authenticator } from '../auth/authenticator.js';
 import { OidcVerifier } from '../auth/oidc.js';
 import { ContentStore } from '../backends/files/store.js';
@@ -64,10 +64,20 @@ export interface ServiceDeps {
   build: BuildInfo;
   /** The backend of each region; by default one made from the configuration. */
   backends?: Map<string, ClusterBackend>;
+  /** The batch backend of each region; by default made from the configuration. */
+  batches?: Map<string, BatchBackend>;
 }
 
 /** Wires every service to its dependencies; the one place that knows the whole graph. */
-export function createServices({ config, database, clock, log, build, backends }: ServiceDeps): Services {
+export function createServices({
+  config,
+  database,
+  clock,
+  log,
+  build,
+  backends,
+  batches,
+}: ServiceDeps): Services {
   const db = database.knex;
   const regions = new RegionService(config.regions);
   const projects = new ProjectService({ db, clock, regions });
@@ -122,7 +132,7 @@ export function createServices({ config, database, clock, log, build, backends }
     operations,
     scheduler,
     notifier,
-    batch: new LocalBatchBackend({ root: join(config.dataDir, 'jobs') }),
+    batches: batches ?? createBatchBackends(config, log),
   });
   scheduler.register(runTaskKind, runs.taskHandler());
   return {
@@ -158,6 +168,23 @@ export function createServices({ config, database, clock, log, build, backends }
 }
 
 /** A backend for each region that can run services: the local runtime, or a Kubernetes cluster. */
+/** Where each region runs batch work: local processes, or Jobs on its Kubernetes cluster. */
+export function createBatchBackends(config: Config, log: Logger): Map<string, BatchBackend> {
+  const batches = new Map<string, BatchBackend>();
+  const local = new LocalBatchBackend({ root: join(config.dataDir, 'jobs') });
+  for (const region of config.regions) {
+    if (region.backend.type === 'kubernetes') {
+      batches.set(
+        region.id,
+        createKubernetesBackends(region.backend, region.expose?.domain ?? null, log).batch,
+      );
+    } else {
+      batches.set(region.id, local);
+    }
+  }
+  return batches;
+}
+
 export function createBackends(config: Config, log: Logger): Map<string, ClusterBackend> {
   const backends = new Map<string, ClusterBackend>();
   for (const region of config.regions) {

@@ -3,12 +3,13 @@
 // its module function through the execution contract on a batch backend; its outputs are recorded,
 // with their lineage, in the transaction that finishes the job.
 import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { join, relative } from 'node:path';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { iso } from '../clock.js';
-import type { LocalBatchBackend } from '../backends/cluster/local-batch.js';
+import type { BatchBackend, BatchStatus } from '../backends/cluster/types.js';
 import type { StagedContent } from '../backends/files/store.js';
 import {
   ContractError,
@@ -18,7 +19,7 @@ import {
   type Tags,
 } from '../backends/modules/contract.js';
 import { functionResources, functionTimeoutMs, inputProblems } from '../backends/modules/manifest.js';
-import { localRunSpec } from '../backends/modules/run-spec.js';
+import { clusterRunSpec, localRunSpec } from '../backends/modules/run-spec.js';
 import {
   JobFailure,
   terminalStatuses,
@@ -119,9 +120,37 @@ export class RunService {
       operations: OperationService;
       scheduler: Scheduler;
       notifier: Notifier;
-      batch: LocalBatchBackend;
+      /** Where run-to-completion work runs, per region. */
+      batches: Map<string, BatchBackend>;
     },
   ) {}
+
+  private async regionOf(projectId: string, db: Knex = this.deps.db): Promise<string> {
+    const row = (await db('projects').where({ id: projectId }).first('region_id')) as
+      { region_id: string } | undefined;
+    return row?.region_id ?? '';
+  }
+
+  private batchOf(regionId: string): BatchBackend {
+    const backend = this.deps.batches.get(regionId);
+    if (!backend) throw new JobFailure(`region ${regionId} has no backend for batch work`, false);
+    return backend;
+  }
+
+  /** Polls a batch workload until it ends (or `signal` aborts); its last status. */
+  private async waitForBatch(
+    backend: BatchBackend,
+    id: string,
+    signal: AbortSignal,
+  ): Promise<BatchStatus | null> {
+    let status = await backend.status(id);
+    for (let i = 0; i < 10_000_000 && !signal.aborted; i++) {
+      if (!status || status.phase === 'succeeded' || status.phase === 'failed') return status;
+      await sleep(i < 20 ? 50 : 250, undefined, { signal }).catch(() => undefined);
+      status = await backend.status(id);
+    }
+    return status;
+  }
 
   private workDir(jobId: string, attempt: number): string {
     return join(this.deps.dataDir, 'work', jobId, `attempt-${attempt}`);
@@ -329,8 +358,9 @@ export class RunService {
   }
 
   async delete(principal: Principal, projectId: string, runId: string): Promise<void> {
-    const { db, clock, batch } = this.deps;
+    const { db, clock } = this.deps;
     const run = await this.actionable(principal, projectId, runId);
+    const batch = this.deps.batches.get(await this.regionOf(projectId));
     if (run.status === 'running') throw conflict(`run ${runId} is running; cancel it first`);
     const jobs = await jobsOfRun(db, runId);
     const executions = await Promise.all(jobs.map((job) => this.executions(job.id)));
@@ -351,7 +381,7 @@ export class RunService {
     });
     for (const [i, job] of jobs.entries()) {
       for (let attempt = 1; attempt <= (executions[i] ?? 0); attempt++) {
-        await batch.remove(this.batchId(job.id, attempt)).catch(() => undefined);
+        await batch?.remove(this.batchId(job.id, attempt)).catch(() => undefined);
       }
       await rm(join(this.deps.dataDir, 'work', job.id), { recursive: true, force: true });
     }
@@ -395,12 +425,14 @@ export class RunService {
     job: JobRecord,
     options: { tail?: number | undefined; follow: boolean; signal: AbortSignal },
   ): AsyncIterable<string> {
+    const batch = this.deps.batches.get(await this.regionOf(job.projectId ?? ''));
+    if (!batch) return;
     const last = Math.max(1, await this.executions(job.id));
     const first = options.tail !== undefined ? last : 1;
     for (let attempt = first; attempt <= last; attempt++) {
       if (last > 1 && options.tail === undefined) yield `--- attempt ${attempt} ---\n`;
       const following = options.follow && attempt === last && !terminalStatuses.includes(job.status);
-      yield* this.deps.batch.logs(this.batchId(job.id, attempt), {
+      yield* batch.logs(this.batchId(job.id, attempt), {
         ...(options.tail !== undefined ? { tail: options.tail } : {}),
         follow: following,
         signal: options.signal,
@@ -441,8 +473,10 @@ export class RunService {
   }
 
   private async runTask(job: JobRecord, ctx: RunContext): Promise<TaskResult> {
-    const { modules, batch } = this.deps;
+    const { modules } = this.deps;
     const { run, task } = await this.taskOf(job);
+    const batch = this.batchOf(await this.regionOf(run.projectId));
+    const onCluster = batch.type === 'kubernetes';
     let resolved;
     try {
       resolved = await modules.function(task.module, task.function);
@@ -450,8 +484,10 @@ export class RunService {
       throw new JobFailure(`${task.module}.${task.function} is no longer loaded`, false);
     }
     const { fn, module } = resolved;
-    if (!fn.run.local)
-      throw new JobFailure(`${task.module}.${task.function} cannot run on this machine`, false);
+    if (onCluster ? !fn.run.cluster : !fn.run.local) {
+      const where = onCluster ? 'cluster' : 'local';
+      throw new JobFailure(`${task.module}.${task.function} has no ${where} run spec for this region`, false);
+    }
     const inputs = await this.inputsOf(run, job);
     const problems = inputProblems(
       fn,
@@ -486,14 +522,25 @@ export class RunService {
     await batch.start({
       jobId: batchId,
       projectId: run.projectId,
-      run: { local: localRunSpec(fn, module.stored.dir, workDir), cluster: null },
+      // On a cluster the work directory is the job's sub-path of the region's shared work volume,
+      // which Atrium mounts at <data dir>/work.
+      run: onCluster
+        ? {
+            local: null,
+            cluster: await clusterRunSpec(
+              fn,
+              module.stored.dir,
+              relative(join(this.deps.dataDir, 'work'), workDir),
+            ),
+          }
+        : { local: localRunSpec(fn, module.stored.dir, workDir), cluster: null },
       resources: functionResources(fn),
       timeoutMs: functionTimeoutMs(fn),
       labels: { job: job.id, run: run.id },
     });
     const stop = () => void batch.cancel(batchId);
     ctx.signal.addEventListener('abort', stop, { once: true });
-    const status = await batch.wait(batchId, ctx.signal);
+    const status = await this.waitForBatch(batch, batchId, ctx.signal);
     ctx.signal.removeEventListener('abort', stop);
     if (ctx.signal.aborted) throw new JobFailure('stopped', true);
     if (!status || status.phase !== 'succeeded') {

@@ -1,7 +1,11 @@
 // A Kubernetes region through the whole API, against the fake API server: a launch runs as a
-// Deployment, and a launch the namespace's own quota refuses ends as a quota-exceeded problem (the
+// Deployment, a pipeline task as a Job, and a launch the namespace's own quota refuses ends as a quota-exceeded problem (the
 // project quota in Atrium had room), not as a failure to start and never as a 500.
+import { mkdirSync, symlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Worker } from '../../src/backends/scheduler/worker.js';
+import { createLogger } from '../../src/log.js';
 import { namespaceName } from '../../src/backends/cluster/kubernetes/naming.js';
 import { createTestApp, type TestApp } from '../fixtures/app.js';
 import { FakeKube } from '../fixtures/fake-kube/index.js';
@@ -21,7 +25,12 @@ describe('a kubernetes region (fake API server, sqlite)', () => {
           {
             id: 'cluster',
             name: 'Test cluster',
-            backend: { type: 'kubernetes', kubeconfig: fake.kubeconfigPath, namespace_prefix: 'atrium-' },
+            backend: {
+              type: 'kubernetes',
+              kubeconfig: fake.kubeconfigPath,
+              namespace_prefix: 'atrium-',
+              work_volume_claim: 'atrium-work',
+            },
             quotas: {
               default: { cpu: '4', memory: '8Gi', gpu: 0, services: 10, concurrent_jobs: 4, storage: '10Gi' },
             },
@@ -67,6 +76,52 @@ describe('a kubernetes region (fake API server, sqlite)', () => {
       .set('Authorization', owner.auth)
       .set('Prefer', 'wait=30')
       .expect(202);
+  }, 60_000);
+
+  it('runs a pipeline task as a Job over the shared work volume, with the same contract', async () => {
+    const namespace = namespaceName('atrium-', 'kube');
+    // Atrium sees the region's work volume at <data dir>/work (here: the fake's directory of the claim).
+    const claim = join(fake.root, 'claims', namespace, 'atrium-work');
+    mkdirSync(claim, { recursive: true });
+    symlinkSync(claim, join(t.config.dataDir, 'work'));
+    const worker = new Worker(
+      { scheduler: t.services.scheduler, notifier: t.services.notifier, log: createLogger('silent') },
+      { concurrency: 1, pollMs: 50 },
+    );
+    worker.start();
+    try {
+      const file = await t.http
+        .post('/api/v1/projects/kube/files?name=note.txt')
+        .set('Authorization', owner.auth)
+        .set('Content-Type', 'application/octet-stream')
+        .send(Buffer.from('shout this\n'))
+        .expect(201);
+      const pipeline = await t.http
+        .post('/api/v1/projects/kube/pipelines')
+        .set('Authorization', owner.auth)
+        .send({
+          name: 'upper',
+          tasks: [{ module: 'text', function: 'change-case', options: { case: 'upper' } }],
+        })
+        .expect(201);
+      const started = await t.http
+        .post('/api/v1/projects/kube/runs')
+        .set('Authorization', owner.auth)
+        .set('Prefer', 'wait=50')
+        .send({ pipeline_id: pipeline.body.id, input_file_ids: [file.body.id] })
+        .expect(202);
+      expect(started.body).toMatchObject({ status: 'succeeded' });
+      const jobs = fake.objects('jobs', namespace);
+      expect(jobs.length).toBe(1);
+      const [output] = started.body.result.output_file_ids as string[];
+      const content = await t.http
+        .get(`/api/v1/projects/kube/files/${output}/content`)
+        .set('Authorization', owner.auth)
+        .buffer(true);
+      expect(content.text).toBe('SHOUT THIS\n');
+    } finally {
+      await worker.stop(2000);
+    }
   }, 60_000);
 
   it('ends a launch the namespace quota refuses with a quota-exceeded problem', async () => {

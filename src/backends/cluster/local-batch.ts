@@ -22,6 +22,7 @@ interface StatusFile {
 }
 
 export class LocalBatchBackend implements BatchBackend {
+  readonly type = 'local' as const;
   private readonly children = new Map<string, ChildProcess>();
 
   constructor(private readonly options: { root: string; pollMs?: number }) {}

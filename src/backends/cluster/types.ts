@@ -170,6 +170,8 @@ export interface BatchStatus {
 }
 
 export interface BatchBackend {
+  /** Which contract its workloads use: `run.local` (a process) or `run.cluster` (an image). */
+  readonly type: 'local' | 'kubernetes';
   /** Starts the workload; starting one that exists already does nothing (never twice). */
   start(spec: BatchWorkloadSpec): Promise<void>;
   status(jobId: string): Promise<BatchStatus | null>;

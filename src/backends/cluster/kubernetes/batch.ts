@@ -45,6 +45,7 @@ function condition(job: V1Job, type: string) {
 }
 
 export class KubernetesBatchBackend implements BatchBackend {
+  readonly type = 'kubernetes' as const;
   readonly settings: KubernetesSettings;
   private readonly onboarding: Onboarding;
   private readonly namespaces = new Map<string, string>();
