@@ -16,6 +16,7 @@ export interface JobRecord {
   priority: number;
   status: JobStatus;
   dependsOn: string | null;
+  concurrencyKey: string | null;
   attempts: number;
   maxAttempts: number;
   runAfter: string;
@@ -41,6 +42,7 @@ interface JobRow {
   priority: number | string;
   status: JobStatus;
   depends_on: string | null;
+  concurrency_key: string | null;
   attempts: number | string;
   max_attempts: number | string;
   run_after: string;
@@ -68,6 +70,7 @@ export function jobFromRow(row: JobRow): JobRecord {
     priority: toNumber(row.priority),
     status: row.status,
     dependsOn: row.depends_on,
+    concurrencyKey: row.concurrency_key,
     attempts: toNumber(row.attempts),
     maxAttempts: toNumber(row.max_attempts),
     runAfter: row.run_after,
@@ -94,6 +97,7 @@ export interface NewJob {
   priority: number;
   status: 'pending' | 'queued';
   dependsOn: string | null;
+  concurrencyKey: string | null;
   maxAttempts: number;
   runAfter: string;
   createdAt: string;
@@ -110,6 +114,7 @@ export async function insertJob(trx: Knex.Transaction, job: NewJob): Promise<voi
     priority: job.priority,
     status: job.status,
     depends_on: job.dependsOn,
+    concurrency_key: job.concurrencyKey,
     max_attempts: job.maxAttempts,
     run_after: job.runAfter,
     created_at: job.createdAt,
@@ -137,6 +142,12 @@ export async function claimJob(
     .where('j.status', 'queued')
     .where('j.run_after', '<=', claim.now)
     .whereIn('j.kind', claim.kinds)
+    // One job at a time per concurrency key: none whose key another running job holds.
+    .where((w) =>
+      w
+        .whereNull('j.concurrency_key')
+        .orWhereNotExists(trx('job_locks as l').select(trx.raw('1')).whereRaw('l.key = j.concurrency_key')),
+    )
     .where((w) =>
       w
         .whereNull('j.project_id')
@@ -343,4 +354,23 @@ export async function countJobsByStatus(db: Knex): Promise<Record<string, number
     n: unknown;
   }[];
   return Object.fromEntries(rows.map((r) => [r.status, toNumber(r.n)]));
+}
+
+/** Takes the lock of a job's concurrency key; false when another job holds it. */
+export async function takeJobLock(
+  trx: Knex.Transaction,
+  key: string,
+  jobId: string,
+  now: string,
+): Promise<boolean> {
+  const inserted = (await trx('job_locks')
+    .insert({ key, job_id: jobId, taken_at: now })
+    .onConflict('key')
+    .ignore()
+    .returning('key')) as unknown[];
+  return inserted.length > 0;
+}
+
+export async function giveJobLocks(trx: Knex.Transaction, jobId: string): Promise<void> {
+  await trx('job_locks').where({ job_id: jobId }).delete();
 }

@@ -66,6 +66,8 @@ export interface EnqueueRequest {
   maxAttempts?: number;
   /** The job waits (pending) until this one finished. */
   dependsOn?: string | null;
+  /** Jobs with the same key never run at the same time (the others stay queued). */
+  concurrencyKey?: string | null;
   runId?: string | null;
   taskIndex?: number | null;
   id?: string;
@@ -165,6 +167,7 @@ export class Scheduler {
       priority: request.priority ?? 0,
       status: waits ? 'pending' : 'queued',
       dependsOn,
+      concurrencyKey: request.concurrencyKey ?? null,
       maxAttempts: request.maxAttempts ?? this.deps.options.maxAttempts,
       runAfter: now,
       createdAt: now,
@@ -194,6 +197,9 @@ export class Scheduler {
           leaseExpiresAt: this.now(this.deps.options.leaseMs),
         });
         if (!job) return null;
+        if (job.concurrencyKey && !(await q.takeJobLock(trx, job.concurrencyKey, job.id, now))) {
+          throw new SlotTaken();
+        }
         if (job.projectId) {
           // The claim excluded projects at their limit; this makes it exact under concurrency.
           if (!(await q.takeJobSlot(trx, job.projectId, now))) {
@@ -242,6 +248,7 @@ export class Scheduler {
       );
       if (!before) return false;
       if (before.holdsSlot && before.projectId) await q.giveJobSlot(trx, before.projectId, now);
+      await q.giveJobLocks(trx, before.id);
       const job: JobRecord = { ...before, status: 'finished', result, finishedAt: now, holdsSlot: false };
       const commit = this.handlers.get(job.kind)?.commit;
       if (commit) await commit(trx, job, result);
@@ -279,6 +286,7 @@ export class Scheduler {
       );
       if (!before) return false;
       if (before.holdsSlot && before.projectId) await q.giveJobSlot(trx, before.projectId, now);
+      await q.giveJobLocks(trx, before.id);
       const job = { ...before, error, holdsSlot: false };
       if (retry) {
         await this.transition(
@@ -315,6 +323,7 @@ export class Scheduler {
       );
       if (!before) return false;
       if (before.holdsSlot && before.projectId) await q.giveJobSlot(trx, before.projectId, now);
+      await q.giveJobLocks(trx, before.id);
       await this.transition(trx, before, 'running', 'cancelled', 'cancelled while running');
       await this.cancelDependents(trx, before.id, `job ${before.id} was cancelled`);
       return true;
@@ -336,6 +345,7 @@ export class Scheduler {
       );
       if (!before) return false;
       if (before.holdsSlot && before.projectId) await q.giveJobSlot(trx, before.projectId, now);
+      await q.giveJobLocks(trx, before.id);
       await this.transition(
         trx,
         before,
@@ -483,6 +493,7 @@ export class Scheduler {
         );
         if (!before) return false;
         if (before.holdsSlot && before.projectId) await q.giveJobSlot(trx, before.projectId, now);
+        await q.giveJobLocks(trx, before.id);
         await this.transition(trx, before, 'running', exhausted ? 'failed' : 'queued', error.message, {
           error,
         });

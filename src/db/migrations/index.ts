@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import * as foundation from './001_foundation.js';
 import * as services from './002_services.js';
 import * as pipelines from './003_pipelines.js';
+import * as benchmarks from './004_benchmarks.js';
 
 // A static list, so that migrations work the same from src/ (tests) and dist/ (production), and a
 // bundler or a missing directory can never skip one. Append only.
@@ -9,6 +10,7 @@ const migrations: Record<string, Knex.Migration> = {
   '001_foundation': foundation,
   '002_services': services,
   '003_pipelines': pipelines,
+  '004_benchmarks': benchmarks,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

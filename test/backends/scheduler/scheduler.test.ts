@@ -152,6 +152,23 @@ describe.each(testEngines())('scheduler (%s)', (engine) => {
     });
   });
 
+  describe('concurrency keys', () => {
+    it('runs one job of a key at a time, queueing the others, and lets other keys pass', async () => {
+      await drain();
+      const a = await enqueue({ concurrencyKey: 'runner:local' });
+      now += 1;
+      const b = await enqueue({ concurrencyKey: 'runner:local' });
+      now += 1;
+      const other = await enqueue({ concurrencyKey: 'runner:elsewhere' });
+      const first = await claim();
+      expect(first.job.id).toBe(a.id);
+      expect((await claim()).job.id).toBe(other.id);
+      expect(await scheduler.claim('w1')).toBeNull();
+      await scheduler.fail(first, new JobFailure('broken', false));
+      expect((await claim()).job.id).toBe(b.id);
+    });
+  });
+
   describe('complete', () => {
     it('finishes the job, runs its commit hook once and queues the job waiting on it', async () => {
       await drain();
