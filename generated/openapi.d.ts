@@ -665,6 +665,287 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/projects/{projectId}/benchmark-plans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        /** List a project's benchmark plans */
+        get: operations["listProjectBenchmarkPlans"];
+        put?: never;
+        /**
+         * Save a benchmark plan in a project
+         * @description Its QPIs must exist and its parameter overrides must name metrics of them and be valid for
+         *     them (422 listing every problem). Names are unique per project and may not be a built-in's (409).
+         */
+        post: operations["createBenchmarkPlan"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/benchmark-plans/{planId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A project plan's identifier. */
+                planId: components["parameters"]["BenchmarkPlanId"];
+            };
+            cookie?: never;
+        };
+        /** Get a project's benchmark plan */
+        get: operations["getProjectBenchmarkPlan"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a project's benchmark plan
+         * @description Its runs stay.
+         */
+        delete: operations["deleteBenchmarkPlan"];
+        options?: never;
+        head?: never;
+        /** Change a project's benchmark plan */
+        patch: operations["updateBenchmarkPlan"];
+        trace?: never;
+    };
+    "/projects/{projectId}/benchmark-runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        /** List a project's benchmark runs */
+        get: operations["listBenchmarkRuns"];
+        put?: never;
+        /**
+         * Run a benchmark plan
+         * @description Queues the plan on its runner (this machine, or the project region's cluster as a Job); runs on
+         *     one runner never overlap: a second one waits, queued, and is not refused. Answers 202 with the
+         *     operation that follows it, with a progress event per metric; its result holds the score.
+         */
+        post: operations["createBenchmarkRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/benchmark-runs/{runId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A benchmark run's identifier. */
+                runId: components["parameters"]["BenchmarkRunId"];
+            };
+            cookie?: never;
+        };
+        /** Get a benchmark run */
+        get: operations["getBenchmarkRun"];
+        put?: never;
+        post?: never;
+        /** Delete an ended benchmark run */
+        delete: operations["deleteBenchmarkRun"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/benchmark-runs/{runId}/results": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A benchmark run's identifier. */
+                runId: components["parameters"]["BenchmarkRunId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Get a benchmark run's results
+         * @description As JSON (raw samples, values, section, QPI and overall scores), or as CSV with `format=csv`
+         *     (one line per metric). 409 before the run has results.
+         */
+        get: operations["getBenchmarkResults"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/benchmark-comparisons": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Compare two benchmark runs
+         * @description Per metric value, per QPI score and overall: the change from `base` to `run` in %, and a
+         *     regression flag where `run` is worse by more than `threshold` percent (in the metric's better
+         *     direction). Both runs must have results (409 otherwise).
+         */
+        get: operations["compareBenchmarkRuns"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/benchmark-metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the built-in metrics
+         * @description Every metric Atrium measures, with its unit, direction and parameters. Public.
+         */
+        get: operations["listBenchmarkMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/benchmark-metrics/{metricName}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A metric's name. */
+                metricName: components["parameters"]["MetricName"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Get a metric
+         * @description Public.
+         */
+        get: operations["getBenchmarkMetric"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/benchmark-qpis": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the QPIs
+         * @description The built-in QPIs (compute, memory, storage, network) with their sections, baselines and reference run. Public.
+         */
+        get: operations["listBenchmarkQpis"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/benchmark-qpis/{qpiName}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A QPI's name. */
+                qpiName: components["parameters"]["QpiName"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Get a QPI
+         * @description Public.
+         */
+        get: operations["getBenchmarkQpi"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/benchmark-plans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List the built-in plans
+         * @description Plans shipped with Atrium (`quick` for a smoke run, `full`). Public.
+         */
+        get: operations["listBenchmarkPlans"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/benchmark-plans/{planName}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A built-in plan's name. */
+                planName: components["parameters"]["PlanName"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Get a built-in plan
+         * @description Public.
+         */
+        get: operations["getBenchmarkPlan"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/modules": {
         parameters: {
             query?: never;
@@ -1602,12 +1883,12 @@ export interface components {
         Operation: {
             id: components["schemas"]["ResourceId"];
             /** @enum {string} */
-            kind: "launch-service" | "delete-service" | "suspend-service" | "resume-service" | "delete-services" | "run-pipeline";
+            kind: "launch-service" | "delete-service" | "suspend-service" | "resume-service" | "delete-services" | "run-pipeline" | "run-benchmark";
             project_id: string | null;
             /** @description What it acts on. */
             target: {
                 /** @enum {string} */
-                type: "service" | "project" | "run";
+                type: "service" | "project" | "run" | "benchmark-run";
                 id: string;
             } | null;
             /** @enum {string} */
@@ -1851,6 +2132,243 @@ export interface components {
          *     is missed across a server restart. Comment lines (`: keep-alive`) keep idle connections open.
          */
         EventStream: string;
+        /**
+         * BenchmarkPlan
+         * @description A plan of QPIs; built-in (`id` null) or saved in a project.
+         */
+        BenchmarkPlan: {
+            id: components["schemas"]["ResourceId"] | null;
+            project_id: string | null;
+            builtin: boolean;
+            name: string;
+            title: string;
+            description: string;
+            /** @enum {string} */
+            runner: "local" | "cluster";
+            qpis: string[];
+            /** @enum {string} */
+            formula: "arithmetic" | "geometric";
+            samples: number;
+            warmup: number;
+            parameters: {
+                [key: string]: {
+                    [key: string]: unknown;
+                };
+            };
+            created_at: components["schemas"]["Timestamp"] | null;
+            updated_at: components["schemas"]["Timestamp"] | null;
+        };
+        /** BenchmarkPlanList */
+        BenchmarkPlanList: {
+            items: components["schemas"]["BenchmarkPlan"][];
+            next_cursor: components["schemas"]["NextCursor"];
+        };
+        /**
+         * BenchmarkPlanFields
+         * @description What a plan is made of.
+         */
+        BenchmarkPlanFields: {
+            name?: string;
+            title?: string;
+            description?: string;
+            /**
+             * @description `local`: a process on a machine running Atrium; `cluster`: a Job in the project region's cluster.
+             * @enum {string}
+             */
+            runner?: "local" | "cluster";
+            qpis?: string[];
+            /**
+             * @description How the QPI scores make the plan's score.
+             * @enum {string}
+             */
+            formula?: "arithmetic" | "geometric";
+            samples?: number;
+            warmup?: number;
+            /** @description Per metric name, parameters that replace the QPIs' own (sizes, durations). */
+            parameters?: {
+                [key: string]: {
+                    [key: string]: unknown;
+                };
+            };
+        };
+        /** BenchmarkPlanCreate */
+        BenchmarkPlanCreate: WithRequired<components["schemas"]["BenchmarkPlanFields"], "name" | "title" | "qpis">;
+        /** BenchmarkPlanUpdate */
+        BenchmarkPlanUpdate: components["schemas"]["BenchmarkPlanFields"];
+        /**
+         * BenchmarkRunStatus
+         * @description `queued` waits for its runner (one run at a time per runner); then `running`, and `succeeded`, `failed` or `cancelled`.
+         * @enum {string}
+         */
+        BenchmarkRunStatus: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+        /** BenchmarkRun */
+        BenchmarkRun: {
+            id: components["schemas"]["ResourceId"];
+            project_id: components["schemas"]["Slug"];
+            plan_name: string;
+            /** @description `local`, or `cluster:<region>`. */
+            runner: string;
+            status: components["schemas"]["BenchmarkRunStatus"];
+            operation_id: components["schemas"]["ResourceId"] | null;
+            /** @description The plan's overall score, once it succeeded. */
+            score: number | null;
+            /** @description Each QPI's score, once it succeeded. */
+            qpi_scores: {
+                [key: string]: number;
+            };
+            error: {
+                [key: string]: unknown;
+            } | null;
+            created_by: components["schemas"]["ResourceId"];
+            created_at: components["schemas"]["Timestamp"];
+            updated_at: components["schemas"]["Timestamp"];
+            finished_at: components["schemas"]["Timestamp"] | null;
+        };
+        /** BenchmarkRunList */
+        BenchmarkRunList: {
+            items: components["schemas"]["BenchmarkRun"][];
+            next_cursor: components["schemas"]["NextCursor"];
+        };
+        /** BenchmarkRunCreate */
+        BenchmarkRunCreate: {
+            /** @description A built-in plan's name, or the id of one of the project's plans. */
+            plan: string;
+            /** @description Overrides the plan's samples per metric. */
+            samples?: number;
+            warmup?: number;
+        };
+        /**
+         * BenchmarkResults
+         * @description Everything a run measured and how it was scored: each metric's raw samples, its value (their
+         *     median), spread (median absolute deviation ÷ median), baseline and score; each section's and
+         *     QPI's score; the overall score. The scores follow from the values and baselines by the formula
+         *     in BenchmarkQpi.
+         */
+        BenchmarkResults: {
+            run_id: components["schemas"]["ResourceId"];
+            plan: {
+                [key: string]: unknown;
+            };
+            environment: {
+                [key: string]: unknown;
+            };
+            started_at: string;
+            finished_at: string;
+            /** @enum {string} */
+            formula: "arithmetic" | "geometric";
+            score: number;
+            qpis: {
+                name: string;
+                /** @enum {string} */
+                formula: "arithmetic" | "geometric";
+                baseline_score: number;
+                ratio: number;
+                score: number;
+                sections: {
+                    name: string;
+                    score: number;
+                    metrics: {
+                        id: string;
+                        metric: string;
+                        unit: string;
+                        /** @enum {string} */
+                        better: "higher" | "lower";
+                        parameters: {
+                            [key: string]: unknown;
+                        };
+                        baseline: number;
+                        value: number;
+                        spread: number;
+                        samples: number[];
+                        score: number;
+                    }[];
+                }[];
+            }[];
+        };
+        /** BenchmarkDelta */
+        BenchmarkDelta: {
+            /** @description The value in the base run. */
+            a: number;
+            /** @description The value in the compared run. */
+            b: number;
+            /** @description (b − a) / a × 100. */
+            delta_percent: number;
+            /** @description b is worse than a (in the metric's better direction) by more than the threshold. */
+            regression: boolean;
+        } & {
+            [key: string]: unknown;
+        };
+        /** BenchmarkComparison */
+        BenchmarkComparison: {
+            base_run_id: components["schemas"]["ResourceId"];
+            run_id: components["schemas"]["ResourceId"];
+            threshold_percent: number;
+            /** @description Whether anything (overall, a QPI or a metric) regressed beyond the threshold. */
+            regression: boolean;
+            overall: components["schemas"]["BenchmarkDelta"];
+            qpis: components["schemas"]["BenchmarkDelta"][];
+            metrics: components["schemas"]["BenchmarkDelta"][];
+            /** @description Metric ids and QPI names found in only one of the runs (not compared). */
+            unmatched: string[];
+        };
+        /**
+         * BenchmarkMetric
+         * @description A built-in metric that measures this machine (or a cluster node) for real.
+         */
+        BenchmarkMetric: {
+            name: string;
+            title: string;
+            description: string;
+            /** @enum {string} */
+            category: "compute" | "memory" | "storage" | "network";
+            /** @description For example `MB/s` (10⁶ bytes), `ns`, `IOPS`, `GFLOP/s`. */
+            unit: string;
+            /** @enum {string} */
+            better: "higher" | "lower";
+            /** @description The JSON Schema of its parameters; each has a default. */
+            parameters_schema: {
+                [key: string]: unknown;
+            };
+        };
+        /** BenchmarkMetricList */
+        BenchmarkMetricList: {
+            items: components["schemas"]["BenchmarkMetric"][];
+            next_cursor: components["schemas"]["NextCursor"];
+        };
+        /**
+         * BenchmarkQpi
+         * @description A QPI: sections of metrics, each with a baseline measured on a documented reference machine.
+         *     Score (QTIP's formula): metric score = measured / baseline (baseline / measured when lower is
+         *     better); section score = mean of its metric scores; QPI score = mean of its section scores ×
+         *     `baseline_score`. The mean is arithmetic, or geometric with `formula: geometric`.
+         */
+        BenchmarkQpi: {
+            name: string;
+            title: string;
+            description: string;
+            /** @enum {string} */
+            formula: "arithmetic" | "geometric";
+            baseline_score: number;
+            reference_run: {
+                [key: string]: unknown;
+            };
+            sections: {
+                name: string;
+                title?: string;
+                metrics: {
+                    metric: string;
+                    parameters: {
+                        [key: string]: unknown;
+                    };
+                    baseline: number;
+                }[];
+            }[];
+        };
+        /** BenchmarkQpiList */
+        BenchmarkQpiList: {
+            items: components["schemas"]["BenchmarkQpi"][];
+            next_cursor: components["schemas"]["NextCursor"];
+        };
         /**
          * ModuleFunction
          * @description A function of a module: what options it takes (a JSON Schema), which input files it accepts, and
@@ -2326,6 +2844,16 @@ export interface components {
         Follow: boolean;
         /** @description A job identifier. */
         JobId: components["schemas"]["ResourceId"];
+        /** @description A project plan's identifier. */
+        BenchmarkPlanId: components["schemas"]["ResourceId"];
+        /** @description A benchmark run's identifier. */
+        BenchmarkRunId: components["schemas"]["ResourceId"];
+        /** @description A metric's name. */
+        MetricName: string;
+        /** @description A QPI's name. */
+        QpiName: string;
+        /** @description A built-in plan's name. */
+        PlanName: string;
         /** @description A module's name. */
         ModuleName: components["schemas"]["Slug"];
         /** @description A function's name within its module. */
@@ -3886,6 +4414,550 @@ export interface operations {
             default: components["responses"]["Error"];
         };
     };
+    listProjectBenchmarkPlans: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of plans, newest first. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkPlanList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    createBenchmarkPlan: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description A client-chosen unique key. Repeating a request with the same key replays the first response
+                 *     (marked `Idempotent-Replayed: true`); reusing it with a different request is a 422.
+                 *     Keys are kept for 24 hours.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BenchmarkPlanCreate"];
+            };
+        };
+        responses: {
+            /** @description The plan. */
+            201: {
+                headers: {
+                    Location: components["headers"]["Location"];
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkPlan"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            422: components["responses"]["UnprocessableContent"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getProjectBenchmarkPlan: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A project plan's identifier. */
+                planId: components["parameters"]["BenchmarkPlanId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The plan. */
+            200: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkPlan"];
+                };
+            };
+            /** @description Not modified. */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    deleteBenchmarkPlan: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The `ETag` the change is based on; the request fails with 412 when the resource has changed since. */
+                "If-Match"?: components["parameters"]["IfMatch"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A project plan's identifier. */
+                planId: components["parameters"]["BenchmarkPlanId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            412: components["responses"]["PreconditionFailed"];
+            default: components["responses"]["Error"];
+        };
+    };
+    updateBenchmarkPlan: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description The `ETag` the change is based on; the request fails with 412 when the resource has changed since. */
+                "If-Match"?: components["parameters"]["IfMatch"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A project plan's identifier. */
+                planId: components["parameters"]["BenchmarkPlanId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BenchmarkPlanUpdate"];
+            };
+        };
+        responses: {
+            /** @description The plan, changed. */
+            200: {
+                headers: {
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkPlan"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            412: components["responses"]["PreconditionFailed"];
+            422: components["responses"]["UnprocessableContent"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listBenchmarkRuns: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+                plan?: string;
+                status?: components["schemas"]["BenchmarkRunStatus"];
+            };
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of runs, newest first. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkRunList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    createBenchmarkRun: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description A client-chosen unique key. Repeating a request with the same key replays the first response
+                 *     (marked `Idempotent-Replayed: true`); reusing it with a different request is a 422.
+                 *     Keys are kept for 24 hours.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+                /**
+                 * @description `wait=N` (RFC 7240): hold the response up to N seconds (at most 60) until the operation is done,
+                 *     so that the answer already says how it ended. `Preference-Applied` confirms it.
+                 */
+                Prefer?: components["parameters"]["PreferWait"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BenchmarkRunCreate"];
+            };
+        };
+        responses: {
+            202: components["responses"]["Accepted"];
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            422: components["responses"]["UnprocessableContent"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getBenchmarkRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A benchmark run's identifier. */
+                runId: components["parameters"]["BenchmarkRunId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The run. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkRun"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    deleteBenchmarkRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A benchmark run's identifier. */
+                runId: components["parameters"]["BenchmarkRunId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getBenchmarkResults: {
+        parameters: {
+            query?: {
+                format?: "json" | "csv";
+            };
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A benchmark run's identifier. */
+                runId: components["parameters"]["BenchmarkRunId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The results. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkResults"];
+                    "text/csv": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            default: components["responses"]["Error"];
+        };
+    };
+    compareBenchmarkRuns: {
+        parameters: {
+            query: {
+                base: components["schemas"]["ResourceId"];
+                run: components["schemas"]["ResourceId"];
+                /** @description The regression threshold, in percent. */
+                threshold?: number;
+            };
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The comparison. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkComparison"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listBenchmarkMetrics: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkMetricList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getBenchmarkMetric: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A metric's name. */
+                metricName: components["parameters"]["MetricName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Found. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkMetric"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listBenchmarkQpis: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkQpiList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getBenchmarkQpi: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A QPI's name. */
+                qpiName: components["parameters"]["QpiName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Found. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkQpi"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listBenchmarkPlans: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkPlanList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getBenchmarkPlan: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A built-in plan's name. */
+                planName: components["parameters"]["PlanName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Found. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkPlan"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            404: components["responses"]["NotFound"];
+            default: components["responses"]["Error"];
+        };
+    };
     listModules: {
         parameters: {
             query?: {
@@ -4472,3 +5544,6 @@ export interface operations {
         };
     };
 }
+type WithRequired<T, K extends keyof T> = T & {
+    [P in K]-?: T[P];
+};

@@ -245,6 +245,13 @@ const configSchema = z
       })
       .strict()
       .prefault({}),
+    benchmarks: z
+      .object({
+        // The image of benchmark runs on a cluster: Atrium's own, with /opt/atrium/dist in it.
+        clusterImage: z.string().min(1).nullable().default(null),
+      })
+      .strict()
+      .prefault({}),
     scheduler: z
       .object({
         // Workers inside the API process; 0 leaves the queue to `atrium worker` processes.

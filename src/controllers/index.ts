@@ -3,6 +3,7 @@
 import type { ControllerName, OperationId, operationIndex } from '../../generated/operations.js';
 import type { Handler } from '../http/operation.js';
 import * as audit from './audit.js';
+import * as benchmarks from './benchmarks.js';
 import * as catalogs from './catalogs.js';
 import * as files from './files.js';
 import * as me from './me.js';
@@ -26,6 +27,7 @@ type ControllerMap = { [C in ControllerName]: { [K in OperationsOf<C>]: Handler<
 
 export const controllers = {
   audit,
+  benchmarks,
   catalogs,
   files,
   me,

@@ -8,14 +8,15 @@ export type OperationKind =
   | 'suspend-service'
   | 'resume-service'
   | 'delete-services'
-  | 'run-pipeline';
+  | 'run-pipeline'
+  | 'run-benchmark';
 export type OperationStatus = 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface OperationRecord {
   id: string;
   kind: OperationKind;
   projectId: string | null;
-  target: { type: 'service' | 'project' | 'run'; id: string } | null;
+  target: { type: 'service' | 'project' | 'run' | 'benchmark-run'; id: string } | null;
   userId: string;
   status: OperationStatus;
   progress: number;
@@ -32,7 +33,7 @@ interface OperationRow {
   id: string;
   kind: OperationKind;
   project_id: string | null;
-  target_type: 'service' | 'project' | 'run' | null;
+  target_type: 'service' | 'project' | 'run' | 'benchmark-run' | null;
   target_id: string | null;
   user_id: string;
   status: OperationStatus;

@@ -43,10 +43,20 @@ interface ReplyMeta {
 }
 
 /** One of the operation's documented success responses, with its typed body. */
+/** Whether a response may also be sent in a media type other than JSON (CSV, say). */
+type OtherMediaType<R> = R extends { content: infer C }
+  ? Exclude<keyof C, 'application/json'> extends never
+    ? false
+    : true
+  : false;
+
 export type Reply<K extends OperationId> = {
   [S in SuccessStatus<K>]: JsonBody<Responses<K>[S]> extends undefined
     ? { status: S } & ReplyMeta
-    : { status: S; body: JsonBody<Responses<K>[S]> } & ReplyMeta;
+    : | ({ status: S; body: JsonBody<Responses<K>[S]> } & ReplyMeta)
+      | (OtherMediaType<Responses<K>[S]> extends true
+          ? { status: S; stream: AsyncIterable<string | Uint8Array>; contentType: string } & ReplyMeta
+          : never);
 }[SuccessStatus<K>];
 
 export interface OperationInput<K extends OperationId> {

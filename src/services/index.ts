@@ -17,6 +17,8 @@ import { FileService } from './files.js';
 import { ModuleService } from './modules.js';
 import { PipelineService } from './pipelines.js';
 import { RunService, runTaskKind } from './runs.js';
+import { BenchmarkService, benchmarkRunKind } from './benchmarks.js';
+import { loadBenchmarkDefinitions, type BenchmarkDefinitions } from '../backends/benchmark/builtin.js';
 import { LocalBatchBackend } from '../backends/cluster/local-batch.js';
 import { CatalogService } from './catalogs.js';
 import { IdempotencyService } from './idempotency.js';
@@ -33,6 +35,7 @@ import { UserService } from './users.js';
 
 export interface Services {
   audit: AuditService;
+  benchmarks: BenchmarkService;
   authenticator: Authenticator;
   catalogs: CatalogService;
   files: FileService;
@@ -118,6 +121,7 @@ export function createServices({
     store: new ContentStore(join(config.dataDir, 'files')),
     maxUploadBytes: config.files.maxUploadBytes,
   });
+  const batchBackends = batches ?? createBatchBackends(config, log);
   const modules = new ModuleService({ db, clock, log, sources: config.modules });
   const pipelines = new PipelineService({ db, clock, projects, modules });
   const runs = new RunService({
@@ -132,11 +136,27 @@ export function createServices({
     operations,
     scheduler,
     notifier,
-    batches: batches ?? createBatchBackends(config, log),
+    batches: batchBackends,
   });
   scheduler.register(runTaskKind, runs.taskHandler());
+  let definitions: BenchmarkDefinitions | null = null;
+  const benchmarks = new BenchmarkService({
+    db,
+    clock,
+    log,
+    dataDir: config.dataDir,
+    // Read on first use: the built-in QPIs and plans are validated files of the repository.
+    definitions: () => (definitions ??= loadBenchmarkDefinitions()),
+    projects,
+    operations,
+    scheduler,
+    batches: batchBackends,
+    clusterImage: config.benchmarks.clusterImage,
+  });
+  scheduler.register(benchmarkRunKind, benchmarks.taskHandler());
   return {
     audit: new AuditService({ db, clock, log }),
+    benchmarks,
     authenticator: new Authenticator({ tokens, users, oidc }),
     catalogs,
     files,

@@ -28,6 +28,9 @@ describe('authentication of every operation', () => {
   it('covers the spec: some operations are secured, and the public ones are exactly the browsing ones', () => {
     expect(secured.length).toBeGreaterThan(15);
     expect(open.map((op) => op.operationId).sort()).toEqual([
+      'getBenchmarkMetric',
+      'getBenchmarkPlan',
+      'getBenchmarkQpi',
       'getCatalog',
       'getClientIp',
       'getConfig',
@@ -36,6 +39,9 @@ describe('authentication of every operation', () => {
       'getPackage',
       'getPackageVersion',
       'getRegion',
+      'listBenchmarkMetrics',
+      'listBenchmarkPlans',
+      'listBenchmarkQpis',
       'listCatalogs',
       'listModuleSources',
       'listModules',
