@@ -5,7 +5,9 @@ import type { PlanResults } from '../backends/benchmark/run-plan.js';
 import type { AnyMetric } from '../backends/benchmark/types.js';
 import {
   benchmarkPlanEtag,
+  metricDetails,
   resultsCsv,
+  type MetricDetail,
   type BenchmarkPlanRecord,
   type BenchmarkRunRecord,
 } from '../services/benchmarks.js';
@@ -78,7 +80,7 @@ const presentRun = (r: BenchmarkRunRecord): Schemas['BenchmarkRun'] => {
 };
 
 const presentResults = (run: BenchmarkRunRecord, results: PlanResults): Schemas['BenchmarkResults'] => {
-  const measured = new Map(results.measurements.map((m) => [m.id, m]));
+  const details = metricDetails(results);
   return {
     run_id: run.id,
     plan: results.plan as unknown as Record<string, unknown>,
@@ -96,21 +98,7 @@ const presentResults = (run: BenchmarkRunRecord, results: PlanResults): Schemas[
       sections: q.sections.map((s) => ({
         name: s.name,
         score: s.score,
-        metrics: s.metrics.map((m) => {
-          const measurement = measured.get(m.id);
-          return {
-            id: m.id,
-            metric: m.metric,
-            unit: measurement?.unit ?? m.unit ?? '',
-            better: m.better,
-            parameters: measurement?.parameters ?? m.parameters ?? {},
-            baseline: m.baseline,
-            value: m.value,
-            spread: measurement?.spread ?? 0,
-            samples: measurement?.samples ?? [],
-            score: m.score,
-          };
-        }),
+        metrics: s.metrics.map((m) => details.get(m.id) as MetricDetail),
       })),
     })),
   };

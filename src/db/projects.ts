@@ -409,3 +409,10 @@ export async function adjustStorageUsage(
     0
   );
 }
+
+/** The region a project runs in ('' when the project does not exist). */
+export async function projectRegion(db: Knex, projectId: string): Promise<string> {
+  const row = (await db('projects').where({ id: projectId }).first('region_id')) as
+    { region_id: string } | undefined;
+  return row?.region_id ?? '';
+}

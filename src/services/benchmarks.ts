@@ -3,12 +3,11 @@
 // writes raw samples and scores; results as JSON or CSV; comparisons of two runs.
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { iso } from '../clock.js';
-import type { BatchBackend, BatchStatus } from '../backends/cluster/types.js';
+import { batchLogTail, waitForBatch, type BatchBackend } from '../backends/cluster/types.js';
 import {
   BenchmarkDefinitionError,
   parsePlan,
@@ -31,6 +30,7 @@ import {
   type Transition,
 } from '../backends/scheduler/scheduler.js';
 import * as q from '../db/benchmarks.js';
+import { projectRegion } from '../db/projects.js';
 import type { BenchmarkPlanRecord, BenchmarkRunRecord, BenchmarkRunStatus } from '../db/benchmarks.js';
 import type { OperationRecord } from '../db/operations.js';
 import type { Page, PageRequest } from '../db/pagination.js';
@@ -50,10 +50,17 @@ const runPlanScript = join(repoRoot, 'dist', 'src', 'backends', 'benchmark', 'ru
 export const benchmarkPlanEtag = (p: BenchmarkPlanRecord) => etagFor(p.version, p.updatedAt);
 
 /** One row of a run's results: a metric of a section of a QPI, with every number that scores it. */
-export interface ResultRow {
-  id: string;
+export interface ResultRow extends Omit<MetricDetail, 'score'> {
   qpi: string;
   section: string;
+  metricScore: number;
+  sectionScore: number;
+  qpiScore: number;
+}
+
+/** What one scored metric of a run measured: its score joined with its raw measurement. */
+export interface MetricDetail {
+  id: string;
   metric: string;
   unit: string;
   better: 'higher' | 'lower';
@@ -62,31 +69,43 @@ export interface ResultRow {
   value: number;
   spread: number;
   samples: number[];
-  metricScore: number;
-  sectionScore: number;
-  qpiScore: number;
+  score: number;
+}
+
+/** Every metric's detail, by id. */
+export function metricDetails(results: PlanResults): Map<string, MetricDetail> {
+  const measured = new Map(results.measurements.map((m) => [m.id, m]));
+  const details = new Map<string, MetricDetail>();
+  for (const m of results.scores.qpis.flatMap((q) => q.sections.flatMap((s) => s.metrics))) {
+    const measurement = measured.get(m.id);
+    details.set(m.id, {
+      id: m.id,
+      metric: m.metric,
+      unit: measurement?.unit ?? m.unit ?? '',
+      better: m.better,
+      parameters: measurement?.parameters ?? m.parameters ?? {},
+      baseline: m.baseline,
+      value: m.value,
+      spread: measurement?.spread ?? 0,
+      samples: measurement?.samples ?? [],
+      score: m.score,
+    });
+  }
+  return details;
 }
 
 /** A run's results, flattened for tables (CSV) and checks. */
 export function resultRows(results: PlanResults): ResultRow[] {
-  const measured = new Map(results.measurements.map((m) => [m.id, m]));
+  const details = metricDetails(results);
   return results.scores.qpis.flatMap((qpi) =>
     qpi.sections.flatMap((section) =>
       section.metrics.map((m) => {
-        const measurement = measured.get(m.id);
+        const { score, ...detail } = details.get(m.id) as MetricDetail;
         return {
-          id: m.id,
+          ...detail,
           qpi: qpi.name,
           section: section.name,
-          metric: m.metric,
-          unit: measurement?.unit ?? m.unit ?? '',
-          better: m.better,
-          parameters: measurement?.parameters ?? m.parameters ?? {},
-          baseline: m.baseline,
-          value: m.value,
-          spread: measurement?.spread ?? 0,
-          samples: measurement?.samples ?? [],
-          metricScore: m.score,
+          metricScore: score,
           sectionScore: section.score,
           qpiScore: qpi.score,
         };
@@ -289,12 +308,6 @@ export class BenchmarkService {
 
   // ---- Runs --------------------------------------------------------------------------------------------
 
-  private async regionOf(projectId: string): Promise<string> {
-    const row = (await this.deps.db('projects').where({ id: projectId }).first('region_id')) as
-      { region_id: string } | undefined;
-    return row?.region_id ?? '';
-  }
-
   /**
    * Runs a plan (a built-in one by name, or one of the project's by id) as a job: the operation it
    * answers follows it, with progress per metric. Runs on one runner wait for each other.
@@ -324,7 +337,7 @@ export class BenchmarkService {
       },
       definitions().qpis,
     );
-    const regionId = await this.regionOf(projectId);
+    const regionId = await projectRegion(this.deps.db, projectId);
     const batch = this.deps.batches.get(regionId);
     const runner = plan.runner === 'cluster' ? `cluster:${regionId}` : 'local';
     if (plan.runner === 'cluster' && (batch?.type !== 'kubernetes' || !this.deps.clusterImage)) {
@@ -452,7 +465,7 @@ export class BenchmarkService {
 
   private async runJob(job: JobRecord, ctx: RunContext): Promise<Record<string, unknown>> {
     const run = await this.runOf(job);
-    const batch = this.deps.batches.get(await this.regionOf(run.projectId));
+    const batch = this.deps.batches.get(await projectRegion(this.deps.db, run.projectId));
     if (!batch) throw new JobFailure(`the region of project ${run.projectId} has no batch backend`, false);
     const executionId = `${job.id}-b${Date.now().toString(36)}`;
     const workDir = join(this.deps.dataDir, 'work', job.id, executionId);
@@ -490,14 +503,12 @@ export class BenchmarkService {
     ctx.signal.addEventListener('abort', stop, { once: true });
     // Progress per metric comes as JSON lines on the runner's stdout.
     const progress = this.followProgress(batch, executionId, run, ctx.signal);
-    const status = await this.waitForBatch(batch, executionId, ctx.signal);
+    const status = await waitForBatch(batch, executionId, ctx.signal);
     await progress;
     ctx.signal.removeEventListener('abort', stop);
     if (ctx.signal.aborted) throw new JobFailure('stopped', true);
     if (!status || status.phase !== 'succeeded') {
-      const tail: string[] = [];
-      for await (const chunk of batch.logs(executionId, { tail: 20 }))
-        tail.push(...chunk.split('\n').filter(Boolean));
+      const tail = await batchLogTail(batch, executionId);
       await batch.remove(executionId).catch(() => undefined);
       throw new JobFailure(`the benchmark runner ${status?.message ?? 'vanished'}`, false, {
         exit_code: status?.exitCode ?? null,
@@ -545,20 +556,6 @@ export class BenchmarkService {
     } catch (err) {
       this.deps.log.warn({ err, run: run.id }, 'following benchmark progress failed');
     }
-  }
-
-  private async waitForBatch(
-    backend: BatchBackend,
-    id: string,
-    signal: AbortSignal,
-  ): Promise<BatchStatus | null> {
-    let status = await backend.status(id);
-    for (let i = 0; i < 10_000_000 && !signal.aborted; i++) {
-      if (!status || status.phase === 'succeeded' || status.phase === 'failed') return status;
-      await sleep(i < 20 ? 50 : 250, undefined, { signal }).catch(() => undefined);
-      status = await backend.status(id);
-    }
-    return status;
   }
 
   private async commitJob(

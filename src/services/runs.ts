@@ -3,13 +3,12 @@
 // its module function through the execution contract on a batch backend; its outputs are recorded,
 // with their lineage, in the transaction that finishes the job.
 import { rm } from 'node:fs/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { join, relative } from 'node:path';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { iso } from '../clock.js';
-import type { BatchBackend, BatchStatus } from '../backends/cluster/types.js';
+import { batchLogTail, waitForBatch, type BatchBackend } from '../backends/cluster/types.js';
 import type { StagedContent } from '../backends/files/store.js';
 import {
   ContractError,
@@ -33,7 +32,7 @@ import { appendEvent, listEvents } from '../db/events.js';
 import * as files from '../db/files.js';
 import { jobsOfRun } from '../db/jobs.js';
 import type { Page, PageRequest } from '../db/pagination.js';
-import { adjustStorageUsage } from '../db/projects.js';
+import { adjustStorageUsage, projectRegion } from '../db/projects.js';
 import * as q from '../db/runs.js';
 import type { RunRecord, RunStatus } from '../db/runs.js';
 import { conflict, DomainError, forbidden, notFound, unprocessable } from '../errors.js';
@@ -125,31 +124,10 @@ export class RunService {
     },
   ) {}
 
-  private async regionOf(projectId: string, db: Knex = this.deps.db): Promise<string> {
-    const row = (await db('projects').where({ id: projectId }).first('region_id')) as
-      { region_id: string } | undefined;
-    return row?.region_id ?? '';
-  }
-
   private batchOf(regionId: string): BatchBackend {
     const backend = this.deps.batches.get(regionId);
     if (!backend) throw new JobFailure(`region ${regionId} has no backend for batch work`, false);
     return backend;
-  }
-
-  /** Polls a batch workload until it ends (or `signal` aborts); its last status. */
-  private async waitForBatch(
-    backend: BatchBackend,
-    id: string,
-    signal: AbortSignal,
-  ): Promise<BatchStatus | null> {
-    let status = await backend.status(id);
-    for (let i = 0; i < 10_000_000 && !signal.aborted; i++) {
-      if (!status || status.phase === 'succeeded' || status.phase === 'failed') return status;
-      await sleep(i < 20 ? 50 : 250, undefined, { signal }).catch(() => undefined);
-      status = await backend.status(id);
-    }
-    return status;
   }
 
   private workDir(jobId: string, attempt: number): string {
@@ -360,7 +338,7 @@ export class RunService {
   async delete(principal: Principal, projectId: string, runId: string): Promise<void> {
     const { db, clock } = this.deps;
     const run = await this.actionable(principal, projectId, runId);
-    const batch = this.deps.batches.get(await this.regionOf(projectId));
+    const batch = this.deps.batches.get(await projectRegion(this.deps.db, projectId));
     if (run.status === 'running') throw conflict(`run ${runId} is running; cancel it first`);
     const jobs = await jobsOfRun(db, runId);
     const executions = await Promise.all(jobs.map((job) => this.executions(job.id)));
@@ -425,7 +403,7 @@ export class RunService {
     job: JobRecord,
     options: { tail?: number | undefined; follow: boolean; signal: AbortSignal },
   ): AsyncIterable<string> {
-    const batch = this.deps.batches.get(await this.regionOf(job.projectId ?? ''));
+    const batch = this.deps.batches.get(await projectRegion(this.deps.db, job.projectId ?? ''));
     if (!batch) return;
     const last = Math.max(1, await this.executions(job.id));
     const first = options.tail !== undefined ? last : 1;
@@ -475,7 +453,7 @@ export class RunService {
   private async runTask(job: JobRecord, ctx: RunContext): Promise<TaskResult> {
     const { modules } = this.deps;
     const { run, task } = await this.taskOf(job);
-    const batch = this.batchOf(await this.regionOf(run.projectId));
+    const batch = this.batchOf(await projectRegion(this.deps.db, run.projectId));
     const onCluster = batch.type === 'kubernetes';
     let resolved;
     try {
@@ -540,13 +518,11 @@ export class RunService {
     });
     const stop = () => void batch.cancel(batchId);
     ctx.signal.addEventListener('abort', stop, { once: true });
-    const status = await this.waitForBatch(batch, batchId, ctx.signal);
+    const status = await waitForBatch(batch, batchId, ctx.signal);
     ctx.signal.removeEventListener('abort', stop);
     if (ctx.signal.aborted) throw new JobFailure('stopped', true);
     if (!status || status.phase !== 'succeeded') {
-      const tail: string[] = [];
-      for await (const chunk of batch.logs(batchId, { tail: 20 }))
-        tail.push(...chunk.split('\n').filter(Boolean));
+      const tail = await batchLogTail(batch, batchId);
       throw new JobFailure(`${task.module}.${task.function} ${status?.message ?? 'vanished'}`, false, {
         exit_code: status?.exitCode ?? null,
         log_tail: tail,

@@ -15,16 +15,7 @@ describe.each(testEngines())('benchmarks (%s)', (engine) => {
   beforeAll(async () => {
     t = await createTestApp(engine);
     [owner, viewer] = await Promise.all([t.login('bea'), t.login('ben')]);
-    await t.http
-      .post('/api/v1/projects')
-      .set('Authorization', owner.auth)
-      .send({ id: 'perf', name: 'Perf' })
-      .expect(201);
-    await t.http
-      .put(`/api/v1/projects/perf/members/${viewer.user.id}`)
-      .set('Authorization', owner.auth)
-      .send({ role: 'viewer' })
-      .expect(201);
+    await t.createProject(owner, 'perf', { viewer: [viewer] });
   });
   afterAll(() => t.close());
 

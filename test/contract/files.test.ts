@@ -40,21 +40,7 @@ describe.each(testEngines())('files (%s)', (engine) => {
       t.login('otto'),
       t.login('root', { admin: true }),
     ]);
-    await t.http
-      .post('/api/v1/projects')
-      .set('Authorization', owner.auth)
-      .send({ id: 'data', name: 'Data' })
-      .expect(201);
-    for (const [who, role] of [
-      [member, 'member'],
-      [viewer, 'viewer'],
-    ] as const) {
-      await t.http
-        .put(`/api/v1/projects/data/members/${who.user.id}`)
-        .set('Authorization', owner.auth)
-        .send({ role })
-        .expect(201);
-    }
+    await t.createProject(owner, 'data', { member: [member], viewer: [viewer] });
   });
   afterAll(() => t.close());
 

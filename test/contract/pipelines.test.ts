@@ -40,21 +40,7 @@ describe.each(testEngines())('modules and pipelines (%s)', (engine) => {
       t.login('vic'),
       t.login('root', { admin: true }),
     ]);
-    await t.http
-      .post('/api/v1/projects')
-      .set('Authorization', owner.auth)
-      .send({ id: 'ml', name: 'ML' })
-      .expect(201);
-    for (const [who, role] of [
-      [member, 'member'],
-      [viewer, 'viewer'],
-    ] as const) {
-      await t.http
-        .put(`/api/v1/projects/ml/members/${who.user.id}`)
-        .set('Authorization', owner.auth)
-        .send({ role })
-        .expect(201);
-    }
+    await t.createProject(owner, 'ml', { member: [member], viewer: [viewer] });
   });
   afterAll(async () => {
     await t.close();

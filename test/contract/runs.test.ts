@@ -50,21 +50,7 @@ describe.each(testEngines())('runs (%s)', (engine) => {
       },
     });
     [owner, member, viewer] = await Promise.all([t.login('rita'), t.login('ron'), t.login('ria')]);
-    await t.http
-      .post('/api/v1/projects')
-      .set('Authorization', owner.auth)
-      .send({ id: 'runs', name: 'Runs' })
-      .expect(201);
-    for (const [who, role] of [
-      [member, 'member'],
-      [viewer, 'viewer'],
-    ] as const) {
-      await t.http
-        .put(`/api/v1/projects/runs/members/${who.user.id}`)
-        .set('Authorization', owner.auth)
-        .send({ role })
-        .expect(201);
-    }
+    await t.createProject(owner, 'runs', { member: [member], viewer: [viewer] });
     worker = new Worker(
       { scheduler: t.services.scheduler, notifier: t.services.notifier, log: createLogger('silent') },
       { concurrency: 2, pollMs: 50 },

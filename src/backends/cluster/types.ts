@@ -1,5 +1,6 @@
 // The cluster backend: where services run. One interface, two implementations (the local process
 // runtime and Kubernetes), proven by the same conformance suite (test/conformance/).
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterRunSpec, LocalRunSpec } from '../catalog/manifest.js';
 
 /** Everything a backend needs to run one service. Options are validated, defaults applied. */
@@ -183,4 +184,28 @@ export interface BatchBackend {
   cancel(jobId: string): Promise<void>;
   /** Removes everything it had (after its outcome was recorded). */
   remove(jobId: string): Promise<void>;
+}
+
+/** Polls a batch workload until it ends (or `signal` aborts); returns its last status. */
+export async function waitForBatch(
+  backend: BatchBackend,
+  jobId: string,
+  signal: AbortSignal,
+): Promise<BatchStatus | null> {
+  let status = await backend.status(jobId);
+  for (let i = 0; i < 10_000_000 && !signal.aborted; i++) {
+    if (!status || status.phase === 'succeeded' || status.phase === 'failed') return status;
+    // Quick at first (short jobs), then gentler.
+    await sleep(i < 20 ? 50 : 250, undefined, { signal }).catch(() => undefined);
+    status = await backend.status(jobId);
+  }
+  return status;
+}
+
+/** The last lines a batch workload wrote, for an error report. */
+export async function batchLogTail(backend: BatchBackend, jobId: string, lines = 20): Promise<string[]> {
+  const tail: string[] = [];
+  for await (const chunk of backend.logs(jobId, { tail: lines }))
+    tail.push(...chunk.split('\n').filter(Boolean));
+  return tail;
 }

@@ -233,30 +233,31 @@ export class Scheduler {
   }
 
   /**
-   * Records the job finished, runs its commit hook and queues what waited on it, in one
-   * transaction; false (and nothing written) when the lease was lost meanwhile.
+   * Ends the claim on a job in one transaction, if the claim still holds its lease: writes
+   * `changes`, gives back the project slot and the concurrency lock the job held, then lets
+   * `record` write the rest (history, hooks, dependents). False, and nothing written, when the lease
+   * was lost meanwhile.
    */
-  async complete(claim: Claim, result: Record<string, unknown>): Promise<boolean> {
+  private async settleClaim(
+    claim: Claim,
+    changes: (trx: Knex.Transaction) => Promise<q.JobChanges | null>,
+    record: (trx: Knex.Transaction, before: JobRecord) => Promise<void>,
+  ): Promise<boolean> {
     const now = this.now();
     const done = await this.deps.db.transaction(async (trx) => {
+      const wanted = await changes(trx);
+      if (!wanted) return false;
       const before = await q.updateLeasedJob(
         trx,
         claim.job.id,
         claim.token,
-        { status: 'finished', result, finishedAt: now, releaseLease: true, holdsSlot: false, error: null },
+        { ...wanted, releaseLease: true, holdsSlot: false },
         now,
       );
       if (!before) return false;
       if (before.holdsSlot && before.projectId) await q.giveJobSlot(trx, before.projectId, now);
       await q.giveJobLocks(trx, before.id);
-      const job: JobRecord = { ...before, status: 'finished', result, finishedAt: now, holdsSlot: false };
-      const commit = this.handlers.get(job.kind)?.commit;
-      if (commit) await commit(trx, job, result);
-      await this.transition(trx, job, 'running', 'finished', 'finished');
-      for (const next of await q.dependentsOf(trx, job.id, ['pending'])) {
-        await q.updateJobIn(trx, next.id, ['pending'], { status: 'queued', runAfter: now }, now);
-        await this.transition(trx, next, 'pending', 'queued', `job ${job.id} finished`);
-      }
+      await record(trx, { ...before, holdsSlot: false });
       return true;
     });
     this.notifyJob(claim.job.id);
@@ -264,99 +265,81 @@ export class Scheduler {
   }
 
   /**
+   * Records the job finished, runs its commit hook and queues what waited on it, in one
+   * transaction; false (and nothing written) when the lease was lost meanwhile.
+   */
+  complete(claim: Claim, result: Record<string, unknown>): Promise<boolean> {
+    const now = this.now();
+    return this.settleClaim(
+      claim,
+      async () => ({ status: 'finished', result, finishedAt: now, error: null }),
+      async (trx, before) => {
+        const job: JobRecord = { ...before, status: 'finished', result, finishedAt: now };
+        const commit = this.handlers.get(job.kind)?.commit;
+        if (commit) await commit(trx, job, result);
+        await this.transition(trx, job, 'running', 'finished', 'finished');
+        for (const next of await q.dependentsOf(trx, job.id, ['pending'])) {
+          await q.updateJobIn(trx, next.id, ['pending'], { status: 'queued', runAfter: now }, now);
+          await this.transition(trx, next, 'pending', 'queued', `job ${job.id} finished`);
+        }
+      },
+    );
+  }
+
+  /**
    * Records a failed attempt: queued again after a backoff while attempts remain and the failure is
    * retriable, else failed for good with its error (the dead letter), and what waited on it cancelled.
    */
-  async fail(claim: Claim, failure: JobFailure): Promise<boolean> {
+  fail(claim: Claim, failure: JobFailure): Promise<boolean> {
     const now = this.now();
     const error = { message: failure.message, retriable: failure.retriable, ...failure.data };
-    const done = await this.deps.db.transaction(async (trx) => {
-      const current = await q.findJob(trx, claim.job.id);
-      if (!current) return false;
-      const retry = failure.retriable && current.attempts < current.maxAttempts;
-      const changes: q.JobChanges = retry
-        ? { status: 'queued', runAfter: this.now(this.backoff(current.attempts)), error }
-        : { status: 'failed', error, finishedAt: now };
-      const before = await q.updateLeasedJob(
-        trx,
-        claim.job.id,
-        claim.token,
-        { ...changes, releaseLease: true, holdsSlot: false },
-        now,
-      );
-      if (!before) return false;
-      if (before.holdsSlot && before.projectId) await q.giveJobSlot(trx, before.projectId, now);
-      await q.giveJobLocks(trx, before.id);
-      const job = { ...before, error, holdsSlot: false };
-      if (retry) {
-        await this.transition(
-          trx,
-          job,
-          'running',
-          'queued',
-          `attempt ${before.attempts} failed: ${failure.message}`,
-          {
-            error,
-            retryAt: changes.runAfter,
-          },
-        );
-      } else {
-        await this.transition(trx, job, 'running', 'failed', failure.message, { error });
-        await this.cancelDependents(trx, job.id, `job ${job.id} failed`);
-      }
-      return true;
-    });
-    this.notifyJob(claim.job.id);
-    return done;
+    let retryAt: string | null = null;
+    return this.settleClaim(
+      claim,
+      async (trx) => {
+        const current = await q.findJob(trx, claim.job.id);
+        if (!current) return null;
+        if (failure.retriable && current.attempts < current.maxAttempts) {
+          retryAt = this.now(this.backoff(current.attempts));
+          return { status: 'queued', runAfter: retryAt, error };
+        }
+        return { status: 'failed', error, finishedAt: now };
+      },
+      async (trx, before) => {
+        const job = { ...before, error };
+        if (retryAt) {
+          const message = `attempt ${before.attempts} failed: ${failure.message}`;
+          await this.transition(trx, job, 'running', 'queued', message, { error, retryAt });
+        } else {
+          await this.transition(trx, job, 'running', 'failed', failure.message, { error });
+          await this.cancelDependents(trx, job.id, `job ${job.id} failed`);
+        }
+      },
+    );
   }
 
   /** The worker stopped the job because cancellation was asked for. */
-  async cancelled(claim: Claim): Promise<boolean> {
-    const now = this.now();
-    const done = await this.deps.db.transaction(async (trx) => {
-      const before = await q.updateLeasedJob(
-        trx,
-        claim.job.id,
-        claim.token,
-        { status: 'cancelled', finishedAt: now, releaseLease: true, holdsSlot: false },
-        now,
-      );
-      if (!before) return false;
-      if (before.holdsSlot && before.projectId) await q.giveJobSlot(trx, before.projectId, now);
-      await q.giveJobLocks(trx, before.id);
-      await this.transition(trx, before, 'running', 'cancelled', 'cancelled while running');
-      await this.cancelDependents(trx, before.id, `job ${before.id} was cancelled`);
-      return true;
-    });
-    this.notifyJob(claim.job.id);
-    return done;
+  cancelled(claim: Claim): Promise<boolean> {
+    return this.settleClaim(
+      claim,
+      async () => ({ status: 'cancelled', finishedAt: this.now() }),
+      async (trx, before) => {
+        await this.transition(trx, before, 'running', 'cancelled', 'cancelled while running');
+        await this.cancelDependents(trx, before.id, `job ${before.id} was cancelled`);
+      },
+    );
   }
 
   /** Gives a claimed job back to the queue (the worker is stopping); the attempt does not count. */
-  async release(claim: Claim): Promise<boolean> {
-    const now = this.now();
-    const done = await this.deps.db.transaction(async (trx) => {
-      const before = await q.updateLeasedJob(
-        trx,
-        claim.job.id,
-        claim.token,
-        { status: 'queued', runAfter: now, releaseLease: true, holdsSlot: false, uncountAttempt: true },
-        now,
-      );
-      if (!before) return false;
-      if (before.holdsSlot && before.projectId) await q.giveJobSlot(trx, before.projectId, now);
-      await q.giveJobLocks(trx, before.id);
-      await this.transition(
-        trx,
-        before,
-        'running',
-        'queued',
-        `given back by ${claim.workerId}, which is stopping`,
-      );
-      return true;
-    });
-    this.wake();
-    return done;
+  release(claim: Claim): Promise<boolean> {
+    return this.settleClaim(
+      claim,
+      async () => ({ status: 'queued', runAfter: this.now(), uncountAttempt: true }),
+      async (trx, before) => {
+        const message = `given back by ${claim.workerId}, which is stopping`;
+        await this.transition(trx, before, 'running', 'queued', message);
+      },
+    );
   }
 
   /**
