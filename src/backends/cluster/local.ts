@@ -666,6 +666,10 @@ export class LocalBackend implements ClusterBackend {
     watch.lastPhase = fresh.length > 0 ? phase : status.phase;
     if (status.phase === 'failed' || status.phase === 'stopped' || status.phase === 'lost') {
       if (!isAlive(state.supervisor.pid, state.supervisor.startTime)) {
+        // The state was read after the events: the supervisor may have written its last events
+        // (the one telling of this very state) in between. Tell them at the next poll first.
+        const after = await readFile(join(this.dir(serviceId), 'events.jsonl'), 'utf8').catch(() => '');
+        if (after.length > watch.eventsOffset) return;
         this.unwatch(serviceId);
         await removeCgroups(serviceId);
       }
