@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Knex } from 'knex';
+import { noopHandler } from '../../src/backends/scheduler/noop.js';
 import { Scheduler } from '../../src/backends/scheduler/scheduler.js';
 import { migrate, openDatabase, type Database } from '../../src/db/database.js';
 import { createLogger } from '../../src/log.js';
@@ -94,6 +95,28 @@ describe.each(testEngines())('scheduler under SIGKILL (%s)', (engine) => {
     return proc;
   }
 
+  it('gives running jobs back when an `atrium worker` gets SIGTERM, and exits cleanly', async () => {
+    const scheduler = new Scheduler({
+      db: chaos.knex,
+      clock: systemClock,
+      log: createLogger('silent'),
+      notifier: new Notifier(),
+      options: { leaseMs: 1000, maxAttempts: 100, backoffMs: 10, maxBackoffMs: 200 },
+    });
+    scheduler.register('noop', noopHandler);
+    const job = await chaos.knex.transaction((trx) =>
+      scheduler.enqueue(trx, { kind: 'noop', projectId: null, payload: { sleepMs: 30_000 } }),
+    );
+    const worker = startWorker();
+    const exited = new Promise<number | null>((resolve) => worker.on('exit', (code) => resolve(code)));
+    for (let i = 0; i < 300 && (await scheduler.find(job.id))?.status !== 'running'; i++) await sleep(50);
+    expect((await scheduler.find(job.id))?.status).toBe('running');
+    worker.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(await scheduler.find(job.id)).toMatchObject({ status: 'queued', attempts: 0, leaseOwner: null });
+    await chaos.knex.transaction((trx) => scheduler.cancel(trx, job.id, 'done with it'));
+  }, 60_000);
+
   it('ends every job exactly once, in chain order, while workers are killed', async () => {
     const scheduler = new Scheduler({
       db: chaos.knex,
@@ -136,13 +159,19 @@ describe.each(testEngines())('scheduler under SIGKILL (%s)', (engine) => {
       startWorker();
       const row = (await chaos
         .knex('jobs')
+        .where({ kind: 'effect' })
         .whereIn('status', ['pending', 'queued', 'running'])
         .count({ n: '*' })
         .first()) as { n: number | string };
       open = Number(row.n);
     }
 
-    const statuses = (await chaos.knex('jobs').select('status').count({ n: '*' }).groupBy('status')) as {
+    const statuses = (await chaos
+      .knex('jobs')
+      .where({ kind: 'effect' })
+      .select('status')
+      .count({ n: '*' })
+      .groupBy('status')) as {
       status: string;
       n: number | string;
     }[];
