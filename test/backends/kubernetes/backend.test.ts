@@ -315,4 +315,31 @@ describe('the Kubernetes backend', () => {
       expect(objects('pods', spec.serviceId)).toEqual([]);
     });
   });
+
+  describe('reconcile', () => {
+    it('reports a service whose every object was deleted behind its back as lost', async () => {
+      const spec = await launch(inProject('team-k'));
+      await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'running');
+      for (const plural of ['deployments', 'services', 'configmaps', 'secrets']) {
+        for (const object of objects(plural, spec.serviceId)) {
+          fake.api.delete(plural, 'atrium-team-k', object.metadata.name, { propagationPolicy: 'Background' });
+        }
+      }
+      const report = await backend.reconcile([{ serviceId: spec.serviceId, shouldRun: true }]);
+      expect(report.lost).toContain(spec.serviceId);
+      expect((await backend.status(spec.serviceId))?.phase).toBe('lost');
+    });
+
+    it('reports a port Service deleted behind its back, naming the port', async () => {
+      const spec = await launch(inProject('team-l'));
+      await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'running');
+      const [service] = objects('services', spec.serviceId);
+      expect(service).toBeDefined();
+      fake.api.delete('services', 'atrium-team-l', service?.metadata.name ?? '');
+      const report = await backend.reconcile([{ serviceId: spec.serviceId, shouldRun: true }]);
+      expect(report.adopted).toContain(spec.serviceId);
+      const missing = events.find((e) => e.serviceId === spec.serviceId && e.type === 'objects-missing');
+      expect(missing?.message).toMatch(/Service of port http was deleted outside Atrium/);
+    });
+  });
 });

@@ -61,6 +61,7 @@ import {
   annotationKeys,
   labelKeys,
   logsConfigMapName,
+  portServiceName,
   mainContainer,
   serviceSelector,
   workloadName,
@@ -1006,13 +1007,48 @@ export class KubernetesBackend implements ClusterBackend {
           if (!isParked(deployment)) await this.stop(serviceId);
           continue;
         }
-        this.track(serviceId, namespace, entry.afterSeq ?? 0);
+        const tracked = this.track(serviceId, namespace, entry.afterSeq ?? 0);
         await this.watchesReady(namespace);
         if (!isParked(deployment)) report.adopted.push(serviceId);
         await this.refresh(serviceId);
+        await this.reportMissingServices(tracked, deployment);
+      }
+      // Services that should run but have nothing left in the cluster at all: gone behind our back.
+      for (const entry of known) {
+        if (found.has(entry.serviceId) || !entry.shouldRun) continue;
+        this.lost.set(entry.serviceId, lostStatus(entry.serviceId, null, vanishedMessage));
+        report.lost.push(entry.serviceId);
       }
       return report;
     });
+  }
+
+  /**
+   * Reports, as an event of the workload, each Service (one per container port) deleted outside
+   * Atrium: its port is unreachable until the service is started again (which renders it anew).
+   */
+  private async reportMissingServices(tracked: Tracked, deployment: V1Deployment): Promise<void> {
+    const ports = (deployment.spec?.template.spec?.containers ?? []).flatMap((c) =>
+      (c.ports ?? []).flatMap((p) => (p.name ? [p.name] : [])),
+    );
+    if (ports.length === 0) return;
+    const present = new Set(
+      (
+        await this.clients.core.listNamespacedService({
+          namespace: tracked.namespace,
+          labelSelector: `${labelKeys.service}=${tracked.serviceId}`,
+        })
+      ).items.map((service) => service.metadata?.name ?? ''),
+    );
+    const missing = ports.filter((port) => !present.has(portServiceName(tracked.serviceId, port)));
+    if (missing.length === 0 || !tracked.lastStatus) return;
+    this.tell(
+      tracked,
+      'objects-missing',
+      `the Service of port${missing.length === 1 ? '' : 's'} ${missing.join(', ')} was deleted outside Atrium; suspend and resume the service to recreate it`,
+      null,
+      tracked.lastStatus,
+    );
   }
 
   /** Every service with objects in the region's namespaces, with its Deployment if it has one. */
@@ -1054,3 +1090,4 @@ export class KubernetesBackend implements ClusterBackend {
 }
 
 const lostMessage = 'its Deployment was deleted outside Atrium; whatever it left running was stopped';
+const vanishedMessage = 'everything it had in the cluster was deleted outside Atrium';
