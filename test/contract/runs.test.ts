@@ -210,6 +210,23 @@ describe.each(testEngines())('runs (%s)', (engine) => {
     });
   });
 
+  describe('getJobLogs', () => {
+    it('follows a running job’s log until the job ends', async () => {
+      const input = await upload('follow.txt', 'follow me');
+      const id = await pipeline([{ module: 'testing', function: 'sleepy', options: { seconds: 1 } }]);
+      const { runId } = await start(id, [input]);
+      const running = await waitForRun(runId, (r) => r.jobs[0]?.status === 'running');
+      const followed = await t.http
+        .get(`${project}/runs/${runId}/jobs/${running.jobs[0]?.id}/logs?follow=true`)
+        .set('Authorization', viewer.auth)
+        .buffer(true)
+        .expect(200);
+      // The stream ended with the job's process; the job itself finishes once its outputs are in.
+      expect(followed.text).toContain('sleeping 1 s');
+      expect((await waitForRun(runId, (r) => r.status !== 'running')).status).toBe('finished');
+    });
+  });
+
   describe('retryRun', () => {
     it('fails at the failing job with its exit code and log, cancels the rest, then retries from it', async () => {
       const marker = join(scratch, `marker-${engine}`);
