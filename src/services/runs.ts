@@ -410,11 +410,25 @@ export class RunService {
     for (let attempt = first; attempt <= last; attempt++) {
       if (last > 1 && options.tail === undefined) yield `--- attempt ${attempt} ---\n`;
       const following = options.follow && attempt === last && !terminalStatuses.includes(job.status);
+      if (following) await this.untilStarted(batch, job.id, attempt, options.signal);
       yield* batch.logs(this.batchId(job.id, attempt), {
         ...(options.tail !== undefined ? { tail: options.tail } : {}),
         follow: following,
         signal: options.signal,
       });
+    }
+  }
+
+  /**
+   * Waits until the process of a job's execution has started (a claimed job prepares its inputs
+   * first), the job has ended, or the client is gone: a followed log does not end before it began.
+   */
+  private async untilStarted(batch: BatchBackend, jobId: string, execution: number, signal: AbortSignal) {
+    for (let i = 0; i < 100_000 && !signal.aborted; i++) {
+      if ((await batch.status(this.batchId(jobId, execution))) !== null) return;
+      const job = await this.deps.scheduler.find(jobId);
+      if (!job || job.status !== 'running') return;
+      await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
 
