@@ -1,9 +1,13 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from '@jest/globals';
 import { measure } from '../../../src/backends/benchmark/measure.js';
 import { bsdChecksum } from '../../../src/backends/benchmark/metrics/compute.js';
 import { randomCycle, chaseStride } from '../../../src/backends/benchmark/metrics/data.js';
 import { createMatmulKernel } from '../../../src/backends/benchmark/metrics/matmul-wasm.js';
 import { chase } from '../../../src/backends/benchmark/metrics/memory.js';
+import { readSequentially } from '../../../src/backends/benchmark/metrics/storage.js';
 import { builtinMetrics, findMetric } from '../../../src/backends/benchmark/metrics/index.js';
 import { parameterProblems, resolveParameters } from '../../../src/backends/benchmark/parameters.js';
 import type { MetricParameters } from '../../../src/backends/benchmark/types.js';
@@ -101,5 +105,18 @@ describe('the kernels', () => {
     }
     expect(visited.size).toBe(lines);
     expect(slot).toBe(0);
+  });
+
+  it('read a file in order, and refuse one shorter than the size to read', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'atrium-read-'));
+    try {
+      const path = join(dir, 'file.bin');
+      writeFileSync(path, Buffer.alloc(4 * 65_536, 7));
+      const signal = new AbortController().signal;
+      expect(readSequentially(path, 4 * 65_536, 65_536, true, signal).mbPerSecond).toBeGreaterThan(0);
+      expect(() => readSequentially(path, 8 * 65_536, 65_536, false, signal)).toThrow(/shorter/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

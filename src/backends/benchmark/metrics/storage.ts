@@ -5,8 +5,8 @@
 // The page cache: a file just written is in memory, and reading it back measures RAM. Node has no
 // posix_fadvise(DONTNEED) and dropping caches needs root, so the read metrics open the file with
 // O_DIRECT, which bypasses the cache. O_DIRECT needs a buffer aligned to the device's logical block
-// size and Node cannot ask for one; directBuffer finds an aligned window in an ordinary buffer by
-// probing (the kernel refuses a misaligned read with EINVAL). Where the file system refuses
+// size and Node cannot ask for one; directBuffer takes a page-aligned one from a WebAssembly memory
+// and checks it by probing (the kernel refuses a misaligned read with EINVAL). Where the file system refuses
 // O_DIRECT (tmpfs before Linux 6.6, some network file systems), the metrics fall back to cached
 // reads and say so in the measurement's notes.
 import { closeSync, constants, fsyncSync, openSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
@@ -30,9 +30,27 @@ function isInvalidArgument(error: unknown): boolean {
   return (error as NodeJS.ErrnoException).code === 'EINVAL';
 }
 
+// Node has WebAssembly, but its type declarations come with the DOM library, which this project
+// does not load (as in matmul-wasm.ts): the one constructor used here, declared.
+declare const WebAssembly: {
+  Memory: new (descriptor: { initial: number }) => { readonly buffer: ArrayBuffer };
+};
+
+/**
+ * `bytes` bytes that start on a memory page: a WebAssembly memory is mapped whole, so its first
+ * byte is page-aligned. dd and fio read into page-aligned buffers; a buffer that is only aligned to
+ * the 512-byte logical block makes each 4 KiB O_DIRECT read span two pages, two segments of the
+ * request, and costs about 10 % of the IOPS of a virtual disk.
+ */
+function pageAlignedBytes(bytes: number): Buffer {
+  const wasmPage = 65_536;
+  const memory = new WebAssembly.Memory({ initial: Math.ceil(bytes / wasmPage) });
+  return Buffer.from(memory.buffer, 0, bytes);
+}
+
 /** An aligned window of `length` bytes for O_DIRECT reads of `fd`, or null when none works. */
 function directBuffer(fd: number, length: number): Buffer | null {
-  const raw = Buffer.alloc(length + maxAlignment);
+  const raw = pageAlignedBytes(length + maxAlignment);
   for (let offset = 0; offset < maxAlignment; offset += probeStep) {
     try {
       readSync(fd, raw, offset, maxAlignment, 0);
@@ -99,7 +117,7 @@ function sharedFile(ctx: SampleContext, size: number): Promise<string> {
   );
 }
 
-function noteCached(ctx: SampleContext, handle: ReadHandle): void {
+function noteCached(ctx: SampleContext, handle: { direct: boolean }): void {
   if (!handle.direct) {
     ctx.note('O_DIRECT is not supported here: reads went through the page cache (memory speed)');
   }
@@ -146,6 +164,34 @@ export const storageSequentialWrite = defineMetric<{ size: number; block_size: n
   },
 });
 
+/**
+ * The timed part of storage_seq_read: reads the first `size` bytes of `path` in order, in
+ * `blockSize` blocks, timed from open to the last read. Exported so that `make bench-accuracy` runs
+ * this very code on the file its reference tool reads.
+ */
+export function readSequentially(
+  path: string,
+  size: number,
+  blockSize: number,
+  direct: boolean,
+  signal: AbortSignal,
+): { mbPerSecond: number; direct: boolean } {
+  const start = nowNs();
+  const handle = openForReading(path, blockSize, direct);
+  try {
+    let offset = 0;
+    while (offset < size) {
+      signal.throwIfAborted();
+      const read = readSync(handle.fd, handle.buffer, 0, blockSize, offset);
+      if (read === 0) throw new Error(`${path} is shorter than ${size} bytes`);
+      offset += read;
+    }
+  } finally {
+    closeSync(handle.fd);
+  }
+  return { mbPerSecond: size / secondsSince(start) / MB, direct: handle.direct };
+}
+
 export const storageSequentialRead = defineMetric<{ size: number; block_size: number; direct: boolean }>({
   name: 'storage_seq_read',
   title: 'Sequential read',
@@ -167,24 +213,36 @@ export const storageSequentialRead = defineMetric<{ size: number; block_size: nu
   },
   async sample({ size, block_size, direct }, ctx) {
     const path = await sharedFile(ctx, size);
-    const start = nowNs();
-    const handle = openForReading(path, block_size, direct);
-    try {
-      let offset = 0;
-      while (offset < size) {
-        ctx.signal.throwIfAborted();
-        const read = readSync(handle.fd, handle.buffer, 0, block_size, offset);
-        if (read === 0) throw new Error(`${path} is shorter than ${size} bytes`);
-        offset += read;
-      }
-    } finally {
-      closeSync(handle.fd);
-    }
-    const seconds = secondsSince(start);
-    noteCached(ctx, handle);
-    return size / seconds / MB;
+    const read = readSequentially(path, size, block_size, direct, ctx.signal);
+    noteCached(ctx, read);
+    return read.mbPerSecond;
   },
 });
+
+/**
+ * The timed part of storage_random_read_iops: `blockSize` reads at random aligned offsets of
+ * `path`, one at a time, for `durationMs`. Exported, as readSequentially, for `make bench-accuracy`.
+ */
+export function readRandomly(
+  path: string,
+  blockSize: number,
+  durationMs: number,
+  direct: boolean,
+  signal: AbortSignal,
+): { iops: number; direct: boolean } {
+  const blocks = Math.floor(statSync(path).size / blockSize);
+  if (blocks === 0) throw new Error(`${path} is shorter than one ${blockSize}-byte block`);
+  const next = xorshift32(0x51f15e ^ Math.floor(Math.random() * 0xffffffff));
+  const handle = openForReading(path, blockSize, direct);
+  try {
+    const run = repeatFor(durationMs, signal, () => {
+      readSync(handle.fd, handle.buffer, 0, blockSize, (next() % blocks) * blockSize);
+    });
+    return { iops: run.count / run.seconds, direct: handle.direct };
+  } finally {
+    closeSync(handle.fd);
+  }
+}
 
 export const storageRandomReadIops = defineMetric<{
   file_size: number;
@@ -213,18 +271,9 @@ export const storageRandomReadIops = defineMetric<{
   },
   async sample({ file_size, block_size, duration_ms, direct }, ctx) {
     const path = await sharedFile(ctx, file_size);
-    const blocks = Math.floor(statSync(path).size / block_size);
-    const next = xorshift32(0x51f15e ^ Math.floor(Math.random() * 0xffffffff));
-    const handle = openForReading(path, block_size, direct);
-    try {
-      const run = repeatFor(duration_ms, ctx.signal, () => {
-        readSync(handle.fd, handle.buffer, 0, block_size, (next() % blocks) * block_size);
-      });
-      noteCached(ctx, handle);
-      return run.count / run.seconds;
-    } finally {
-      closeSync(handle.fd);
-    }
+    const read = readRandomly(path, block_size, duration_ms, direct, ctx.signal);
+    noteCached(ctx, read);
+    return read.iops;
   },
 });
 
