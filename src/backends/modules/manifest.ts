@@ -5,15 +5,12 @@ import { Ajv2020, type AnySchema, type ErrorObject, type ValidateFunction } from
 import addFormats from 'ajv-formats';
 import semver from 'semver';
 import { z } from 'zod';
+import { byteQuantity, cpuQuantity, rfc1123Label } from '../manifest-fields.js';
 import { parseBytes, parseCpu } from '../../quantities.js';
 
-const label = z.string().regex(/^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/, 'must be a lower-case RFC 1123 label');
-const cpu = z
-  .string()
-  .regex(/^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$/, 'must be a CPU quantity such as 0.5 or 500m');
-const bytes = z
-  .string()
-  .regex(/^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$/, 'must be a size such as 256Mi');
+const label = rfc1123Label;
+const cpu = cpuQuantity;
+const bytes = byteQuantity;
 /** `text/csv`, `text/*` or `*\/*`, without parameters. */
 const mediaRange = z
   .string()
