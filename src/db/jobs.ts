@@ -1,7 +1,6 @@
 // The scheduler's job queue, in the database. Every write of a claimed job is fenced by its lease
 // token: a worker whose lease expired (and was given to another) can change nothing any more.
 import type { Knex } from 'knex';
-import { keysetPage, type Page, type PageRequest } from './pagination.js';
 import { parseJson, toNumber } from './database.js';
 
 export type JobStatus = 'pending' | 'queued' | 'running' | 'finished' | 'failed' | 'cancelled';
@@ -325,35 +324,6 @@ export async function jobsOfRun(db: Knex, runId: string): Promise<JobRecord[]> {
   return ((await db<JobRow>('jobs').where({ run_id: runId }).orderBy('task_index')) as JobRow[]).map(
     jobFromRow,
   );
-}
-
-export interface JobFilter {
-  status?: JobStatus | undefined;
-  kind?: string | undefined;
-  projectId?: string | undefined;
-}
-
-export async function listJobs(db: Knex, filter: JobFilter, page: PageRequest): Promise<Page<JobRecord>> {
-  const query = db<JobRow>('jobs').select('*');
-  if (filter.status) query.where({ status: filter.status });
-  if (filter.kind) query.where({ kind: filter.kind });
-  if (filter.projectId) query.where({ project_id: filter.projectId });
-  return keysetPage<JobRow, JobRecord>(query, page, {
-    list: `jobs:${JSON.stringify([filter.status ?? null, filter.kind ?? null, filter.projectId ?? null])}`,
-    keys: ['created_at', 'id'],
-    direction: 'desc',
-    keyOf: (row) => [row.created_at, row.id],
-    map: jobFromRow,
-  });
-}
-
-/** How many jobs are in each status (for metrics and the queue's overview). */
-export async function countJobsByStatus(db: Knex): Promise<Record<string, number>> {
-  const rows = (await db('jobs').select('status').count({ n: '*' }).groupBy('status')) as {
-    status: string;
-    n: unknown;
-  }[];
-  return Object.fromEntries(rows.map((r) => [r.status, toNumber(r.n)]));
 }
 
 /** Takes the lock of a job's concurrency key; false when another job holds it. */

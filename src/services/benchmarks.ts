@@ -1,7 +1,7 @@
 // Benchmarks: built-in metrics, QPIs and plans; plans saved in projects; runs of a plan as scheduler
 // jobs (one at a time per runner: queued, never refused) whose process measures the machine and
 // writes raw samples and scores; results as JSON or CSV; comparisons of two runs.
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
@@ -501,26 +501,31 @@ export class BenchmarkService {
     });
     const stop = () => void batch.cancel(executionId);
     ctx.signal.addEventListener('abort', stop, { once: true });
-    // Progress per metric comes as JSON lines on the runner's stdout.
-    const progress = this.followProgress(batch, executionId, run, ctx.signal);
-    const status = await waitForBatch(batch, executionId, ctx.signal);
-    await progress;
-    ctx.signal.removeEventListener('abort', stop);
-    if (ctx.signal.aborted) throw new JobFailure('stopped', true);
-    if (!status || status.phase !== 'succeeded') {
-      const tail = await batchLogTail(batch, executionId);
+    try {
+      // Progress per metric comes as JSON lines on the runner's stdout.
+      const progress = this.followProgress(batch, executionId, run, ctx.signal);
+      const status = await waitForBatch(batch, executionId, ctx.signal);
+      await progress;
+      if (ctx.signal.aborted) throw new JobFailure('stopped', true);
+      if (!status || status.phase !== 'succeeded') {
+        throw new JobFailure(`the benchmark runner ${status?.message ?? 'vanished'}`, false, {
+          exit_code: status?.exitCode ?? null,
+          log_tail: await batchLogTail(batch, executionId),
+        });
+      }
+      const results = JSON.parse(
+        await readFile(join(workDir, 'output', 'results.json'), 'utf8'),
+      ) as PlanResults;
+      return { results };
+    } finally {
+      // The results (or the failure) are in the job's record: this execution's leftovers go.
+      ctx.signal.removeEventListener('abort', stop);
+      if (ctx.signal.aborted) await batch.cancel(executionId).catch(() => undefined);
       await batch.remove(executionId).catch(() => undefined);
-      throw new JobFailure(`the benchmark runner ${status?.message ?? 'vanished'}`, false, {
-        exit_code: status?.exitCode ?? null,
-        log_tail: tail,
-      });
+      await rm(workDir, { recursive: true, force: true });
+      // The job's directory, unless another execution (after a lost lease) is using it.
+      await rmdir(join(this.deps.dataDir, 'work', job.id)).catch(() => undefined);
     }
-    const results = JSON.parse(
-      await readFile(join(workDir, 'output', 'results.json'), 'utf8'),
-    ) as PlanResults;
-    await batch.remove(executionId).catch(() => undefined);
-    await rm(join(this.deps.dataDir, 'work', job.id), { recursive: true, force: true });
-    return { results };
   }
 
   private async followProgress(

@@ -82,6 +82,7 @@ export function createServices({
   batches,
 }: ServiceDeps): Services {
   const db = database.knex;
+  const regional = backends && batches ? { services: backends, batches } : createRegionBackends(config, log);
   const regions = new RegionService(config.regions);
   const projects = new ProjectService({ db, clock, regions });
   const users = new UserService({ db, clock, projects, adminGroups: config.auth.oidc?.adminGroups ?? [] });
@@ -110,7 +111,7 @@ export function createServices({
     db,
     clock,
     log,
-    backends: backends ?? createBackends(config, log),
+    backends: backends ?? regional.services,
     operations,
     notifier,
   });
@@ -121,7 +122,7 @@ export function createServices({
     store: new ContentStore(join(config.dataDir, 'files')),
     maxUploadBytes: config.files.maxUploadBytes,
   });
-  const batchBackends = batches ?? createBatchBackends(config, log);
+  const batchBackends = batches ?? regional.batches;
   const modules = new ModuleService({ db, clock, log, sources: config.modules });
   const pipelines = new PipelineService({ db, clock, projects, modules });
   const runs = new RunService({
@@ -187,41 +188,28 @@ export function createServices({
   };
 }
 
-/** A backend for each region that can run services: the local runtime, or a Kubernetes cluster. */
-/** Where each region runs batch work: local processes, or Jobs on its Kubernetes cluster. */
-export function createBatchBackends(config: Config, log: Logger): Map<string, BatchBackend> {
+/**
+ * The backends of each region, from the configuration: where its services run (the local runtime,
+ * or a Kubernetes cluster) and where its batch work runs (local processes, or Jobs on the cluster).
+ * One set of Kubernetes clients per cluster region serves both.
+ */
+export function createRegionBackends(
+  config: Config,
+  log: Logger,
+): { services: Map<string, ClusterBackend>; batches: Map<string, BatchBackend> } {
+  const services = new Map<string, ClusterBackend>();
   const batches = new Map<string, BatchBackend>();
-  const local = new LocalBatchBackend({ root: join(config.dataDir, 'jobs') });
-  for (const region of config.regions) {
-    if (region.backend.type === 'kubernetes') {
-      batches.set(
-        region.id,
-        createKubernetesBackends(region.backend, region.expose?.domain ?? null, log).batch,
-      );
-    } else {
-      batches.set(region.id, local);
-    }
-  }
-  return batches;
-}
-
-export function createBackends(config: Config, log: Logger): Map<string, ClusterBackend> {
-  const backends = new Map<string, ClusterBackend>();
+  const localBatch = new LocalBatchBackend({ root: join(config.dataDir, 'jobs') });
   for (const region of config.regions) {
     if (region.backend.type === 'kubernetes') {
       const kubernetes = createKubernetesBackends(region.backend, region.expose?.domain ?? null, log);
-      backends.set(region.id, kubernetes.services);
-      continue;
+      services.set(region.id, kubernetes.services);
+      batches.set(region.id, kubernetes.batch);
+    } else {
+      const root = join(config.dataDir, 'regions', region.id, 'services');
+      services.set(region.id, new LocalBackend({ root, log, ...config.localRuntime }));
+      batches.set(region.id, localBatch);
     }
-    if (region.backend.type !== 'local') continue;
-    backends.set(
-      region.id,
-      new LocalBackend({
-        root: join(config.dataDir, 'regions', region.id, 'services'),
-        log,
-        ...config.localRuntime,
-      }),
-    );
   }
-  return backends;
+  return { services, batches };
 }

@@ -32,7 +32,6 @@ export interface ResolvedFunction {
 export class ModuleService {
   /** Parsed manifests by module name and digest: parsing (and compiling option schemas) once. */
   private readonly parsed = new Map<string, { digest: string; manifest: ModuleManifest }>();
-  private loaded = false;
 
   constructor(
     private readonly deps: {
@@ -42,10 +41,6 @@ export class ModuleService {
       sources: readonly CatalogSourceConfig[];
     },
   ) {}
-
-  isLoaded(): boolean {
-    return this.loaded;
-  }
 
   /** Reads every configured directory and replaces the stored modules with what it found. */
   async loadAll(): Promise<ModuleSourceStatus[]> {
@@ -82,7 +77,6 @@ export class ModuleService {
     });
     await q.replaceModules(db, stored, statuses);
     for (const problem of problems) log.warn({ problem }, 'a module manifest was not loaded');
-    this.loaded = true;
     return statuses;
   }
 

@@ -16,20 +16,25 @@ export class Notifier {
     this.emitter.emit(topic);
   }
 
-  /** Resolves on the next notification of `topic`, after `timeoutMs`, or when `signal` aborts. */
-  wait(topic: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+  /**
+   * Resolves on the next notification of `topic` (with true), after `timeoutMs` or when `signal`
+   * aborts (with false).
+   */
+  wait(topic: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     return new Promise((resolve) => {
-      const done = () => {
+      const done = (notified: boolean) => {
         clearTimeout(timer);
-        this.emitter.off(topic, done);
-        signal?.removeEventListener('abort', done);
-        resolve();
+        this.emitter.off(topic, onNotify);
+        signal?.removeEventListener('abort', onAbort);
+        resolve(notified);
       };
-      const timer = setTimeout(done, timeoutMs);
+      const onNotify = () => done(true);
+      const onAbort = () => done(false);
+      const timer = setTimeout(() => done(false), timeoutMs);
       // A waiter alone never keeps the process alive.
       timer.unref();
-      this.emitter.once(topic, done);
-      signal?.addEventListener('abort', done, { once: true });
+      this.emitter.once(topic, onNotify);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
   }
 }

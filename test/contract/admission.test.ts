@@ -54,6 +54,20 @@ describe.each(testEngines())('launchService admission under concurrency (%s)', (
     return { admitted, refused, ids };
   }
 
+  /** The quota holds the five admitted services, and the project lists exactly them. */
+  async function expectFiveHeld(auth: string, projectId: string, ids: string[]) {
+    const quota = await t.http
+      .get(`/api/v1/projects/${projectId}/quota`)
+      .set('Authorization', auth)
+      .expect(200);
+    expect(quota.body.usage).toMatchObject({ services: 5, cpu: '500m', memory: '640Mi' });
+    const list = await t.http
+      .get(`/api/v1/projects/${projectId}/services?limit=200`)
+      .set('Authorization', auth)
+      .expect(200);
+    expect((list.body as Schemas['ServiceList']).items.map((s) => s.id).sort()).toEqual([...ids].sort());
+  }
+
   /**
    * Waits for the admitted services to run (a deletion racing a supervisor's start can fail, which
    * is not what this file tests), then deletes them in one operation and checks nothing remains.
@@ -104,16 +118,7 @@ describe.each(testEngines())('launchService admission under concurrency (%s)', (
       expect(answer.body).toMatchObject({ resource: 'services', requested: 1, usage: 5, limit: 5 });
     }
 
-    const quota = await t.http
-      .get(`/api/v1/projects/${projectId}/quota`)
-      .set('Authorization', user.auth)
-      .expect(200);
-    expect(quota.body.usage).toMatchObject({ services: 5, cpu: '500m', memory: '640Mi' });
-    const list = await t.http
-      .get(`/api/v1/projects/${projectId}/services?limit=200`)
-      .set('Authorization', user.auth)
-      .expect(200);
-    expect((list.body as Schemas['ServiceList']).items.map((s) => s.id).sort()).toEqual([...ids].sort());
+    await expectFiveHeld(user.auth, projectId, ids);
 
     await deleteAll(user.auth, projectId, ids);
   }, 60_000);
@@ -133,16 +138,7 @@ describe.each(testEngines())('launchService admission under concurrency (%s)', (
       expectProblem(answer, 409, 'quota-exceeded');
       expect(answer.body).toMatchObject({ resource: 'cpu', requested: '100m', usage: '500m', limit: '500m' });
     }
-    const quota = await t.http
-      .get(`/api/v1/projects/${projectId}/quota`)
-      .set('Authorization', user.auth)
-      .expect(200);
-    expect(quota.body.usage).toMatchObject({ services: 5, cpu: '500m', memory: '640Mi' });
-    const list = await t.http
-      .get(`/api/v1/projects/${projectId}/services?limit=200`)
-      .set('Authorization', user.auth)
-      .expect(200);
-    expect((list.body as Schemas['ServiceList']).items.map((s) => s.id).sort()).toEqual([...ids].sort());
+    await expectFiveHeld(user.auth, projectId, ids);
 
     await deleteAll(user.auth, projectId, ids);
   }, 60_000);

@@ -135,6 +135,54 @@ describe.each(testEngines())('benchmarks (%s)', (engine) => {
     });
   });
 
+  describe('getProjectBenchmarkPlan', () => {
+    it('answers a saved plan with its ETag (200), 304 when unchanged, and 404 for another', async () => {
+      const created = await t.http
+        .post(plans)
+        .set('Authorization', owner.auth)
+        .send({ name: 'memory-only', title: 'Memory only', qpis: ['memory'] })
+        .expect(201);
+      const res = await t.http
+        .get(`${plans}/${created.body.id}`)
+        .set('Authorization', viewer.auth)
+        .expect(200);
+      expect(res.body).toMatchObject({ name: 'memory-only', qpis: ['memory'], project_id: 'perf' });
+      await t.http
+        .get(`${plans}/${created.body.id}`)
+        .set('Authorization', viewer.auth)
+        .set('If-None-Match', res.headers.etag as string)
+        .expect(304);
+      expectProblem(
+        await t.http.get(`${plans}/bplan_doesnotexist0000000`).set('Authorization', viewer.auth),
+        404,
+        'not-found',
+      );
+    });
+  });
+
+  describe('deleteBenchmarkPlan', () => {
+    it('deletes for its creator (204), refusing viewers (403) and a stale ETag (412)', async () => {
+      const created = await t.http
+        .post(plans)
+        .set('Authorization', owner.auth)
+        .send({ name: 'short-lived', title: 'Short-lived', qpis: ['network'] })
+        .expect(201);
+      const path = `${plans}/${created.body.id}`;
+      expectProblem(await t.http.delete(path).set('Authorization', viewer.auth), 403, 'forbidden');
+      expectProblem(
+        await t.http.delete(path).set('Authorization', owner.auth).set('If-Match', '"1-stale"'),
+        412,
+        'precondition-failed',
+      );
+      await t.http
+        .delete(path)
+        .set('Authorization', owner.auth)
+        .set('If-Match', created.headers.etag as string)
+        .expect(204);
+      expectProblem(await t.http.get(path).set('Authorization', owner.auth), 404, 'not-found');
+    });
+  });
+
   describe('createBenchmarkRun', () => {
     it('refuses a plan that does not exist (422)', async () => {
       expectProblem(
@@ -175,6 +223,28 @@ describe.each(testEngines())('benchmarks (%s)', (engine) => {
         409,
         'conflict',
       );
+    });
+  });
+
+  describe('listBenchmarkRuns', () => {
+    it('lists the project’s runs newest first, filtered by plan and status', async () => {
+      const queued = await t.http
+        .get('/api/v1/projects/perf/benchmark-runs')
+        .set('Authorization', viewer.auth)
+        .query({ plan: 'quick', status: 'queued' })
+        .expect(200);
+      expect(queued.body.items.length).toBeGreaterThanOrEqual(1);
+      expect(
+        queued.body.items.every(
+          (r: { plan_name: string; status: string }) => r.plan_name === 'quick' && r.status === 'queued',
+        ),
+      ).toBe(true);
+      const none = await t.http
+        .get('/api/v1/projects/perf/benchmark-runs')
+        .set('Authorization', viewer.auth)
+        .query({ status: 'succeeded' })
+        .expect(200);
+      expect(none.body.items).toEqual([]);
     });
   });
 });

@@ -122,13 +122,4 @@ export class ContentStore {
   read(sha256: string, range?: { start: number; end: number }): ReadStream {
     return createReadStream(this.path(sha256), range ? { start: range.start, end: range.end } : {});
   }
-
-  /** How many contents are stored (for tests and metrics). */
-  async count(): Promise<number> {
-    let n = 0;
-    for (const dir of await readdir(this.blobs).catch(() => [])) {
-      n += (await readdir(join(this.blobs, dir)).catch(() => [])).length;
-    }
-    return n;
-  }
 }

@@ -511,10 +511,6 @@ export class Scheduler {
   history(id: string, afterSeq = 0, limit = 200): Promise<StoredEvent[]> {
     return listEvents(this.deps.db, 'job', id, afterSeq, limit);
   }
-
-  countByStatus(): Promise<Record<string, number>> {
-    return q.countJobsByStatus(this.deps.db);
-  }
 }
 
 class SlotTaken extends Error {}

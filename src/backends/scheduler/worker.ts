@@ -108,8 +108,9 @@ export class Worker {
     const heartbeat = setInterval(() => void beat(), Math.max(50, Math.floor(scheduler.options.leaseMs / 3)));
     const watchCancel = async () => {
       while (!controller.signal.aborted) {
-        await notifier.wait(jobTopic(job.id), scheduler.options.leaseMs, controller.signal);
-        if (!controller.signal.aborted) await beat();
+        // Only a notification calls for a check; the interval does the regular renewals.
+        const notified = await notifier.wait(jobTopic(job.id), scheduler.options.leaseMs, controller.signal);
+        if (notified && !controller.signal.aborted) await beat();
       }
     };
     void watchCancel();

@@ -4,7 +4,7 @@ import { KubernetesBackend } from '../../../src/backends/cluster/kubernetes/back
 import { settingsOf } from '../../../src/backends/cluster/kubernetes/index.js';
 import { ConfigError, loadConfig } from '../../../src/config.js';
 import { createLogger } from '../../../src/log.js';
-import { createBackends } from '../../../src/services/index.js';
+import { createRegionBackends } from '../../../src/services/index.js';
 import { FakeKube } from '../../fixtures/fake-kube/index.js';
 
 describe('Kubernetes regions in the configuration', () => {
@@ -44,7 +44,9 @@ describe('Kubernetes regions in the configuration', () => {
     if (backend?.type !== 'kubernetes') throw new Error('not a kubernetes backend');
     // The region's expose domain serves when the backend names none.
     expect(settingsOf(backend, 'apps.lab.example.org').exposeDomain).toBe('apps.lab.example.org');
-    const backends = createBackends(config, createLogger('silent'));
+    const { services: backends, batches } = createRegionBackends(config, createLogger('silent'));
+    expect(batches.get('lab')?.type).toBe('kubernetes');
+    expect(batches.get('here')?.type).toBe('local');
     const lab = backends.get('lab');
     expect(lab).toBeInstanceOf(KubernetesBackend);
     expect(backends.get('here')?.type).toBe('local');

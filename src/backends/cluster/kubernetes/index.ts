@@ -1,4 +1,4 @@
-// The Kubernetes backend of a region: what createBackends (src/services/index.ts) builds for a
+// The Kubernetes backend of a region: what createRegionBackends (src/services/index.ts) builds for a
 // region configured with `backend: {type: kubernetes, …}`.
 import type { Logger } from 'pino';
 import { KubernetesBackend } from './backend.js';
