@@ -1,12 +1,16 @@
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from '@jest/globals';
 import { measure } from '../../../src/backends/benchmark/measure.js';
 import { bsdChecksum } from '../../../src/backends/benchmark/metrics/compute.js';
 import { randomCycle, chaseStride } from '../../../src/backends/benchmark/metrics/data.js';
 import { createMatmulKernel } from '../../../src/backends/benchmark/metrics/matmul-wasm.js';
 import { chase } from '../../../src/backends/benchmark/metrics/memory.js';
+import { blockingDescriptor, roundTrip } from '../../../src/backends/benchmark/metrics/network.js';
 import { readSequentially } from '../../../src/backends/benchmark/metrics/storage.js';
 import { builtinMetrics, findMetric } from '../../../src/backends/benchmark/metrics/index.js';
 import { parameterProblems, resolveParameters } from '../../../src/backends/benchmark/parameters.js';
@@ -117,6 +121,33 @@ describe('the kernels', () => {
       expect(() => readSequentially(path, 8 * 65_536, 65_536, false, signal)).toThrow(/shorter/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('round-trip a message on a blocking socket descriptor, outside the event loop', async () => {
+    // The echo runs in its own thread: this one blocks in read until the reply is back.
+    const echo = new Worker(
+      `const net = require('node:net');
+       const server = net.createServer((socket) => socket.pipe(socket));
+       server.listen(0, '127.0.0.1', () => require('node:worker_threads').parentPort.postMessage(server.address().port));`,
+      { eval: true },
+    );
+    try {
+      const [port] = (await once(echo, 'message')) as [number];
+      const socket = connect({ port, host: '127.0.0.1' });
+      await once(socket, 'connect');
+      try {
+        const fd = blockingDescriptor(socket);
+        for (const text of ['ping', 'a longer message, echoed whole']) {
+          const reply = Buffer.alloc(text.length);
+          roundTrip(fd, Buffer.from(text), reply);
+          expect(reply.toString()).toBe(text);
+        }
+      } finally {
+        socket.destroy();
+      }
+    } finally {
+      await echo.terminate();
     }
   });
 });
