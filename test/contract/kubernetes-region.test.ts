@@ -1,8 +1,10 @@
 // A Kubernetes region through the whole API, against the fake API server: a launch runs as a
-// Deployment, a pipeline task as a Job, and a launch the namespace's own quota refuses ends as a quota-exceeded problem (the
-// project quota in Atrium had room), not as a failure to start and never as a 500.
+// Deployment, a pipeline task and a benchmark plan as Jobs, and a launch the namespace's own quota
+// refuses ends as a quota-exceeded problem (the project quota in Atrium had room), not as a
+// failure to start and never as a 500.
 import { mkdirSync, symlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { Worker } from '../../src/backends/scheduler/worker.js';
 import { createLogger } from '../../src/log.js';
@@ -12,15 +14,21 @@ import { FakeKube } from '../fixtures/fake-kube/index.js';
 
 type Login = Awaited<ReturnType<TestApp['login']>>;
 
+/** The repository, standing for Atrium's image: its /opt/atrium (dist/ needs `npm run build`). */
+const repository = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
 describe('a kubernetes region (fake API server, sqlite)', () => {
   let fake: FakeKube;
   let t: TestApp;
   let owner: Login;
 
   beforeAll(async () => {
-    fake = await FakeKube.start();
+    fake = await FakeKube.start({
+      images: { 'atrium:test': { kind: 'process', files: { '/opt/atrium': repository } } },
+    });
     t = await createTestApp('sqlite', {
       config: {
+        benchmarks: { clusterImage: 'atrium:test' },
         regions: [
           {
             id: 'cluster',
@@ -44,6 +52,10 @@ describe('a kubernetes region (fake API server, sqlite)', () => {
       .set('Authorization', owner.auth)
       .send({ id: 'kube', name: 'Kube' })
       .expect(201);
+    // Atrium sees the region's work volume at <data dir>/work (here: the fake's directory of the claim).
+    const claim = join(fake.root, 'claims', namespaceName('atrium-', 'kube'), 'atrium-work');
+    mkdirSync(claim, { recursive: true });
+    symlinkSync(claim, join(t.config.dataDir, 'work'));
   }, 60_000);
 
   afterAll(async () => {
@@ -80,10 +92,6 @@ describe('a kubernetes region (fake API server, sqlite)', () => {
 
   it('runs a pipeline task as a Job over the shared work volume, with the same contract', async () => {
     const namespace = namespaceName('atrium-', 'kube');
-    // Atrium sees the region's work volume at <data dir>/work (here: the fake's directory of the claim).
-    const claim = join(fake.root, 'claims', namespace, 'atrium-work');
-    mkdirSync(claim, { recursive: true });
-    symlinkSync(claim, join(t.config.dataDir, 'work'));
     const worker = new Worker(
       { scheduler: t.services.scheduler, notifier: t.services.notifier, log: createLogger('silent') },
       { concurrency: 1, pollMs: 50 },
@@ -119,6 +127,68 @@ describe('a kubernetes region (fake API server, sqlite)', () => {
         .set('Authorization', owner.auth)
         .buffer(true);
       expect(content.text).toBe('SHOUT THIS\n');
+    } finally {
+      await worker.stop(2000);
+    }
+  }, 60_000);
+
+  it("runs a benchmark plan on the cluster as a Job of Atrium's image, and scores it", async () => {
+    const namespace = namespaceName('atrium-', 'kube');
+    const worker = new Worker(
+      { scheduler: t.services.scheduler, notifier: t.services.notifier, log: createLogger('silent') },
+      { concurrency: 1, pollMs: 50 },
+    );
+    worker.start();
+    try {
+      const plan = await t.http
+        .post('/api/v1/projects/kube/benchmark-plans')
+        .set('Authorization', owner.auth)
+        .send({
+          name: 'on-cluster',
+          title: 'On the cluster',
+          runner: 'cluster',
+          qpis: ['network'],
+          samples: 1,
+          warmup: 0,
+          parameters: {
+            network_tcp_throughput: { duration_ms: 50, ramp_ms: 10 },
+            network_tcp_latency: { duration_ms: 50, ramp_ms: 10 },
+          },
+        })
+        .expect(201);
+      const jobsCreated = () =>
+        fake.requests.filter(
+          (r) => r.method === 'POST' && r.path === `/apis/batch/v1/namespaces/${namespace}/jobs`,
+        ).length;
+      const jobsBefore = jobsCreated();
+      const started = await t.http
+        .post('/api/v1/projects/kube/benchmark-runs')
+        .set('Authorization', owner.auth)
+        .set('Prefer', 'wait=50')
+        .send({ plan: plan.body.id })
+        .expect(202);
+      expect(started.body).toMatchObject({ status: 'succeeded' });
+      const runId = started.body.target.id as string;
+      // One Job made for it (and deleted once its results were read back from the work volume).
+      expect(jobsCreated()).toBe(jobsBefore + 1);
+      const run = await t.http
+        .get(`/api/v1/projects/kube/benchmark-runs/${runId}`)
+        .set('Authorization', owner.auth)
+        .expect(200);
+      expect(run.body).toMatchObject({ status: 'succeeded', runner: 'cluster:cluster' });
+      const results = await t.http
+        .get(`/api/v1/projects/kube/benchmark-runs/${runId}/results`)
+        .set('Authorization', owner.auth)
+        .expect(200);
+      expect(results.body.score).toBeGreaterThan(0);
+      const measured = results.body.qpis[0].sections.flatMap(
+        (section: { metrics: { metric: string; value: number }[] }) => section.metrics,
+      );
+      expect(measured.map((m: { metric: string }) => m.metric).sort()).toEqual([
+        'network_tcp_latency',
+        'network_tcp_throughput',
+      ]);
+      for (const m of measured) expect(m.value).toBeGreaterThan(0);
     } finally {
       await worker.stop(2000);
     }
