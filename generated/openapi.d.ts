@@ -792,6 +792,33 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/projects/{projectId}/benchmark-runs/{runId}/cancellation": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A benchmark run's identifier. */
+                runId: components["parameters"]["BenchmarkRunId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel a benchmark run
+         * @description A queued run is cancelled at once; a running one is stopped (its runner process or Job is
+         *     killed) by its worker, then recorded cancelled, and its operation ends `cancelled`. Whoever
+         *     started the run, the project owners and administrators may cancel it; 409 when it has ended.
+         */
+        post: operations["cancelBenchmarkRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/projects/{projectId}/benchmark-comparisons": {
         parameters: {
             query?: never;
@@ -4758,6 +4785,37 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            default: components["responses"]["Error"];
+        };
+    };
+    cancelBenchmarkRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A benchmark run's identifier. */
+                runId: components["parameters"]["BenchmarkRunId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The run, as cancellation began. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BenchmarkRun"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
             default: components["responses"]["Error"];

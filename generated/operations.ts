@@ -2,6 +2,7 @@
 // One entry per operation of the spec: how it is routed, bound and secured.
 
 export const operationIndex = {
+  cancelBenchmarkRun: {"method":"post","path":"/projects/{projectId}/benchmark-runs/{runId}/cancellation","controller":"benchmarks","public":false,"idempotencyKey":false,"statuses":[200,400,401,403,404,409]},
   cancelOperation: {"method":"post","path":"/operations/{operationId}/cancellation","controller":"operations","public":false,"idempotencyKey":false,"statuses":[202,400,401,403,404,409]},
   cancelRun: {"method":"post","path":"/projects/{projectId}/runs/{runId}/cancellation","controller":"runs","public":false,"idempotencyKey":false,"statuses":[200,400,401,403,404,409]},
   compareBenchmarkRuns: {"method":"get","path":"/projects/{projectId}/benchmark-comparisons","controller":"benchmarks","public":false,"idempotencyKey":false,"statuses":[200,400,401,404,409]},

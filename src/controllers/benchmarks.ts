@@ -226,6 +226,14 @@ export const deleteBenchmarkRun: Handler<'deleteBenchmarkRun'> = async (
   return { status: 204 };
 };
 
+export const cancelBenchmarkRun: Handler<'cancelBenchmarkRun'> = async (
+  { params },
+  { principal, services },
+) => ({
+  status: 200,
+  body: presentRun(await services.benchmarks.cancelRun(principal, params.projectId, params.runId)),
+});
+
 export const getBenchmarkResults: Handler<'getBenchmarkResults'> = async (
   { params, query },
   { principal, services },

@@ -23,6 +23,7 @@ import { compareRuns, type RunComparison } from '../backends/benchmark/scoring.j
 import type { AnyMetric } from '../backends/benchmark/types.js';
 import {
   JobFailure,
+  terminalStatuses,
   type JobHandler,
   type JobRecord,
   type RunContext,
@@ -30,6 +31,7 @@ import {
   type Transition,
 } from '../backends/scheduler/scheduler.js';
 import * as q from '../db/benchmarks.js';
+import { findJob } from '../db/jobs.js';
 import { projectRegion } from '../db/projects.js';
 import type { BenchmarkPlanRecord, BenchmarkRunRecord, BenchmarkRunStatus } from '../db/benchmarks.js';
 import type { OperationRecord } from '../db/operations.js';
@@ -406,17 +408,47 @@ export class BenchmarkService {
     return q.listRuns(this.deps.db, projectId, filter, page);
   }
 
-  async deleteRun(principal: Principal, projectId: string, runId: string): Promise<void> {
+  /** A run that `principal` may cancel or delete: theirs, or any as a project owner or administrator. */
+  private async actionableRun(principal: Principal, projectId: string, runId: string) {
     const project = await this.deps.projects.access(principal, projectId, 'viewer');
     const run = await this.visibleRun(principal, projectId, runId);
     const mine = run.createdBy === principal.user.id && project.role !== 'viewer';
     if (!(principal.user.admin || project.role === 'owner' || mine)) {
-      throw forbidden('only whoever started a run, the project owners and administrators may delete it');
+      throw forbidden('only whoever started a run, the project owners and administrators may act on it');
     }
+    return run;
+  }
+
+  async deleteRun(principal: Principal, projectId: string, runId: string): Promise<void> {
+    const run = await this.actionableRun(principal, projectId, runId);
     if (run.status === 'queued' || run.status === 'running') {
-      throw conflict(`benchmark run ${runId} has not ended; cancel its operation's job or wait`);
+      throw conflict(`benchmark run ${runId} has not ended; cancel it first`);
     }
     await q.deleteRun(this.deps.db, runId);
+  }
+
+  /**
+   * Cancels the run's job: a queued one at once (the run and its operation end `cancelled` in the
+   * same transaction), a running one by its worker, which stops the runner.
+   */
+  async cancelRun(principal: Principal, projectId: string, runId: string): Promise<BenchmarkRunRecord> {
+    const run = await this.actionableRun(principal, projectId, runId);
+    if ((run.status !== 'queued' && run.status !== 'running') || !run.jobId) {
+      throw conflict(
+        `benchmark run ${runId} has already ${run.status === 'cancelled' ? 'been cancelled' : run.status}`,
+      );
+    }
+    const jobId = run.jobId;
+    await this.deps.db.transaction(async (trx) => {
+      const job = await findJob(trx, jobId);
+      if (!job || job.cancelRequested || terminalStatuses.includes(job.status)) return;
+      await this.deps.scheduler.cancel(
+        trx,
+        jobId,
+        `benchmark run ${runId} was cancelled by ${principal.user.username}`,
+      );
+    });
+    return this.visibleRun(principal, projectId, runId);
   }
 
   /** The results of a finished run (409 before it has any). */

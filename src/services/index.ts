@@ -140,6 +140,9 @@ export function createServices({
     batches: batchBackends,
   });
   scheduler.register(runTaskKind, runs.taskHandler());
+  operations.cancelWith('run-pipeline', async (principal, op) => {
+    if (op.projectId && op.target) await runs.cancel(principal, op.projectId, op.target.id);
+  });
   let definitions: BenchmarkDefinitions | null = null;
   const benchmarks = new BenchmarkService({
     db,
@@ -155,6 +158,9 @@ export function createServices({
     clusterImage: config.benchmarks.clusterImage,
   });
   scheduler.register(benchmarkRunKind, benchmarks.taskHandler());
+  operations.cancelWith('run-benchmark', async (principal, op) => {
+    if (op.projectId && op.target) await benchmarks.cancelRun(principal, op.projectId, op.target.id);
+  });
   return {
     audit: new AuditService({ db, clock, log }),
     benchmarks,

@@ -35,12 +35,25 @@ export function operationProblem(
   return { type: `${problemTypeBase}${kind}`, title, status, detail, ...extra };
 }
 
+/** Stops what an operation stands for, as `principal` asked (checking what it must besides). */
+export type Canceller = (principal: Principal, operation: OperationRecord) => Promise<void>;
+
 export type OperationOutcome =
   | { status: 'succeeded'; message: string; result: Record<string, unknown> }
   | { status: 'failed' | 'cancelled'; message: string; error: Record<string, unknown> };
 
 export class OperationService {
+  private readonly cancellers = new Map<OperationKind, Canceller>();
+
   constructor(private readonly deps: { db: Knex; clock: Clock; notifier: Notifier }) {}
+
+  /**
+   * How operations of `kind` are cancelled by whoever runs them (a pipeline run's jobs, a benchmark
+   * run's); the others are asked to stop through their cancelRequested flag (launches).
+   */
+  cancelWith(kind: OperationKind, canceller: Canceller): void {
+    this.cancellers.set(kind, canceller);
+  }
 
   /** Records a new running operation, in the caller's transaction. */
   async create(
@@ -255,6 +268,11 @@ export class OperationService {
       throw forbidden('only whoever started an operation (or an administrator) may cancel it');
     }
     if (op.status !== 'running') throw conflict(`operation ${id} is already ${op.status}`);
+    const canceller = this.cancellers.get(op.kind);
+    if (canceller) {
+      await canceller(principal, op);
+      return (await q.findOperation(this.deps.db, id)) as OperationRecord;
+    }
     if (op.kind !== 'launch-service') throw conflict(`a ${op.kind} operation cannot be cancelled`);
     await q.updateRunningOperation(
       this.deps.db,

@@ -513,7 +513,7 @@ export class ServiceManager {
     return (await operations.find(operation.id)) as OperationRecord;
   }
 
-  /** Cancels a running launch: the service is removed, the launch ends as cancelled. */
+  /** Cancels a running operation: a launch is abandoned (its service removed); runs are cancelled. */
   async cancel(principal: Principal, operationId: string): Promise<OperationRecord> {
     const op = await this.deps.operations.requestCancel(principal, operationId);
     const service = op.target?.type === 'service' ? await q.findService(this.deps.db, op.target.id) : null;

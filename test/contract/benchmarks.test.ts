@@ -1,6 +1,8 @@
 // Benchmark definitions (public), plans saved in projects (validated against the QPIs and metrics),
 // and what can be asked of runs before they have results.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Worker } from '../../src/backends/scheduler/worker.js';
+import { createLogger } from '../../src/log.js';
 import { createTestApp, expectProblem, type TestApp } from '../fixtures/app.js';
 import { testEngines } from '../fixtures/databases.js';
 
@@ -246,5 +248,112 @@ describe.each(testEngines())('benchmarks (%s)', (engine) => {
         .expect(200);
       expect(none.body.items).toEqual([]);
     });
+  });
+
+  describe('cancelBenchmarkRun', () => {
+    const runs = '/api/v1/projects/perf/benchmark-runs';
+    const start = async (plan: string) => {
+      const res = await t.http.post(runs).set('Authorization', owner.auth).send({ plan }).expect(202);
+      return { runId: res.body.target.id as string, operationId: res.body.id as string };
+    };
+    const runStatus = async (runId: string) =>
+      (await t.http.get(`${runs}/${runId}`).set('Authorization', owner.auth).expect(200)).body
+        .status as string;
+    const operation = async (operationId: string) =>
+      (await t.http.get(`/api/v1/operations/${operationId}`).set('Authorization', owner.auth).expect(200))
+        .body;
+    const waitFor = async (runId: string, wanted: (status: string) => boolean, timeoutMs: number) => {
+      const deadline = Date.now() + timeoutMs;
+      for (let i = 0; i < 600 && Date.now() < deadline; i++) {
+        const status = await runStatus(runId);
+        if (wanted(status)) return status;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      return runStatus(runId);
+    };
+
+    it('cancels a queued run at once, with its operation (200), then answers 409; not for viewers (403)', async () => {
+      const { runId, operationId } = await start('quick');
+      expectProblem(
+        await t.http.post(`${runs}/${runId}/cancellation`).set('Authorization', viewer.auth),
+        403,
+        'forbidden',
+      );
+      const res = await t.http
+        .post(`${runs}/${runId}/cancellation`)
+        .set('Authorization', owner.auth)
+        .expect(200);
+      expect(res.body).toMatchObject({ id: runId, status: 'cancelled' });
+      expect(await operation(operationId)).toMatchObject({
+        status: 'cancelled',
+        error: { type: 'https://atrium.dev/problems/cancelled' },
+      });
+      expectProblem(
+        await t.http.post(`${runs}/${runId}/cancellation`).set('Authorization', owner.auth),
+        409,
+        'conflict',
+      );
+      // Ended, it can be deleted.
+      await t.http.delete(`${runs}/${runId}`).set('Authorization', owner.auth).expect(204);
+    });
+
+    it('cancels a run through its operation, as POST /operations/{id}/cancellation', async () => {
+      const { runId, operationId } = await start('quick');
+      const res = await t.http
+        .post(`/api/v1/operations/${operationId}/cancellation`)
+        .set('Authorization', owner.auth)
+        .expect(202);
+      expect(res.body).toMatchObject({ id: operationId, status: 'cancelled' });
+      expect(await runStatus(runId)).toBe('cancelled');
+    });
+
+    it('stops a running run: its runner is killed and the run and its operation end cancelled', async () => {
+      // Runs on one runner go one at a time: the runs queued by the tests above go first.
+      const queued = await t.http
+        .get(runs)
+        .set('Authorization', owner.auth)
+        .query({ status: 'queued' })
+        .expect(200);
+      for (const run of queued.body.items as { id: string }[]) {
+        await t.http.post(`${runs}/${run.id}/cancellation`).set('Authorization', owner.auth).expect(200);
+      }
+      const plan = await t.http
+        .post(plans)
+        .set('Authorization', owner.auth)
+        .send({
+          name: 'long',
+          title: 'Loopback throughput, then a minute of round trips',
+          qpis: ['network'],
+          samples: 1,
+          warmup: 0,
+          parameters: {
+            network_tcp_throughput: { duration_ms: 50, ramp_ms: 10 },
+            network_tcp_latency: { duration_ms: 60_000 },
+          },
+        })
+        .expect(201);
+      const worker = new Worker(
+        { scheduler: t.services.scheduler, notifier: t.services.notifier, log: createLogger('silent') },
+        { concurrency: 1, pollMs: 50 },
+      );
+      worker.start();
+      try {
+        const { runId, operationId } = await start(plan.body.id as string);
+        expect(await waitFor(runId, (status) => status !== 'queued', 10_000)).toBe('running');
+        // Once the first metric is reported, the runner is measuring the minute-long one.
+        for (let i = 0; i < 200 && (await operation(operationId)).progress === 0; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        expect((await operation(operationId)).progress).toBeGreaterThan(0);
+        const started = Date.now();
+        await t.http.post(`${runs}/${runId}/cancellation`).set('Authorization', owner.auth).expect(200);
+        expect(await waitFor(runId, (status) => status !== 'running', 20_000)).toBe('cancelled');
+        // Long before the minute of measuring was over: the runner process was stopped.
+        expect(Date.now() - started).toBeLessThan(30_000);
+        expect(await operation(operationId)).toMatchObject({ status: 'cancelled' });
+      } finally {
+        await worker.stop(2000);
+      }
+    }, 60_000);
   });
 });

@@ -309,6 +309,28 @@ describe.each(testEngines())('runs (%s)', (engine) => {
         'conflict',
       );
     });
+    it('cancels a run through its operation (POST /operations/{id}/cancellation, 202)', async () => {
+      const input = await upload('slow2.txt', 'zzz');
+      const id = await pipeline([{ module: 'testing', function: 'sleepy', options: { seconds: 30 } }]);
+      const { runId, operationId } = await start(id, [input]);
+      await waitForRun(runId, (r) => r.jobs[0]?.status === 'running');
+      expectProblem(
+        await t.http.post(`/api/v1/operations/${operationId}/cancellation`).set('Authorization', viewer.auth),
+        403,
+        'forbidden',
+      );
+      await t.http
+        .post(`/api/v1/operations/${operationId}/cancellation`)
+        .set('Authorization', member.auth)
+        .expect(202);
+      const run = await waitForRun(runId, (r) => r.status !== 'running', 15_000);
+      expect(run.status).toBe('cancelled');
+      const op = await t.http
+        .get(`/api/v1/operations/${operationId}`)
+        .set('Authorization', member.auth)
+        .expect(200);
+      expect(op.body.status).toBe('cancelled');
+    });
   });
 
   describe('deleteRun', () => {
