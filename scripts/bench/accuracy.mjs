@@ -38,8 +38,9 @@
 //                            file our metric's read loop reads, as for storage_seq_read; 2 × the rounds
 //   network_tcp_throughput   iperf3 -c 127.0.0.1 -l 128K (the receiver's bytes per second)
 //   network_tcp_latency      sockperf ping-pong --tcp -m 64 (its avg-latency is half a round trip).
-//                            Both ends of ours write and read blocking sockets, as sockperf's do;
-//                            on a VM both swing with whether the other vCPU idles (15 or 55 µs)
+//                            Both ends of ours write and read blocking sockets, as sockperf's do.
+//                            On a VM both swing from one second to the next with whether the
+//                            other vCPU idles (a round trip of 20 or 70 µs here): 3 × the rounds
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -492,6 +493,7 @@ const comparisons = [
     params: { message_size: 64, duration_ms: seconds * 1000, ramp_ms: 100 },
     tool: 'sockperf ping-pong --tcp -m 64 (2 × avg-latency)',
     needs: ['sockperf'],
+    roundsFactor: 3,
     reference: async () => {
       const port = await freePort();
       const args = ['-i', '127.0.0.1', '-p', String(port), '--tcp'];
