@@ -63,6 +63,20 @@ describe('a kubernetes region (fake API server, sqlite)', () => {
     await fake?.close();
   });
 
+  /** Runs `body` with a scheduler worker in this process, for the jobs it starts. */
+  const withWorker = async (body: () => Promise<void>) => {
+    const worker = new Worker(
+      { scheduler: t.services.scheduler, notifier: t.services.notifier, log: createLogger('silent') },
+      { concurrency: 1, pollMs: 50 },
+    );
+    worker.start();
+    try {
+      await body();
+    } finally {
+      await worker.stop(2000);
+    }
+  };
+
   const launch = async () => {
     const res = await t.http
       .post('/api/v1/projects/kube/services')
@@ -92,12 +106,7 @@ describe('a kubernetes region (fake API server, sqlite)', () => {
 
   it('runs a pipeline task as a Job over the shared work volume, with the same contract', async () => {
     const namespace = namespaceName('atrium-', 'kube');
-    const worker = new Worker(
-      { scheduler: t.services.scheduler, notifier: t.services.notifier, log: createLogger('silent') },
-      { concurrency: 1, pollMs: 50 },
-    );
-    worker.start();
-    try {
+    await withWorker(async () => {
       const file = await t.http
         .post('/api/v1/projects/kube/files?name=note.txt')
         .set('Authorization', owner.auth)
@@ -127,19 +136,12 @@ describe('a kubernetes region (fake API server, sqlite)', () => {
         .set('Authorization', owner.auth)
         .buffer(true);
       expect(content.text).toBe('SHOUT THIS\n');
-    } finally {
-      await worker.stop(2000);
-    }
+    });
   }, 60_000);
 
   it("runs a benchmark plan on the cluster as a Job of Atrium's image, and scores it", async () => {
     const namespace = namespaceName('atrium-', 'kube');
-    const worker = new Worker(
-      { scheduler: t.services.scheduler, notifier: t.services.notifier, log: createLogger('silent') },
-      { concurrency: 1, pollMs: 50 },
-    );
-    worker.start();
-    try {
+    await withWorker(async () => {
       const plan = await t.http
         .post('/api/v1/projects/kube/benchmark-plans')
         .set('Authorization', owner.auth)
@@ -189,9 +191,7 @@ describe('a kubernetes region (fake API server, sqlite)', () => {
         'network_tcp_throughput',
       ]);
       for (const m of measured) expect(m.value).toBeGreaterThan(0);
-    } finally {
-      await worker.stop(2000);
-    }
+    });
   }, 60_000);
 
   it('ends a launch the namespace quota refuses with a quota-exceeded problem', async () => {
