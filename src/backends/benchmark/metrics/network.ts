@@ -231,6 +231,8 @@ export const networkTcpLatency = defineMetric<{ message_size: number; duration_m
       const reply = Buffer.alloc(message_size);
       return onConnection(peer.port, ramp_ms + duration_ms, ctx.signal, {}, (socket, finish) => {
         socket.setNoDelay(true);
+        // Synchronous from here: no timer can interrupt a blocked read. The peer is a thread of
+        // this process that answers until the connection closes; the run's deadline bounds the rest.
         const fd = blockingDescriptor(socket);
         repeatFor(ramp_ms, ctx.signal, () => roundTrip(fd, message, reply));
         const run = repeatFor(duration_ms, ctx.signal, () => roundTrip(fd, message, reply));
