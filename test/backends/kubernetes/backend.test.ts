@@ -330,16 +330,31 @@ describe('the Kubernetes backend', () => {
       expect((await backend.status(spec.serviceId))?.phase).toBe('lost');
     });
 
-    it('reports a port Service deleted behind its back, naming the port', async () => {
+    it('creates a port Service deleted behind its back again, as it was rendered, and tells so', async () => {
       const spec = await launch(inProject('team-l'));
       await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'running');
       const [service] = objects('services', spec.serviceId);
       expect(service).toBeDefined();
-      fake.api.delete('services', 'atrium-team-l', service?.metadata.name ?? '');
+      const name = service?.metadata.name ?? '';
+      fake.api.delete('services', 'atrium-team-l', name);
+      expect(objects('services', spec.serviceId)).toEqual([]);
       const report = await backend.reconcile([{ serviceId: spec.serviceId, shouldRun: true }]);
       expect(report.adopted).toContain(spec.serviceId);
-      const missing = events.find((e) => e.serviceId === spec.serviceId && e.type === 'objects-missing');
-      expect(missing?.message).toMatch(/Service of port http was deleted outside Atrium/);
+      const [again] = objects('services', spec.serviceId);
+      const made = (object: typeof service) => ({
+        name: object?.metadata.name,
+        labels: object?.metadata.labels,
+        annotations: object?.metadata.annotations,
+        spec: {
+          ...(object as { spec?: object } | undefined)?.spec,
+          clusterIP: undefined,
+          clusterIPs: undefined,
+        },
+      });
+      expect(again?.metadata.uid).not.toBe(service?.metadata.uid);
+      expect(made(again)).toEqual(made(service));
+      const restored = events.find((e) => e.serviceId === spec.serviceId && e.type === 'objects-restored');
+      expect(restored?.message).toMatch(/Service of port http was deleted outside Atrium, and created again/);
     });
   });
 });

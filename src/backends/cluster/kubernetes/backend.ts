@@ -4,8 +4,9 @@
 // what it was and its last logs; failures Atrium decides (never ready, crashing over and over, an
 // image that cannot be pulled) do the same. Pods, Deployments and Events are watched per namespace;
 // every watched workload is read again periodically, so that one deleted behind Atrium's back is
-// reported lost. Each event carries the cluster's resourceVersion as its number (etcd's revision,
-// increasing across objects), so that a restart replays only what its owner has not seen.
+// reported lost (and a port Service deleted behind its back is created again). Each event carries
+// the cluster's resourceVersion as its number (etcd's revision, increasing across objects), so
+// that a restart replays only what its owner has not seen.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type {
@@ -69,6 +70,7 @@ import {
 import { Onboarding } from './onboarding.js';
 import {
   objectsOf,
+  portServiceOf,
   renderNamespace,
   renderQuota,
   renderRoleBinding,
@@ -1011,7 +1013,7 @@ export class KubernetesBackend implements ClusterBackend {
         await this.watchesReady(namespace);
         if (!isParked(deployment)) report.adopted.push(serviceId);
         await this.refresh(serviceId);
-        await this.reportMissingServices(tracked, deployment);
+        await this.restoreMissingServices(tracked, deployment);
       }
       // Services that should run but have nothing left in the cluster at all: gone behind our back.
       for (const entry of known) {
@@ -1024,10 +1026,11 @@ export class KubernetesBackend implements ClusterBackend {
   }
 
   /**
-   * Reports, as an event of the workload, each Service (one per container port) deleted outside
-   * Atrium: its port is unreachable until the service is started again (which renders it anew).
+   * Creates again each Service (one per container port) deleted outside Atrium, as it was
+   * rendered (from the Deployment, which carries what it is made of), and tells it as an event of
+   * the workload.
    */
-  private async reportMissingServices(tracked: Tracked, deployment: V1Deployment): Promise<void> {
+  private async restoreMissingServices(tracked: Tracked, deployment: V1Deployment): Promise<void> {
     const ports = (deployment.spec?.template.spec?.containers ?? []).flatMap((c) =>
       (c.ports ?? []).flatMap((p) => (p.name ? [p.name] : [])),
     );
@@ -1041,11 +1044,19 @@ export class KubernetesBackend implements ClusterBackend {
       ).items.map((service) => service.metadata?.name ?? ''),
     );
     const missing = ports.filter((port) => !present.has(portServiceName(tracked.serviceId, port)));
-    if (missing.length === 0 || !tracked.lastStatus) return;
+    const restored: string[] = [];
+    for (const port of missing) {
+      const service = portServiceOf(deployment, port);
+      if (!service) continue;
+      await this.upsertService(service);
+      restored.push(port);
+    }
+    if (restored.length === 0 || !tracked.lastStatus) return;
+    const s = restored.length === 1 ? '' : 's';
     this.tell(
       tracked,
-      'objects-missing',
-      `the Service of port${missing.length === 1 ? '' : 's'} ${missing.join(', ')} was deleted outside Atrium; suspend and resume the service to recreate it`,
+      'objects-restored',
+      `the Service${s} of port${s} ${restored.join(', ')} ${restored.length === 1 ? 'was' : 'were'} deleted outside Atrium, and created again`,
       null,
       tracked.lastStatus,
     );

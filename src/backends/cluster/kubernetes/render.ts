@@ -81,6 +81,15 @@ function resourcesOf({ cpuMillis, memoryBytes, gpu }: Resources): V1ResourceRequ
   };
 }
 
+/** The labels and annotations of serviceLabels and serviceAnnotations, which every object of a service carries. */
+const serviceLabelKeys = [labelKeys.managedBy, labelKeys.service, labelKeys.project, labelKeys.package];
+const serviceAnnotationKeys = [
+  annotationKeys.serviceId,
+  annotationKeys.serviceName,
+  annotationKeys.projectId,
+  annotationKeys.packageRef,
+];
+
 export function serviceLabels(spec: WorkloadSpec): Record<string, string> {
   return {
     [labelKeys.managedBy]: managedByAtrium,
@@ -241,6 +250,52 @@ function ingressHost(spec: WorkloadSpec, port: string, settings: KubernetesSetti
   return `${port}-${workloadName(spec.serviceId)}.${settings.exposeDomain}`;
 }
 
+/** The Service of one container port of a workload: its address inside the namespace. */
+function portService(
+  serviceId: string,
+  namespace: string,
+  labels: Record<string, string>,
+  annotations: Record<string, string>,
+  portName: string,
+  portNumber: number,
+): V1Service {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name: portServiceName(serviceId, portName), namespace, labels, annotations },
+    spec: {
+      type: 'ClusterIP',
+      selector: { [labelKeys.service]: labelValue(serviceId) },
+      ports: [{ name: portName, port: portNumber, targetPort: portName, protocol: 'TCP' }],
+    },
+  };
+}
+
+/**
+ * The Service of `portName` as renderService makes it, from the workload's Deployment, which
+ * carries the same labels, the same annotations among its others, and the container port: to
+ * restore one deleted outside Atrium without the spec it was rendered from. Null when the
+ * Deployment has no such port.
+ */
+export function portServiceOf(deployment: V1Deployment, portName: string): V1Service | null {
+  const { namespace, labels = {}, annotations = {} } = deployment.metadata ?? {};
+  const serviceId = annotations[annotationKeys.serviceId];
+  const port = (deployment.spec?.template.spec?.containers ?? [])
+    .flatMap((container) => container.ports ?? [])
+    .find((p) => p.name === portName);
+  if (!namespace || !serviceId || !port) return null;
+  const pick = (from: Record<string, string>, keys: readonly string[]) =>
+    Object.fromEntries(keys.flatMap((key) => (from[key] === undefined ? [] : [[key, from[key]]])));
+  return portService(
+    serviceId,
+    namespace,
+    pick(labels, serviceLabelKeys),
+    pick(annotations, serviceAnnotationKeys),
+    portName,
+    port.containerPort,
+  );
+}
+
 /** Everything a service is made of in the cluster. */
 export function renderService(
   spec: WorkloadSpec,
@@ -360,16 +415,9 @@ export function renderService(
     },
   };
 
-  const services: V1Service[] = run.ports.map((port) => ({
-    apiVersion: 'v1',
-    kind: 'Service',
-    metadata: { name: portServiceName(spec.serviceId, port.name), namespace, labels, annotations },
-    spec: {
-      type: 'ClusterIP',
-      selector: { [labelKeys.service]: labelValue(spec.serviceId) },
-      ports: [{ name: port.name, port: port.container_port ?? 0, targetPort: port.name, protocol: 'TCP' }],
-    },
-  }));
+  const services: V1Service[] = run.ports.map((port) =>
+    portService(spec.serviceId, namespace, labels, annotations, port.name, port.container_port ?? 0),
+  );
 
   const httpPorts = run.ports.filter((p) => p.protocol === 'http');
   const ingress: V1Ingress | null =
