@@ -1169,7 +1169,10 @@ export interface paths {
         /**
          * Cancel an operation
          * @description Stops a running operation where that can be undone: a launch is abandoned and its service
-         *     removed. Deletions cannot be cancelled (409). Cancelling a finished operation is a 409 too.
+         *     removed; a pipeline run or a benchmark run is cancelled as by its own cancellation (queued jobs
+         *     at once, a running one stopped by its worker), and the operation ends `cancelled`. Deletions,
+         *     suspensions and resumptions cannot be cancelled (409). Cancelling a finished operation is a 409
+         *     too.
          */
         post: operations["cancelOperation"];
         delete?: never;
