@@ -36,13 +36,13 @@ import { projectRegion } from '../db/projects.js';
 import type { BenchmarkPlanRecord, BenchmarkRunRecord, BenchmarkRunStatus } from '../db/benchmarks.js';
 import type { OperationRecord } from '../db/operations.js';
 import type { Page, PageRequest } from '../db/pagination.js';
-import { conflict, DomainError, forbidden, notFound, unprocessable } from '../errors.js';
+import { conflict, DomainError, notFound, unprocessable } from '../errors.js';
 import { newId } from '../ids.js';
 import { repoRoot } from '../paths.js';
 import { checkIfMatch, etagFor } from './etag.js';
 import { operationProblem, type OperationService } from './operations.js';
 import type { Principal } from './principal.js';
-import type { ProjectService } from './projects.js';
+import { requireMaker, type ProjectService } from './projects.js';
 
 export type { BenchmarkPlanRecord, BenchmarkRunRecord } from '../db/benchmarks.js';
 
@@ -273,10 +273,12 @@ export class BenchmarkService {
   private async writablePlan(principal: Principal, projectId: string, planId: string) {
     const project = await this.deps.projects.access(principal, projectId, 'viewer');
     const plan = await this.getPlan(principal, projectId, planId);
-    const mine = plan.createdBy === principal.user.id && project.role !== 'viewer';
-    if (!(principal.user.admin || project.role === 'owner' || mine)) {
-      throw forbidden('only whoever created a plan, the project owners and administrators may change it');
-    }
+    requireMaker(
+      principal,
+      project,
+      plan.createdBy,
+      'only whoever created a plan, the project owners and administrators may change it',
+    );
     return plan;
   }
 
@@ -412,10 +414,12 @@ export class BenchmarkService {
   private async actionableRun(principal: Principal, projectId: string, runId: string) {
     const project = await this.deps.projects.access(principal, projectId, 'viewer');
     const run = await this.visibleRun(principal, projectId, runId);
-    const mine = run.createdBy === principal.user.id && project.role !== 'viewer';
-    if (!(principal.user.admin || project.role === 'owner' || mine)) {
-      throw forbidden('only whoever started a run, the project owners and administrators may act on it');
-    }
+    requireMaker(
+      principal,
+      project,
+      run.createdBy,
+      'only whoever started a run, the project owners and administrators may act on it',
+    );
     return run;
   }
 

@@ -10,11 +10,11 @@ import * as q from '../db/files.js';
 import type { FileFilter, FileKind, FileRecord } from '../db/files.js';
 import type { Page, PageRequest } from '../db/pagination.js';
 import { adjustStorageUsage, findQuota } from '../db/projects.js';
-import { conflict, DomainError, forbidden, notFound } from '../errors.js';
+import { conflict, DomainError, notFound } from '../errors.js';
 import { newId } from '../ids.js';
 import { checkIfMatch, etagFor } from './etag.js';
 import type { Principal } from './principal.js';
-import type { ProjectService } from './projects.js';
+import { requireMaker, type ProjectService } from './projects.js';
 
 export type { FileRecord } from '../db/files.js';
 
@@ -222,10 +222,12 @@ export class FileService {
   private async writable(principal: Principal, projectId: string, fileId: string): Promise<FileRecord> {
     const project = await this.deps.projects.access(principal, projectId, 'viewer');
     const file = await this.find(projectId, fileId);
-    const mine = file.createdBy === principal.user.id && project.role !== 'viewer';
-    if (!(principal.user.admin || project.role === 'owner' || mine)) {
-      throw forbidden('only whoever uploaded a file, the project owners and administrators may change it');
-    }
+    requireMaker(
+      principal,
+      project,
+      file.createdBy,
+      'only whoever uploaded a file, the project owners and administrators may change it',
+    );
     return file;
   }
 

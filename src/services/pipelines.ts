@@ -6,12 +6,12 @@ import { iso } from '../clock.js';
 import * as q from '../db/pipelines.js';
 import type { PipelineRecord, PipelineTask } from '../db/pipelines.js';
 import type { Page, PageRequest } from '../db/pagination.js';
-import { DomainError, forbidden, notFound, type FieldError } from '../errors.js';
+import { DomainError, notFound, type FieldError } from '../errors.js';
 import { newId } from '../ids.js';
 import { checkIfMatch, etagFor } from './etag.js';
 import type { ModuleService } from './modules.js';
 import type { Principal } from './principal.js';
-import type { ProjectService } from './projects.js';
+import { requireMaker, type ProjectService } from './projects.js';
 
 export type { PipelineRecord, PipelineTask } from '../db/pipelines.js';
 
@@ -125,10 +125,12 @@ export class PipelineService {
   ): Promise<PipelineRecord> {
     const project = await this.deps.projects.access(principal, projectId, 'viewer');
     const pipeline = await this.find(projectId, pipelineId);
-    const mine = pipeline.createdBy === principal.user.id && project.role !== 'viewer';
-    if (!(principal.user.admin || project.role === 'owner' || mine)) {
-      throw forbidden('only whoever created a pipeline, the project owners and administrators may change it');
-    }
+    requireMaker(
+      principal,
+      project,
+      pipeline.createdBy,
+      'only whoever created a pipeline, the project owners and administrators may change it',
+    );
     return pipeline;
   }
 

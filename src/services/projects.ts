@@ -27,6 +27,21 @@ export function personalProjectId(username: string): string {
   return `${personalProjectPrefix}${label || randomBase62(8).toLowerCase()}`;
 }
 
+/**
+ * What someone made in a project (a file, a pipeline, a run, a plan) may be changed by its maker,
+ * while still more than a viewer, by the project's owners and by administrators; anyone else is
+ * refused with `refusal`.
+ */
+export function requireMaker(
+  principal: Principal,
+  project: Pick<ProjectView, 'role'>,
+  createdBy: string | null,
+  refusal: string,
+): void {
+  const mine = createdBy === principal.user.id && project.role !== 'viewer';
+  if (!(principal.user.admin || project.role === 'owner' || mine)) throw forbidden(refusal);
+}
+
 export function projectEtag(project: { version: number; updatedAt: string }): string {
   return etagFor(project.version, project.updatedAt);
 }

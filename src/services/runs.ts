@@ -35,7 +35,7 @@ import type { Page, PageRequest } from '../db/pagination.js';
 import { adjustStorageUsage, projectRegion } from '../db/projects.js';
 import * as q from '../db/runs.js';
 import type { RunRecord, RunStatus } from '../db/runs.js';
-import { conflict, DomainError, forbidden, notFound, unprocessable } from '../errors.js';
+import { conflict, DomainError, notFound, unprocessable } from '../errors.js';
 import { newId } from '../ids.js';
 import type { FileRecord, FileService } from './files.js';
 import type { ModuleService } from './modules.js';
@@ -44,7 +44,7 @@ import { operationProblem, type OperationService } from './operations.js';
 import type { OperationRecord } from '../db/operations.js';
 import type { PipelineService } from './pipelines.js';
 import type { Principal } from './principal.js';
-import type { ProjectService } from './projects.js';
+import { requireMaker, type ProjectService } from './projects.js';
 import { streamEvents } from './services.js';
 
 export type { RunRecord, RunStatus } from '../db/runs.js';
@@ -241,10 +241,12 @@ export class RunService {
   private async actionable(principal: Principal, projectId: string, runId: string): Promise<RunRecord> {
     const project = await this.deps.projects.access(principal, projectId, 'viewer');
     const run = await this.visible(principal, projectId, runId);
-    const mine = run.createdBy === principal.user.id && project.role !== 'viewer';
-    if (!(principal.user.admin || project.role === 'owner' || mine)) {
-      throw forbidden('only whoever started a run, the project owners and administrators may act on it');
-    }
+    requireMaker(
+      principal,
+      project,
+      run.createdBy,
+      'only whoever started a run, the project owners and administrators may act on it',
+    );
     return run;
   }
 
