@@ -30,7 +30,8 @@
 //   memory_copy_bandwidth    mbw -t1 (memcpy; mbw 1.2.2 prints it as "DUMB": its labels are swapped)
 //   memory_random_latency    the same pointer chain in C, compiled here with gcc -O2 (Debian 12 has no
 //                            lmbench lat_mem_rd nor tinymembench)
-//   storage_seq_write        dd if=/dev/zero bs=1M count=256 conv=fsync
+//   storage_seq_write        dd if=/dev/zero bs=1M count=256 conv=fsync. Each takes about 0.1 s and
+//                            single rounds differ by ±15 %: 4 × the rounds
 //   storage_seq_read         dd bs=1M iflag=direct, of the very file our metric's read loop reads (both
 //                            O_DIRECT, 1 MiB blocks, 256 MiB), written and fsynced once; 4 × the rounds,
 //                            as one read of a virtual disk varies by ±20 % from the next
@@ -401,6 +402,7 @@ const comparisons = [
     params: { size: fileSize, block_size: MiB },
     tool: 'dd conv=fsync bs=1M',
     needs: ['dd'],
+    roundsFactor: 4,
     reference: () => {
       rmSync(paths.write, { force: true });
       const out = run('dd', [
