@@ -1,8 +1,10 @@
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { isAlive, LocalBackend } from '../../src/backends/cluster/local.js';
+import type { WorkloadEvent } from '../../src/backends/cluster/types.js';
 import { createLogger } from '../../src/log.js';
 import { describeClusterBackend, probeSpec, waitForStatus } from './cluster-backend.js';
 
@@ -133,4 +135,44 @@ describe('local runtime specifics', () => {
     expect(lines.some((l) => l.includes('probe starting'))).toBe(false);
     await small.close();
   });
+});
+
+describe('local runtime, a workload read as its supervisor ends', () => {
+  it('reports workloads that exit at once failed, with their log tail, and never lost, on a busy machine', async () => {
+    // A supervisor saves its last state and exits; a poll that read the state just before and
+    // checks the supervisor just after must not take it for vanished. Two busy processes widen
+    // that window, as a loaded machine does (without the fix, 1 or 2 of 40 came out lost so).
+    const root = mkdtempSync(join(tmpdir(), 'atrium-local-'));
+    const backend = new LocalBackend({ root, log: createLogger('silent'), stopGraceMs: 1000, pollMs: 5 });
+    const events: WorkloadEvent[] = [];
+    backend.onEvent((event) => events.push(event));
+    const busy = [0, 1].map(() =>
+      spawn(process.execPath, ['-e', 'const end = Date.now() + 60000; while (Date.now() < end);'], {
+        stdio: 'ignore',
+      }),
+    );
+    const ids: string[] = [];
+    try {
+      for (let i = 0; i < 40; i++) {
+        const spec = probeSpec({ mode: 'crash', exit_code: 42 });
+        ids.push(spec.serviceId);
+        await backend.apply(spec);
+      }
+      // Until each has told how it ended (its status may be read before the event is told).
+      const ended = (id: string) =>
+        events.some((e) => e.serviceId === id && ['failed', 'lost'].includes(e.status.phase));
+      for (let i = 0; i < 300 && !ids.every(ended); i++) await new Promise((r) => setTimeout(r, 100));
+    } finally {
+      for (const child of busy) child.kill('SIGKILL');
+    }
+    for (const id of ids) {
+      const told = events.filter((e) => e.serviceId === id);
+      expect(told.map((e) => e.status.phase)).not.toContain('lost');
+      expect(told.at(-1)?.status).toMatchObject({ phase: 'failed', exitCode: 42 });
+      expect(told.at(-1)?.status.logTail).toContain('probe crashing now');
+    }
+    for (const id of ids) await backend.delete(id);
+    await backend.close();
+    rmSync(root, { recursive: true, force: true });
+  }, 120_000);
 });

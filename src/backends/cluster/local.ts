@@ -435,9 +435,17 @@ export class LocalBackend implements ClusterBackend {
     }
   }
 
-  private async statusOf(serviceId: string, state: SupervisorState): Promise<WorkloadStatus> {
+  private async statusOf(serviceId: string, read: SupervisorState): Promise<WorkloadStatus> {
     const spec = await this.readSpec(serviceId);
-    const terminal = state.phase === 'failed' || state.phase === 'stopped';
+    let state = read;
+    const ended = (s: SupervisorState) => s.phase === 'failed' || s.phase === 'stopped';
+    // A supervisor saves its last state, then exits: one read just before that and found dead just
+    // after has ended, not vanished. Its state is read again (once: a supervisor that did vanish
+    // left the same state).
+    if (!ended(state) && !isAlive(state.supervisor.pid, state.supervisor.startTime)) {
+      state = (await this.readState(serviceId)) ?? state;
+    }
+    const terminal = ended(state);
     const supervisorAlive = isAlive(state.supervisor.pid, state.supervisor.startTime);
     const phase = !terminal && !supervisorAlive ? 'lost' : state.phase;
     const running = phase === 'running' || phase === 'starting';
