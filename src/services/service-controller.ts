@@ -343,11 +343,6 @@ export class ServiceController {
   /**
    * Moves a service to a status in one transaction: its fields, the quota it holds in that status
    * (releases only: admissions happen where a user asks for them), and an event. Then ends the
-   * operations that were waiting for this status.
-   */
-  /**
-   * Moves a service to a status in one transaction: its fields, the quota it holds in that status
-   * (releases only: admissions happen where a user asks for them), and an event. Then ends the
    * operations that were waiting for this status. The decision was made on `service` as read
    * before; if the row has changed since (the API took a request meanwhile), nothing is applied
    * and false is returned, for the caller to decide again on what is there now.
