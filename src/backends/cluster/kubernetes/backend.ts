@@ -57,16 +57,8 @@ import {
   retryOnConflict,
   translate,
 } from './errors.js';
-import { isMissingLog, parseStamped, podLogLines, readPodLog, type StampedLine } from './logs.js';
-import {
-  annotationKeys,
-  labelKeys,
-  logsConfigMapName,
-  portServiceName,
-  mainContainer,
-  serviceSelector,
-  workloadName,
-} from './naming.js';
+import { annotationKeys, labelKeys, portServiceName, serviceSelector, workloadName } from './naming.js';
+import { NamespaceWatch, sequenceOf } from './namespace-watch.js';
 import { Onboarding } from './onboarding.js';
 import {
   objectsOf,
@@ -77,8 +69,9 @@ import {
   renderService,
   type PackageFiles,
 } from './render.js';
+import { captureLogs, renderLogSnapshot, serviceLogLines } from './service-logs.js';
 import { defaultSettings, type KubernetesClients, type KubernetesSettings } from './settings.js';
-import { ResourceWatch, type WatchedObject } from './watch.js';
+import type { WatchedObject } from './watch.js';
 
 export interface KubernetesBackendOptions {
   clients: KubernetesClients;
@@ -112,12 +105,7 @@ interface Tracked {
   seen: boolean;
 }
 
-const logSnapshotBytes = 256 * 1024;
 const logTailLines = 20;
-
-function sequenceOf(resourceVersion: string | undefined): number | null {
-  return resourceVersion && /^[0-9]+$/.test(resourceVersion) ? Number(resourceVersion) : null;
-}
 
 function serviceIdOf(
   object: WatchedObject & {
@@ -149,10 +137,7 @@ export class KubernetesBackend implements ClusterBackend {
   private readonly lost = new Map<string, WorkloadStatus>();
   /** Where each service lives, once found. */
   private readonly namespaces = new Map<string, string>();
-  private readonly watches = new Map<
-    string,
-    { watches: ResourceWatch[]; lastEventSeq: number; eventsListed: boolean; ready: Promise<void> }
-  >();
+  private readonly watches = new Map<string, NamespaceWatch>();
   private readonly chains = new Map<string, Promise<void>>();
   private readonly queued = new Map<string, Promise<void>>();
   private timer: NodeJS.Timeout | null = null;
@@ -448,8 +433,8 @@ export class KubernetesBackend implements ClusterBackend {
     exitCode: number | null,
   ): Promise<void> {
     const { namespace, serviceId } = tracked;
-    const lines = await this.captureLogs(namespace, observation.pods);
-    await this.saveLogs(namespace, serviceId, observation.deployment, lines);
+    const lines = await captureLogs(this.clients.log, namespace, observation.pods);
+    await this.upsertConfigMap(renderLogSnapshot(namespace, serviceId, observation.deployment, lines));
     const record: ParkedRecord = {
       phase,
       message,
@@ -477,43 +462,6 @@ export class KubernetesBackend implements ClusterBackend {
         },
       });
     });
-  }
-
-  /** The latest lines of each pod's main container (the one that ran last, if it waits to restart). */
-  private async captureLogs(namespace: string, pods: V1Pod[]): Promise<StampedLine[]> {
-    const lines: StampedLine[] = [];
-    for (const pod of pods) {
-      const name = pod.metadata?.name ?? '';
-      const request = { namespace, pod: name, container: mainContainer, limitBytes: logSnapshotBytes };
-      const current = await readPodLog(this.clients.log, request);
-      const previous =
-        current && current.length > 0
-          ? null
-          : await readPodLog(this.clients.log, { ...request, previous: true });
-      lines.push(...(current && current.length > 0 ? current : (previous ?? [])));
-    }
-    return lines.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
-  }
-
-  private async saveLogs(
-    namespace: string,
-    serviceId: string,
-    deployment: V1Deployment,
-    lines: StampedLine[],
-  ): Promise<void> {
-    const text = lines.map((l) => `${l.at} ${l.text}\n`).join('');
-    const body: V1ConfigMap = {
-      apiVersion: 'v1',
-      kind: 'ConfigMap',
-      metadata: {
-        name: logsConfigMapName(serviceId),
-        namespace,
-        labels: { ...deployment.metadata?.labels },
-        annotations: { [annotationKeys.serviceId]: serviceId },
-      },
-      data: { [`${mainContainer}.log`]: text.slice(-logSnapshotBytes) },
-    };
-    await this.upsertConfigMap(body);
   }
 
   // ---- Status ----
@@ -580,67 +528,11 @@ export class KubernetesBackend implements ClusterBackend {
 
   async *logs(serviceId: string, options: LogOptions): AsyncIterable<string> {
     try {
-      yield* this.logLines(serviceId, options);
+      const namespace = await this.locate(serviceId);
+      if (namespace) yield* serviceLogLines(this.clients, namespace, serviceId, options);
     } catch (error) {
       throw translate(error, `the logs of service ${serviceId}`);
     }
-  }
-
-  private async *logLines(serviceId: string, options: LogOptions): AsyncGenerator<string> {
-    const namespace = await this.locate(serviceId);
-    if (!namespace) return;
-    const format = (line: StampedLine) =>
-      `${options.timestamps && line.at ? `${line.at} ` : ''}${line.text}\n`;
-    const pods = (
-      await this.clients.core.listNamespacedPod({ namespace, labelSelector: serviceSelector(serviceId) })
-    ).items.sort((a, b) =>
-      (toIso(b.metadata?.creationTimestamp) ?? '').localeCompare(toIso(a.metadata?.creationTimestamp) ?? ''),
-    );
-    const pod = options.task ? pods.find((p) => p.metadata?.name === options.task) : pods[0];
-    if (options.task && !pod) throw new DomainError('not-found', `task "${options.task}" does not exist`);
-    if (!pod) {
-      // Stopped or failed: what was kept when it was scaled to zero.
-      for (const line of await this.savedLogs(namespace, serviceId, options)) yield format(line);
-      return;
-    }
-    const container = options.container ?? mainContainer;
-    if (!(pod.spec?.containers ?? []).some((c) => c.name === container)) {
-      throw new DomainError(
-        'not-found',
-        `container "${container}" does not exist in task "${pod.metadata?.name}"`,
-      );
-    }
-    const request = {
-      namespace,
-      pod: pod.metadata?.name ?? '',
-      container,
-      ...(options.follow ? { follow: true } : {}),
-      ...(options.tail ? { tail: options.tail } : {}),
-      ...(options.since ? { since: options.since } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-    };
-    try {
-      for await (const line of podLogLines(this.clients.log, request)) yield format(line);
-    } catch (error) {
-      if (!isMissingLog(error)) throw error;
-      // Not started (again) yet: the container that ran before, if one did.
-      const previous = await readPodLog(this.clients.log, { ...request, follow: false, previous: true });
-      for (const line of previous ?? []) yield format(line);
-    }
-  }
-
-  private async savedLogs(namespace: string, serviceId: string, options: LogOptions): Promise<StampedLine[]> {
-    const saved = await orNull(
-      this.clients.core.readNamespacedConfigMap({ name: logsConfigMapName(serviceId), namespace }),
-    );
-    const text = saved?.data?.[`${mainContainer}.log`] ?? '';
-    const since = options.since?.getTime();
-    const lines = text
-      .split('\n')
-      .filter(Boolean)
-      .map(parseStamped)
-      .filter((l) => since === undefined || Date.parse(l.at) >= since);
-    return options.tail ? lines.slice(-options.tail) : lines;
   }
 
   // ---- Events and watching ----
@@ -723,7 +615,7 @@ export class KubernetesBackend implements ClusterBackend {
     if (tracked.deadline) clearTimeout(tracked.deadline);
     this.tracked.delete(serviceId);
     if (![...this.tracked.values()].some((t) => t.namespace === tracked.namespace)) {
-      this.watches.get(tracked.namespace)?.watches.forEach((w) => w.stop());
+      this.watches.get(tracked.namespace)?.stop();
       this.watches.delete(tracked.namespace);
     }
   }
@@ -745,89 +637,23 @@ export class KubernetesBackend implements ClusterBackend {
 
   private watchNamespace(namespace: string): void {
     if (this.watches.has(namespace) || this.closed) return;
-    const { apps, core, watch } = this.clients;
-    const { log } = this.options;
-    let listed: () => void = () => undefined;
-    const state = {
-      watches: [] as ResourceWatch[],
-      lastEventSeq: 0,
-      eventsListed: false,
-      ready: new Promise<void>((resolve) => (listed = resolve)),
-    };
-    this.watches.set(namespace, state);
-    const labelSelector = labelKeys.service;
-    const refreshAll = () => {
-      for (const t of this.tracked.values()) if (t.namespace === namespace) void this.refresh(t.serviceId);
-    };
-    const onObject = (object: WatchedObject) => {
+    const onObject = (object: V1Pod | V1Deployment) => {
       const serviceId = serviceIdOf(object);
       if (serviceId && this.tracked.has(serviceId)) void this.refresh(serviceId);
     };
-    state.watches.push(
-      new ResourceWatch({
-        watch,
-        log,
-        path: `/api/v1/namespaces/${namespace}/pods`,
-        query: { labelSelector },
-        list: async () => {
-          const list = await core.listNamespacedPod({ namespace, labelSelector });
-          return { resourceVersion: list.metadata?.resourceVersion ?? '', items: list.items };
-        },
-        onList: refreshAll,
-        onChange: (_type, object) => {
-          // Each change is looked at as it comes: a pod ready for a moment is seen ready.
-          const pod = object as V1Pod;
-          const tracked = this.tracked.get(serviceIdOf(object) ?? '');
-          if (tracked && isPodReady(pod) && pod.metadata?.uid) tracked.readyPods.add(pod.metadata.uid);
-          onObject(object);
-        },
-      }),
-      new ResourceWatch({
-        watch,
-        log,
-        path: `/apis/apps/v1/namespaces/${namespace}/deployments`,
-        query: { labelSelector },
-        list: async () => {
-          const list = await apps.listNamespacedDeployment({ namespace, labelSelector });
-          return { resourceVersion: list.metadata?.resourceVersion ?? '', items: list.items };
-        },
-        onList: () => undefined,
-        onChange: (_type, object) => onObject(object),
-      }),
-      new ResourceWatch({
-        watch,
-        log,
-        path: `/api/v1/namespaces/${namespace}/events`,
-        query: {},
-        list: async () => {
-          const list = await core.listNamespacedEvent({ namespace });
-          return { resourceVersion: list.metadata?.resourceVersion ?? '', items: list.items };
-        },
-        onList: (items) => {
-          // The first list holds what happened before: told only to adopted workloads' owners,
-          // from the number they saw last. A relist (after the watch broke) holds what this watch
-          // has told already, up to the last number it saw.
-          const relist = state.eventsListed;
-          for (const item of items)
-            this.onClusterEvent(item as CoreV1Event, relist ? state.lastEventSeq : null);
-          for (const item of items) {
-            state.lastEventSeq = Math.max(
-              state.lastEventSeq,
-              sequenceOf(item.metadata?.resourceVersion) ?? 0,
-            );
-          }
-          state.eventsListed = true;
-          listed();
-        },
-        onChange: (type, object) => {
-          if (type === 'DELETED') return;
-          this.onClusterEvent(object as CoreV1Event, 0);
-          const seq = sequenceOf(object.metadata?.resourceVersion);
-          if (seq !== null) state.lastEventSeq = Math.max(state.lastEventSeq, seq);
-        },
-      }),
-    );
-    for (const w of state.watches) w.start();
+    const watch = new NamespaceWatch(this.clients, namespace, this.options.log, {
+      onPodsListed: () => {
+        for (const t of this.tracked.values()) if (t.namespace === namespace) void this.refresh(t.serviceId);
+      },
+      onPod: (pod) => {
+        const tracked = this.tracked.get(serviceIdOf(pod) ?? '');
+        if (tracked && isPodReady(pod) && pod.metadata?.uid) tracked.readyPods.add(pod.metadata.uid);
+        onObject(pod);
+      },
+      onDeployment: onObject,
+      onClusterEvent: (event, after) => this.onClusterEvent(event, after),
+    });
+    this.watches.set(namespace, watch);
   }
 
   /**
@@ -1094,7 +920,7 @@ export class KubernetesBackend implements ClusterBackend {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     for (const tracked of this.tracked.values()) if (tracked.deadline) clearTimeout(tracked.deadline);
-    for (const { watches } of this.watches.values()) watches.forEach((w) => w.stop());
+    for (const watch of this.watches.values()) watch.stop();
     this.watches.clear();
     await Promise.all([...this.chains.values()]);
   }
