@@ -65,24 +65,12 @@ export interface ServiceDeps {
   clock: Clock;
   log: Logger;
   build: BuildInfo;
-  /** The backend of each region; by default one made from the configuration. */
-  backends?: Map<string, ClusterBackend>;
-  /** The batch backend of each region; by default made from the configuration. */
-  batches?: Map<string, BatchBackend>;
 }
 
 /** Wires every service to its dependencies; the one place that knows the whole graph. */
-export function createServices({
-  config,
-  database,
-  clock,
-  log,
-  build,
-  backends,
-  batches,
-}: ServiceDeps): Services {
+export function createServices({ config, database, clock, log, build }: ServiceDeps): Services {
   const db = database.knex;
-  const regional = backends && batches ? { services: backends, batches } : createRegionBackends(config, log);
+  const regional = createRegionBackends(config, log);
   const regions = new RegionService(config.regions);
   const projects = new ProjectService({ db, clock, regions });
   const users = new UserService({ db, clock, projects, adminGroups: config.auth.oidc?.adminGroups ?? [] });
@@ -111,7 +99,7 @@ export function createServices({
     db,
     clock,
     log,
-    backends: backends ?? regional.services,
+    backends: regional.services,
     operations,
     notifier,
   });
@@ -122,7 +110,6 @@ export function createServices({
     store: new ContentStore(join(config.dataDir, 'files')),
     maxUploadBytes: config.files.maxUploadBytes,
   });
-  const batchBackends = batches ?? regional.batches;
   const modules = new ModuleService({ db, clock, log, sources: config.modules });
   const pipelines = new PipelineService({ db, clock, projects, modules });
   const runs = new RunService({
@@ -137,7 +124,7 @@ export function createServices({
     operations,
     scheduler,
     notifier,
-    batches: batchBackends,
+    batches: regional.batches,
   });
   scheduler.register(runTaskKind, runs.taskHandler());
   operations.cancelWith('run-pipeline', async (principal, op) => {
@@ -154,7 +141,7 @@ export function createServices({
     projects,
     operations,
     scheduler,
-    batches: batchBackends,
+    batches: regional.batches,
     clusterImage: config.benchmarks.clusterImage,
   });
   scheduler.register(benchmarkRunKind, benchmarks.taskHandler());
