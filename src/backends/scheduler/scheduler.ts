@@ -347,9 +347,25 @@ export class Scheduler {
    * stop, and its worker records it cancelled. Ended jobs cannot be cancelled.
    */
   async cancel(trx: Knex.Transaction, jobId: string, reason: string): Promise<JobRecord> {
-    const now = this.now();
     const job = await q.findJob(trx, jobId);
     if (!job) throw notFound('job', jobId);
+    return this.cancelJob(trx, job, reason);
+  }
+
+  /**
+   * Cancels a job as `cancel` does unless it has ended or was asked to stop already (for whoever
+   * cancels what a job stands for, which may have got there first); whether it did.
+   */
+  async cancelIfLive(trx: Knex.Transaction, jobId: string, reason: string): Promise<boolean> {
+    const job = await q.findJob(trx, jobId);
+    if (!job || job.cancelRequested || terminalStatuses.includes(job.status)) return false;
+    await this.cancelJob(trx, job, reason);
+    return true;
+  }
+
+  private async cancelJob(trx: Knex.Transaction, job: JobRecord, reason: string): Promise<JobRecord> {
+    const now = this.now();
+    const jobId = job.id;
     if (job.status === 'pending' || job.status === 'queued') {
       const before = await q.updateJobIn(
         trx,

@@ -296,6 +296,37 @@ describe.each(testEngines())('scheduler (%s)', (engine) => {
     });
   });
 
+  describe('cancelIfLive', () => {
+    const cancelIfLive = (id: string) =>
+      t.knex.transaction((trx) => scheduler.cancelIfLive(trx, id, 'the user cancelled'));
+
+    it('cancels a queued job, and says so', async () => {
+      await drain();
+      const job = await enqueue();
+      expect(await cancelIfLive(job.id)).toBe(true);
+      expect((await scheduler.find(job.id))?.status).toBe('cancelled');
+    });
+
+    it('asks a running job to stop once; a second call leaves it as it is', async () => {
+      await drain();
+      const job = await enqueue();
+      const claimed = await claim();
+      expect(await cancelIfLive(job.id)).toBe(true);
+      const asked = await scheduler.history(job.id);
+      expect(await cancelIfLive(job.id)).toBe(false);
+      expect(await scheduler.history(job.id)).toEqual(asked);
+      expect(await scheduler.heartbeat(claimed)).toBe('cancel');
+    });
+
+    it('leaves an ended job as it is, without an error', async () => {
+      await drain();
+      const job = await enqueue();
+      await scheduler.complete(await claim(), {});
+      expect(await cancelIfLive(job.id)).toBe(false);
+      expect((await scheduler.find(job.id))?.status).toBe('finished');
+    });
+  });
+
   describe('release', () => {
     it('gives a job back without counting the attempt', async () => {
       await drain();
