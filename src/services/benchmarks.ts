@@ -23,7 +23,6 @@ import { compareRuns, type RunComparison } from '../backends/benchmark/scoring.j
 import type { AnyMetric } from '../backends/benchmark/types.js';
 import {
   JobFailure,
-  terminalStatuses,
   type JobHandler,
   type JobRecord,
   type RunContext,
@@ -31,7 +30,6 @@ import {
   type Transition,
 } from '../backends/scheduler/scheduler.js';
 import * as q from '../db/benchmarks.js';
-import { findJob } from '../db/jobs.js';
 import { projectRegion } from '../db/projects.js';
 import type { BenchmarkPlanRecord, BenchmarkRunRecord, BenchmarkRunStatus } from '../db/benchmarks.js';
 import type { OperationRecord } from '../db/operations.js';
@@ -254,11 +252,15 @@ export class BenchmarkService {
     return plan;
   }
 
-  async getPlan(principal: Principal, projectId: string, planId: string): Promise<BenchmarkPlanRecord> {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+  private async findPlan(projectId: string, planId: string): Promise<BenchmarkPlanRecord> {
     const plan = await q.findPlan(this.deps.db, projectId, planId);
     if (!plan) throw notFound('plan', planId);
     return plan;
+  }
+
+  async getPlan(principal: Principal, projectId: string, planId: string): Promise<BenchmarkPlanRecord> {
+    await this.deps.projects.access(principal, projectId, 'viewer');
+    return this.findPlan(projectId, planId);
   }
 
   async listPlans(
@@ -272,7 +274,7 @@ export class BenchmarkService {
 
   private async writablePlan(principal: Principal, projectId: string, planId: string) {
     const project = await this.deps.projects.access(principal, projectId, 'viewer');
-    const plan = await this.getPlan(principal, projectId, planId);
+    const plan = await this.findPlan(projectId, planId);
     requireMaker(
       principal,
       project,
@@ -389,11 +391,15 @@ export class BenchmarkService {
     });
   }
 
-  private async visibleRun(principal: Principal, projectId: string, runId: string) {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+  private async findRun(projectId: string, runId: string): Promise<BenchmarkRunRecord> {
     const run = await q.findRun(this.deps.db, runId);
     if (!run || run.projectId !== projectId) throw notFound('benchmark run', runId);
     return run;
+  }
+
+  private async visibleRun(principal: Principal, projectId: string, runId: string) {
+    await this.deps.projects.access(principal, projectId, 'viewer');
+    return this.findRun(projectId, runId);
   }
 
   getRun(principal: Principal, projectId: string, runId: string): Promise<BenchmarkRunRecord> {
@@ -413,7 +419,7 @@ export class BenchmarkService {
   /** A run that `principal` may cancel or delete: theirs, or any as a project owner or administrator. */
   private async actionableRun(principal: Principal, projectId: string, runId: string) {
     const project = await this.deps.projects.access(principal, projectId, 'viewer');
-    const run = await this.visibleRun(principal, projectId, runId);
+    const run = await this.findRun(projectId, runId);
     requireMaker(
       principal,
       project,
@@ -442,16 +448,9 @@ export class BenchmarkService {
         `benchmark run ${runId} has already ${run.status === 'cancelled' ? 'been cancelled' : run.status}`,
       );
     }
-    const jobId = run.jobId;
-    await this.deps.db.transaction(async (trx) => {
-      const job = await findJob(trx, jobId);
-      if (!job || job.cancelRequested || terminalStatuses.includes(job.status)) return;
-      await this.deps.scheduler.cancel(
-        trx,
-        jobId,
-        `benchmark run ${runId} was cancelled by ${principal.user.username}`,
-      );
-    });
+    const { jobId } = run;
+    const reason = `benchmark run ${runId} was cancelled by ${principal.user.username}`;
+    await this.deps.db.transaction((trx) => this.deps.scheduler.cancelIfLive(trx, jobId, reason));
     return this.visibleRun(principal, projectId, runId);
   }
 

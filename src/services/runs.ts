@@ -230,17 +230,21 @@ export class RunService {
   }
 
   /** A run the principal may see: any run of a project they belong to. */
-  private async visible(principal: Principal, projectId: string, runId: string): Promise<RunRecord> {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+  private async find(projectId: string, runId: string): Promise<RunRecord> {
     const run = await q.findRun(this.deps.db, runId);
     if (!run || run.projectId !== projectId) throw notFound('run', runId);
     return run;
   }
 
+  private async visible(principal: Principal, projectId: string, runId: string): Promise<RunRecord> {
+    await this.deps.projects.access(principal, projectId, 'viewer');
+    return this.find(projectId, runId);
+  }
+
   /** Whoever started a run, the project's owners and administrators may act on it. */
   private async actionable(principal: Principal, projectId: string, runId: string): Promise<RunRecord> {
     const project = await this.deps.projects.access(principal, projectId, 'viewer');
-    const run = await this.visible(principal, projectId, runId);
+    const run = await this.find(projectId, runId);
     requireMaker(
       principal,
       project,
@@ -299,16 +303,11 @@ export class RunService {
       throw conflict(
         `run ${runId} has already ${run.status === 'cancelled' ? 'been cancelled' : run.status}`,
       );
+    const reason = `run ${runId} was cancelled by ${principal.user.username}`;
     await this.deps.db.transaction(async (trx) => {
+      // Cancelling a job cancels those waiting on it: each is looked at afresh as it comes.
       for (const job of await jobsOfRun(trx, runId)) {
-        // Cancelling a job cancels those waiting on it: read each one's status afresh.
-        const current = (await jobsOfRun(trx, runId)).find((j) => j.id === job.id);
-        if (!current || terminalStatuses.includes(current.status) || current.cancelRequested) continue;
-        await this.deps.scheduler.cancel(
-          trx,
-          job.id,
-          `run ${runId} was cancelled by ${principal.user.username}`,
-        );
+        await this.deps.scheduler.cancelIfLive(trx, job.id, reason);
       }
     });
     return this.get(principal, projectId, runId);
