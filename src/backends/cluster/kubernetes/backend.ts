@@ -865,7 +865,7 @@ export class KubernetesBackend implements ClusterBackend {
       (
         await this.clients.core.listNamespacedService({
           namespace: tracked.namespace,
-          labelSelector: `${labelKeys.service}=${tracked.serviceId}`,
+          labelSelector: serviceSelector(tracked.serviceId),
         })
       ).items.map((service) => service.metadata?.name ?? ''),
     );
