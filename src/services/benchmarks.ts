@@ -40,7 +40,7 @@ import { repoRoot } from '../paths.js';
 import { checkIfMatch, etagFor } from './etag.js';
 import { operationProblem, type OperationService } from './operations.js';
 import type { Principal } from './principal.js';
-import { requireMaker, type ProjectService } from './projects.js';
+import type { ProjectService } from './projects.js';
 
 export type { BenchmarkPlanRecord, BenchmarkRunRecord } from '../db/benchmarks.js';
 
@@ -273,15 +273,12 @@ export class BenchmarkService {
   }
 
   private async writablePlan(principal: Principal, projectId: string, planId: string) {
-    const project = await this.deps.projects.access(principal, projectId, 'viewer');
-    const plan = await this.findPlan(projectId, planId);
-    requireMaker(
+    return this.deps.projects.findChangeable(
       principal,
-      project,
-      plan.createdBy,
+      projectId,
+      () => this.findPlan(projectId, planId),
       'only whoever created a plan, the project owners and administrators may change it',
     );
-    return plan;
   }
 
   async updatePlan(
@@ -418,15 +415,12 @@ export class BenchmarkService {
 
   /** A run that `principal` may cancel or delete: theirs, or any as a project owner or administrator. */
   private async actionableRun(principal: Principal, projectId: string, runId: string) {
-    const project = await this.deps.projects.access(principal, projectId, 'viewer');
-    const run = await this.findRun(projectId, runId);
-    requireMaker(
+    return this.deps.projects.findChangeable(
       principal,
-      project,
-      run.createdBy,
+      projectId,
+      () => this.findRun(projectId, runId),
       'only whoever started a run, the project owners and administrators may act on it',
     );
-    return run;
   }
 
   async deleteRun(principal: Principal, projectId: string, runId: string): Promise<void> {

@@ -14,7 +14,7 @@ import { conflict, DomainError, notFound } from '../errors.js';
 import { newId } from '../ids.js';
 import { checkIfMatch, etagFor } from './etag.js';
 import type { Principal } from './principal.js';
-import { requireMaker, type ProjectService } from './projects.js';
+import type { ProjectService } from './projects.js';
 
 export type { FileRecord } from '../db/files.js';
 
@@ -220,15 +220,12 @@ export class FileService {
 
   /** Whoever uploaded a file, the project's owners and administrators may change or delete it. */
   private async writable(principal: Principal, projectId: string, fileId: string): Promise<FileRecord> {
-    const project = await this.deps.projects.access(principal, projectId, 'viewer');
-    const file = await this.find(projectId, fileId);
-    requireMaker(
+    return this.deps.projects.findChangeable(
       principal,
-      project,
-      file.createdBy,
+      projectId,
+      () => this.find(projectId, fileId),
       'only whoever uploaded a file, the project owners and administrators may change it',
     );
-    return file;
   }
 
   async update(

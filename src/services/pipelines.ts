@@ -11,7 +11,7 @@ import { newId } from '../ids.js';
 import { checkIfMatch, etagFor } from './etag.js';
 import type { ModuleService } from './modules.js';
 import type { Principal } from './principal.js';
-import { requireMaker, type ProjectService } from './projects.js';
+import type { ProjectService } from './projects.js';
 
 export type { PipelineRecord, PipelineTask } from '../db/pipelines.js';
 
@@ -123,15 +123,12 @@ export class PipelineService {
     projectId: string,
     pipelineId: string,
   ): Promise<PipelineRecord> {
-    const project = await this.deps.projects.access(principal, projectId, 'viewer');
-    const pipeline = await this.find(projectId, pipelineId);
-    requireMaker(
+    return this.deps.projects.findChangeable(
       principal,
-      project,
-      pipeline.createdBy,
+      projectId,
+      () => this.find(projectId, pipelineId),
       'only whoever created a pipeline, the project owners and administrators may change it',
     );
-    return pipeline;
   }
 
   async update(

@@ -27,21 +27,6 @@ export function personalProjectId(username: string): string {
   return `${personalProjectPrefix}${label || randomBase62(8).toLowerCase()}`;
 }
 
-/**
- * What someone made in a project (a file, a pipeline, a run, a plan) may be changed by its maker,
- * while still more than a viewer, by the project's owners and by administrators; anyone else is
- * refused with `refusal`.
- */
-export function requireMaker(
-  principal: Principal,
-  project: Pick<ProjectView, 'role'>,
-  createdBy: string | null,
-  refusal: string,
-): void {
-  const mine = createdBy === principal.user.id && project.role !== 'viewer';
-  if (!(principal.user.admin || project.role === 'owner' || mine)) throw forbidden(refusal);
-}
-
 export function projectEtag(project: { version: number; updatedAt: string }): string {
   return etagFor(project.version, project.updatedAt);
 }
@@ -59,6 +44,25 @@ export class ProjectService {
    * The project, when the principal may act in it with at least `role`. Someone who is not a member
    * gets the same 404 as for a project that does not exist; administrators pass every check.
    */
+  /**
+   * Something made in a project (a file, a pipeline, a run, a plan), found by `find` once the
+   * project is visible, that `principal` may change or act on: its maker may, while still more than
+   * a viewer, and so may the project's owners and administrators; anyone else is refused with
+   * `refusal`.
+   */
+  async findChangeable<T extends { createdBy: string | null }>(
+    principal: Principal,
+    projectId: string,
+    find: () => Promise<T>,
+    refusal: string,
+  ): Promise<T> {
+    const project = await this.access(principal, projectId, 'viewer');
+    const made = await find();
+    const mine = made.createdBy === principal.user.id && project.role !== 'viewer';
+    if (!(principal.user.admin || project.role === 'owner' || mine)) throw forbidden(refusal);
+    return made;
+  }
+
   async access(principal: Principal, projectId: string, role: ProjectRole): Promise<ProjectView> {
     const project = await q.findProjectForUser(this.deps.db, projectId, principal.user.id);
     if (!project || (project.role === null && !principal.user.admin)) throw notFound('project', projectId);

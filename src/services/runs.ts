@@ -44,7 +44,7 @@ import { operationProblem, type OperationService } from './operations.js';
 import type { OperationRecord } from '../db/operations.js';
 import type { PipelineService } from './pipelines.js';
 import type { Principal } from './principal.js';
-import { requireMaker, type ProjectService } from './projects.js';
+import type { ProjectService } from './projects.js';
 import { streamEvents } from './services.js';
 
 export type { RunRecord, RunStatus } from '../db/runs.js';
@@ -243,15 +243,12 @@ export class RunService {
 
   /** Whoever started a run, the project's owners and administrators may act on it. */
   private async actionable(principal: Principal, projectId: string, runId: string): Promise<RunRecord> {
-    const project = await this.deps.projects.access(principal, projectId, 'viewer');
-    const run = await this.find(projectId, runId);
-    requireMaker(
+    return this.deps.projects.findChangeable(
       principal,
-      project,
-      run.createdBy,
+      projectId,
+      () => this.find(projectId, runId),
       'only whoever started a run, the project owners and administrators may act on it',
     );
-    return run;
   }
 
   async get(principal: Principal, projectId: string, runId: string): Promise<RunView> {
