@@ -106,11 +106,18 @@ function declaredErrors() {
                 location: ctx.location.child(['paths', path]),
               });
             }
-            const hasInput =
-              (op.parameters ?? []).length > 0 || (item.parameters ?? []).length > 0 || op.requestBody;
-            if (hasInput && !codes.includes('400')) {
+            // Unknown query parameters are refused everywhere, so every operation can answer 400.
+            if (!codes.includes('400')) {
               ctx.report({
-                message: `${where} takes input and must declare 400`,
+                message: `${where} refuses unknown query parameters and must declare 400`,
+                location: ctx.location.child(['paths', path]),
+              });
+            }
+            // Anything but a public read may write (a first request onboards its user): a full
+            // disk or database is then a 507.
+            if ((secured || method !== 'get') && !codes.includes('507')) {
+              ctx.report({
+                message: `${where} may write and must declare 507 (insufficient-storage)`,
                 location: ctx.location.child(['paths', path]),
               });
             }

@@ -18,12 +18,14 @@ import { createMetrics } from './http/metrics.js';
 import {
   auditTrail,
   cors,
-  jsonDepthLimit,
+  jsonBodyLimits,
   rateLimit,
+  rejectNonFiniteParameters,
   requestContext,
   securityHeaders,
 } from './http/middleware.js';
 import { notFoundHandler, problemMiddleware } from './http/problem.js';
+import { RequestChecks } from './http/request-checks.js';
 import { bundledSpecPath } from './paths.js';
 import { DomainError } from './errors.js';
 import type { Services } from './services/index.js';
@@ -72,7 +74,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(
     express.json({ limit: config.server.maxBodyBytes, type: ['application/json', 'application/*+json'] }),
   );
-  app.use(jsonDepthLimit(config.server.maxJsonDepth));
+  app.use(jsonBodyLimits(config.server.maxJsonDepth));
   app.use(auditTrail(services.audit));
   app.use(
     OpenApiValidator.middleware({
@@ -106,7 +108,14 @@ export function createApp(deps: AppDeps): Express {
       fileUploader: false,
     }),
   );
-  const dispatch = createDispatcher(operations, services, deps.shutdown ?? new AbortController().signal);
+  // The validator coerces `limit=Infinity` into a number that passes `maximum`: refused here.
+  app.use(rejectNonFiniteParameters);
+  const dispatch = createDispatcher(
+    operations,
+    services,
+    deps.shutdown ?? new AbortController().signal,
+    new RequestChecks(apiDoc),
+  );
   app.use((req, res, next) => (openapiMatch(req) ? dispatch(req, res) : next()));
   app.use(notFoundHandler);
   app.use(problemMiddleware);

@@ -22,6 +22,7 @@ export const problemKinds = {
   'rate-limited': { status: 429, title: 'Too many requests' },
   internal: { status: 500, title: 'Internal error' },
   unavailable: { status: 503, title: 'Service unavailable' },
+  'insufficient-storage': { status: 507, title: 'Not enough storage to keep this' },
 } as const;
 
 export type ProblemKind = keyof typeof problemKinds;

@@ -1,5 +1,4 @@
 import type { Handler, Reply } from '../http/operation.js';
-import { readMultipartFile } from '../http/multipart.js';
 import { DomainError } from '../errors.js';
 import { fileEtag, type UploadRequest } from '../services/files.js';
 import { pageOf } from './paging.js';
@@ -31,25 +30,54 @@ const splitTags = (value: string | undefined) =>
     .map((tag) => tag.trim())
     .filter(Boolean);
 
-/** Multipart (fields, then the file part) or a raw application/octet-stream body. */
-export const uploadFile: Handler<'uploadFile'> = async ({ params, query, headers, stream }, ctx) => {
+/**
+ * Multipart (fields, then the file part) or a raw application/octet-stream body. What a multipart
+ * body gives in place of query parameters (its fields, the part's filename and media type) is
+ * checked as the query is, so that both forms store only what the contract allows.
+ */
+export const uploadFile: Handler<'uploadFile'> = async (
+  { params, query, headers, stream, multipart, checkAsQuery },
+  ctx,
+) => {
   const declared = headers['content-length'] === undefined ? null : Number(headers['content-length']);
   let request: UploadRequest;
   if (headers['content-type']?.toLowerCase().startsWith('multipart/form-data')) {
-    const part = await readMultipartFile(stream, headers);
+    const part = await multipart();
     const name = query.name ?? part.fields.name ?? part.filename;
     if (!name)
       throw new DomainError(
         'bad-request',
         'name the file: a "name" field, ?name=, or a filename on the part',
       );
+    const mediaType = query.media_type ?? part.fields.media_type ?? part.mimeType;
+    const tags = [...(query.tag ?? []), ...splitTags(part.fields.tags)];
+    const parentId = query.parent_id ?? part.fields.parent_id ?? null;
+    // Where each value came from, for the errors: a field, or the file part itself.
+    const from = (field: string, fromPart: string) =>
+      query[field as keyof typeof query] === undefined && part.fields[field] === undefined
+        ? fromPart
+        : `/${field}`;
+    try {
+      checkAsQuery(
+        { name, media_type: mediaType, tag: tags, parent_id: parentId },
+        {
+          name: from('name', '/file (its filename)'),
+          media_type: from('media_type', '/file (its media type)'),
+          tag: '/tags',
+          parent_id: '/parent_id',
+        },
+      );
+    } catch (error) {
+      part.stream.resume();
+      throw error;
+    }
     request = {
       content: part.stream,
       declaredSize: declared,
       name,
-      mediaType: query.media_type ?? part.fields.media_type ?? part.mimeType,
-      tags: [...(query.tag ?? []), ...splitTags(part.fields.tags)],
-      parentId: query.parent_id ?? part.fields.parent_id ?? null,
+      mediaType,
+      tags,
+      parentId,
       finished: part.finished,
     };
   } else {

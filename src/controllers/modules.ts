@@ -17,9 +17,9 @@ export const getModuleFunction: Handler<'getModuleFunction'> = async ({ params }
   return { status: 200, body: presentModuleFunction(params.moduleName, fn) };
 };
 
-export const listModuleSources: Handler<'listModuleSources'> = async (_input, { services }) => ({
+export const listModuleSources: Handler<'listModuleSources'> = async ({ query }, { services }) => ({
   status: 200,
-  body: { items: (await services.modules.sources()).map(presentModuleSource), next_cursor: null },
+  body: page(await services.modules.sources(pageOf(query)), presentModuleSource),
 });
 
 export const refreshModules: Handler<'refreshModules'> = async (_input, { principal, services }) => ({

@@ -10,6 +10,20 @@ export function preferredWait(headers: IncomingHttpHeaders): number | null {
   return match ? Number(match[1]) : null;
 }
 
+/** The 202 answer of an operation as it is when created (and as kept for an Idempotency-Key). */
+export function acceptedNow(operation: OperationRecord) {
+  return {
+    status: 202 as const,
+    body: presentOperation(operation),
+    location: `${apiBasePath}/operations/${operation.id}`,
+  };
+}
+
+/** Keeps the 202 answer of the operation a request creates with it (see `answerWith`). */
+export function answerAccepted(ctx: AuthenticatedContext): void {
+  ctx.answerWith(acceptedNow);
+}
+
 /**
  * The 202 answer of an operation: its Location, and its state after waiting as long as
  * `Prefer: wait` asked (so that a client may get the outcome in the same round trip).
@@ -25,8 +39,7 @@ export async function accepted(
       ? operation
       : ((await ctx.services.operations.wait(operation.id, wait, ctx.signal)) ?? operation);
   return {
-    status: 202 as const,
-    body: presentOperation(current),
+    ...acceptedNow(current),
     location: `${apiBasePath}/operations/${operation.id}`,
     headers: (wait === null ? {} : { 'Preference-Applied': `wait=${wait}` }) as Record<string, string>,
   };

@@ -2,7 +2,9 @@ import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import knexFactory, { type Knex } from 'knex';
+import { DomainError } from '../errors.js';
 import { migrationSource } from './migrations/index.js';
+import { takeChangeRecords, writingChangeRecords } from './with-change.js';
 
 export type Engine = 'sqlite' | 'postgres';
 
@@ -32,6 +34,101 @@ type KnexClientClass = typeof knexFactory.Client;
 interface TransactionClass {
   new (...args: unknown[]): { query(conn: unknown, sql: string): Promise<unknown> };
 }
+interface QueryingClient {
+  _query(connection: unknown, query: unknown): Promise<unknown>;
+  acquireConnection(): Promise<unknown>;
+  transaction(container: unknown, config: unknown, outerTx: unknown): unknown;
+  queryBuilder(): Knex.QueryBuilder;
+  positionBindings(sql: string): string;
+  prepBindings(bindings: readonly unknown[]): unknown[];
+}
+type TransactionContainer = ((trx: Knex.Transaction) => unknown) | undefined;
+
+const writeMethods = new Set(['insert', 'update', 'del', 'counter']);
+
+/** A top-level transaction's callback, made to write the change records (with-change.ts) as it ends. */
+function withRecords(container: TransactionContainer, outerTx: unknown): TransactionContainer {
+  return typeof container === 'function' && !outerTx
+    ? writingChangeRecords(container as (trx: Knex.Transaction) => Promise<unknown>)
+    : container;
+}
+
+// PostgreSQL SQLSTATEs that mean the server cannot take work now (class 08: connection exceptions).
+const unavailableStates = new Set(['57P01', '57P02', '57P03', '53300']);
+
+/**
+ * What a failure of the database means to a client, decided here at the database's edge: a full
+ * disk (SQLite's SQLITE_FULL, PostgreSQL's disk_full) is a 507, a database out of reach (busy past
+ * the timeout, no connection, shutting down) a 503. Anything else is passed on as it is.
+ */
+export function translateDatabaseError(error: unknown): unknown {
+  const e = error as { code?: string; name?: string } | null;
+  const code = e?.code ?? '';
+  if (code === 'SQLITE_FULL' || code === '53100' || code === 'ENOSPC') {
+    return new DomainError(
+      'insufficient-storage',
+      'the database has no room left for this change; nothing of it was kept',
+      {},
+      { 'Retry-After': '60' },
+    );
+  }
+  if (
+    code === 'SQLITE_BUSY' ||
+    code === 'SQLITE_CANTOPEN' ||
+    code.startsWith('08') ||
+    unavailableStates.has(code) ||
+    code === 'ECONNREFUSED' ||
+    code === 'ECONNRESET' ||
+    e?.name === 'KnexTimeoutError'
+  ) {
+    return new DomainError(
+      'unavailable',
+      'the database cannot be reached right now',
+      {},
+      { 'Retry-After': '5' },
+    );
+  }
+  return error;
+}
+
+/**
+ * A knex client whose queries and connections fail with translated errors (translateDatabaseError),
+ * and which writes the change records of the work in progress (with-change.ts) with its first change:
+ * inside the first top-level transaction to commit, or just before a first write made outside one.
+ */
+function atriumClient(Base: KnexClientClass): KnexClientClass {
+  class AtriumClient extends (Base as unknown as new (...args: unknown[]) => QueryingClient) {
+    override async _query(connection: unknown, query: unknown): Promise<unknown> {
+      try {
+        const method = (query as { method?: string }).method ?? '';
+        if (writeMethods.has(method) && !(connection as { __knexTxId?: string }).__knexTxId) {
+          for (const { table, row } of takeChangeRecords()) {
+            const { sql, bindings } = this.queryBuilder().table(table).insert(row).toSQL();
+            await super._query(connection, {
+              sql: this.positionBindings(sql),
+              bindings: this.prepBindings(bindings),
+              method: 'insert',
+            });
+          }
+        }
+        return await super._query(connection, query);
+      } catch (error) {
+        throw translateDatabaseError(error);
+      }
+    }
+    override async acquireConnection(): Promise<unknown> {
+      try {
+        return await super.acquireConnection();
+      } catch (error) {
+        throw translateDatabaseError(error);
+      }
+    }
+    override transaction(container: TransactionContainer, config: unknown, outerTx: unknown): unknown {
+      return super.transaction(withRecords(container, outerTx), config, outerTx);
+    }
+  }
+  return AtriumClient as unknown as KnexClientClass;
+}
 
 /**
  * knex's SQLite client with every transaction opened by `BEGIN IMMEDIATE`: a transaction takes the
@@ -49,12 +146,22 @@ function immediateSqliteClient(): KnexClientClass {
       return this.query(conn, 'BEGIN IMMEDIATE;');
     }
   }
-  class ImmediateSqliteClient extends SqliteClient {
-    override transaction(...args: unknown[]) {
-      return new ImmediateTransaction(this, ...args) as unknown as Knex.Transaction;
+  class ImmediateSqliteClient extends atriumClient(SqliteClient) {
+    override transaction(container: TransactionContainer, config: unknown, outerTx: unknown) {
+      return new ImmediateTransaction(
+        this,
+        withRecords(container, outerTx),
+        config,
+        outerTx,
+      ) as unknown as Knex.Transaction;
     }
   }
   return ImmediateSqliteClient;
+}
+
+function postgresClient(): KnexClientClass {
+  const require = createRequire(import.meta.url);
+  return atriumClient(require('knex/lib/dialects/postgres/index.js') as KnexClientClass);
 }
 
 /**
@@ -64,7 +171,7 @@ function immediateSqliteClient(): KnexClientClass {
 export function openDatabase(url: string | null, dataDir: string): Database {
   if (url && engineOf(url) === 'postgres') {
     const knex = knexFactory({
-      client: 'pg',
+      client: postgresClient(),
       connection: url,
       pool: { min: 0, max: 10 },
     });
@@ -108,6 +215,11 @@ export function toNullableNumber(value: unknown): number | null {
 
 export function parseJson<T>(value: unknown): T {
   return (typeof value === 'string' ? JSON.parse(value) : value) as T;
+}
+
+/** Whether queries of `db` (or a transaction of it) run on PostgreSQL, for the clauses only it has. */
+export function isPostgres(db: Knex): boolean {
+  return (db.client as { dialect?: string }).dialect === 'postgresql';
 }
 
 /** True when an error is a unique-constraint violation on either engine. */

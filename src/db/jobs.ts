@@ -1,7 +1,7 @@
 // The scheduler's job queue, in the database. Every write of a claimed job is fenced by its lease
 // token: a worker whose lease expired (and was given to another) can change nothing any more.
 import type { Knex } from 'knex';
-import { parseJson, toNumber } from './database.js';
+import { isPostgres, parseJson, toNumber } from './database.js';
 
 export type JobStatus = 'pending' | 'queued' | 'running' | 'finished' | 'failed' | 'cancelled';
 
@@ -164,7 +164,7 @@ export async function claimJob(
       { column: 'j.id', order: 'asc' },
     ])
     .limit(1);
-  if (trx.client.config.client === 'pg') candidate.forUpdate().skipLocked();
+  if (isPostgres(trx)) candidate.forUpdate().skipLocked();
   const rows = (await trx('jobs')
     .where('id', candidate)
     .where('status', 'queued')

@@ -124,6 +124,13 @@ export async function listModules(db: Knex, page: PageRequest): Promise<Page<Sto
   });
 }
 
-export async function listModuleSources(db: Knex): Promise<ModuleSourceStatus[]> {
-  return ((await db('module_sources').orderBy('position')) as SourceRow[]).map(sourceFromRow);
+export async function listModuleSources(db: Knex, page: PageRequest): Promise<Page<ModuleSourceStatus>> {
+  return keysetPage<SourceRow, ModuleSourceStatus>(db('module_sources').select('*'), page, {
+    list: 'module-sources',
+    keys: ['position'],
+    keyTypes: ['number'],
+    direction: 'asc',
+    keyOf: (row) => [toNumber(row.position)],
+    map: sourceFromRow,
+  });
 }

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { keysetPage, type Page, type PageRequest } from './pagination.js';
-import { parseJson, toNumber } from './database.js';
+import { isPostgres, parseJson, toNumber } from './database.js';
 
 export type OperationKind =
   | 'launch-service'
@@ -97,7 +97,7 @@ export async function findOperationForUpdate(
   id: string,
 ): Promise<OperationRecord | null> {
   const query = trx<OperationRow>('operations').where({ id });
-  if (trx.client.config.client === 'pg') query.forUpdate();
+  if (isPostgres(trx)) query.forUpdate();
   const row = await query.first();
   return row ? operationFromRow(row) : null;
 }

@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { keysetPage, type Page, type PageRequest } from './pagination.js';
-import { toNullableNumber, toNumber } from './database.js';
+import { isPostgres, toNullableNumber, toNumber } from './database.js';
 
 export type ProjectRole = 'owner' | 'member' | 'viewer';
 export type ProjectKind = 'personal' | 'group';
@@ -335,8 +335,7 @@ export async function updateQuotaLimits(
  * transaction ends. SQLite transactions are already serial (one writer).
  */
 export async function lockProject(trx: Knex.Transaction, projectId: string): Promise<void> {
-  if (trx.client.config.client === 'pg')
-    await trx('projects').where({ id: projectId }).forUpdate().first('id');
+  if (isPostgres(trx)) await trx('projects').where({ id: projectId }).forUpdate().first('id');
 }
 
 /** A change of quota usage: positive takes, negative gives back. */

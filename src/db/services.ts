@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import type { ClusterRunSpec, LocalRunSpec } from '../backends/catalog/manifest.js';
 import type { TaskStatus, WorkloadStatus } from '../backends/cluster/types.js';
 import { keysetPage, keysetUnionPage, type Page, type PageRequest } from './pagination.js';
-import { parseJson, toNumber } from './database.js';
+import { isPostgres, parseJson, toNumber } from './database.js';
 
 export interface RunSpecs {
   local: LocalRunSpec | null;
@@ -184,7 +184,7 @@ export async function findService(db: Knex, id: string): Promise<ServiceRecord |
 
 /** Locks the service row until the transaction ends (PostgreSQL; SQLite transactions are serial). */
 export async function lockService(trx: Knex.Transaction, id: string): Promise<void> {
-  if (trx.client.config.client === 'pg') await trx('services').where({ id }).forUpdate().first('id');
+  if (isPostgres(trx)) await trx('services').where({ id }).forUpdate().first('id');
 }
 
 export interface ServiceFilter {

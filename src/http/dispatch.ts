@@ -1,9 +1,12 @@
 // Binding operations to controllers (the custom resolver) and running them (the dispatcher).
 import type { Request, Response } from 'express';
+import { withChangeRecords, type ChangeRecord } from '../services/changes.js';
 import type { Services } from '../services/index.js';
 import { IdempotencyService } from '../services/idempotency.js';
 import type { AnyHandler, PublicContext } from './operation.js';
 import { locals, openapiMatch } from './locals.js';
+import { readMultipartFile } from './multipart.js';
+import type { RequestChecks } from './request-checks.js';
 
 const methods = ['get', 'put', 'post', 'patch', 'delete'] as const;
 type Method = (typeof methods)[number];
@@ -19,6 +22,7 @@ interface OperationObject {
   'x-controller'?: string;
   security?: SecurityRequirement[];
   parameters?: ParameterOrRef[];
+  responses?: Record<string, unknown>;
 }
 type PathItem = Partial<Record<Method, OperationObject>> & { parameters?: ParameterOrRef[] };
 
@@ -36,6 +40,8 @@ export interface SpecOperation {
   path: string;
   public: boolean;
   idempotencyKey: boolean;
+  /** The status it answers when it succeeds (its first documented 2xx). */
+  successStatus: number;
 }
 
 /** Every operation of a (bundled) spec, with what binding and dispatch need to know of it. */
@@ -57,6 +63,7 @@ export function specOperations(apiDoc: ApiDocument): SpecOperation[] {
         path,
         public: !security.some((requirement) => Object.keys(requirement).length > 0),
         idempotencyKey: params.some((p) => p?.in === 'header' && p.name === 'Idempotency-Key'),
+        successStatus: Number(Object.keys(op.responses ?? {}).find((code) => /^2\d\d$/.test(code)) ?? 200),
       });
     }
   }
@@ -118,6 +125,7 @@ export function bindOperations(
 }
 
 const safeMethods = new Set(['GET', 'HEAD']);
+const mutating = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 /** `Link: <…>; rel="next"`: the request's own URL with the next cursor. */
 function nextLink(req: Request, cursor: string): string {
@@ -143,9 +151,42 @@ async function writeStream(
   res.flushHeaders();
   for await (const chunk of stream) {
     if (signal.aborted) break;
-    if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve));
+    // A client that went away never drains: its close ends the wait as well.
+    if (!res.write(chunk)) {
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          res.off('drain', done);
+          res.off('close', done);
+          resolve();
+        };
+        res.once('drain', done);
+        res.once('close', done);
+      });
+    }
   }
   res.end();
+}
+
+type AnyReply = Awaited<ReturnType<AnyHandler>>;
+
+/** The headers every reply of `op` carries, besides its own. */
+function replyHeaders(op: BoundOperation, req: Request, reply: AnyReply): Record<string, string> {
+  const headers: Record<string, string> = { ...reply.headers };
+  headers['Cache-Control'] = op.public ? 'no-cache' : 'private, no-store';
+  if (reply.etag) headers.ETag = reply.etag;
+  if (reply.location) headers.Location = reply.location;
+  const cursor = (reply.body as { next_cursor?: unknown } | undefined)?.next_cursor;
+  if (typeof cursor === 'string') headers.Link = nextLink(req, cursor);
+  return headers;
+}
+
+/** A reply as kept for an Idempotency-Key's replays. */
+function stored(reply: AnyReply, headers: Record<string, string>) {
+  return {
+    status: reply.status,
+    headers,
+    body: reply.body === undefined ? null : JSON.stringify(reply.body),
+  };
 }
 
 /** Runs the controller of the matched operation and writes its reply. */
@@ -153,6 +194,7 @@ export function createDispatcher(
   operations: Map<string, BoundOperation>,
   services: Services,
   shutdown: AbortSignal,
+  checks: RequestChecks,
 ) {
   return async function dispatch(req: Request, res: Response): Promise<void> {
     const match = openapiMatch(req);
@@ -175,10 +217,11 @@ export function createDispatcher(
       requestId,
       log,
       principal: principal ?? null,
-      clientIp: req.ip ?? '',
+      clientIp: locals(res).clientIp,
       get signal() {
         return signalOf();
       },
+      answerWith: () => undefined,
     };
     const input = {
       params: match.pathParams,
@@ -186,6 +229,10 @@ export function createDispatcher(
       body: req.body,
       headers: req.headers,
       stream: req,
+      multipart: () =>
+        readMultipartFile(req, req.headers, (fields) => checks.multipartFields(op.operationId, fields)),
+      checkAsQuery: (values: Record<string, unknown>, pointers: Record<string, string>) =>
+        checks.asQueryParameters(op.operationId, values, pointers),
     } as unknown as Parameters<AnyHandler>[0];
 
     const key = op.idempotencyKey && principal ? req.get('Idempotency-Key') : undefined;
@@ -201,30 +248,62 @@ export function createDispatcher(
       }
     }
 
+    // Written with the request's first change, in its transaction (services/changes.ts): the
+    // audit record of a mutating request, and the answer of a create with an Idempotency-Key.
+    const draft =
+      mutating.has(req.method) && principal
+        ? services.audit.begin({
+            requestId,
+            userId: principal.user.id,
+            operationId: op.operationId,
+            method: req.method,
+            path: req.originalUrl.split('?')[0] as string,
+            status: op.successStatus,
+            projectId: typeof match.pathParams.projectId === 'string' ? match.pathParams.projectId : null,
+            ip: ctx.clientIp,
+          })
+        : null;
+    if (draft) locals(res).audit = draft;
+    let present: ((product: never) => AnyReply) | null = null;
+    ctx.answerWith = (answer) => {
+      present = answer as (product: never) => AnyReply;
+    };
+    const records = (product: unknown): ChangeRecord[] => {
+      const rows = draft ? draft.records() : [];
+      if (key && principal && present && product !== undefined) {
+        const answer = (present as (product: unknown) => AnyReply)(product);
+        rows.push(
+          services.idempotency.answerRecord(
+            principal.user.id,
+            key,
+            stored(answer, replyHeaders(op, req, answer)),
+          ),
+        );
+      }
+      return rows;
+    };
     let reply;
     try {
-      reply = await op.handler(input, ctx);
+      reply =
+        draft || key
+          ? await withChangeRecords(
+              records,
+              () => op.handler(input, ctx),
+              (written) => {
+                if (draft) draft.written = written;
+              },
+            )
+          : await op.handler(input, ctx);
     } catch (error) {
       if (key && principal) await services.idempotency.abandon(principal.user.id, key);
       throw error;
     }
 
-    const headers: Record<string, string> = { ...reply.headers };
-    headers['Cache-Control'] = op.public ? 'no-cache' : 'private, no-store';
-    if (reply.etag) headers.ETag = reply.etag;
-    if (reply.location) headers.Location = reply.location;
+    const headers = replyHeaders(op, req, reply);
     const body = 'body' in reply ? reply.body : undefined;
-    const cursor = (body as { next_cursor?: unknown } | undefined)?.next_cursor;
-    if (typeof cursor === 'string') headers.Link = nextLink(req, cursor);
     res.set(headers);
 
-    if (key && principal) {
-      await services.idempotency.complete(principal.user.id, key, {
-        status: reply.status,
-        headers,
-        body: body === undefined ? null : JSON.stringify(body),
-      });
-    }
+    if (key && principal) await services.idempotency.complete(principal.user.id, key, stored(reply, headers));
     if (reply.etag && safeMethods.has(req.method) && etagMatches(req.get('If-None-Match'), reply.etag)) {
       // Not modified: a stream prepared for the body is never read.
       const unread = reply.stream as { destroy?: () => void } | undefined;

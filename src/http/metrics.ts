@@ -1,6 +1,6 @@
 import type { RequestHandler } from 'express';
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
-import { openapiMatch } from './locals.js';
+import { afterResponse, openapiMatch } from './locals.js';
 
 /**
  * Prometheus metrics of one app: requests labelled by operationId (never by raw URL, which would
@@ -25,7 +25,7 @@ export function createMetrics() {
 
   const middleware: RequestHandler = (req, res, next) => {
     const stop = duration.startTimer();
-    res.on('finish', () => {
+    afterResponse(res, () => {
       const operation =
         openapiMatch(req)?.schema.operationId ?? (req.route ? String(req.route.path) : 'unmatched');
       requests.inc({ operation, method: req.method, status: String(res.statusCode) });

@@ -3,7 +3,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import type { Logger } from 'pino';
 import { DomainError } from '../errors.js';
 import type { AuditService } from '../services/audit.js';
-import { locals, openapiMatch } from './locals.js';
+import { afterResponse, locals, openapiMatch } from './locals.js';
 
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -20,7 +20,8 @@ export function requestContext(log: Logger): RequestHandler {
     const child = log.child({ request_id: requestId });
     locals(res).requestId = requestId;
     locals(res).log = child;
-    res.on('finish', () => {
+    locals(res).clientIp = req.ip ?? '';
+    afterResponse(res, () => {
       const level = res.statusCode === 500 ? 'error' : res.statusCode >= 500 ? 'warn' : 'info';
       child[level](
         {
@@ -89,8 +90,8 @@ export function rateLimit(options: {
   const perMs = options.requestsPerMinute / 60_000;
   const buckets = new Map<string, { tokens: number; at: number }>();
   const maxBuckets = 50_000;
-  return (req, _res, next) => {
-    const key = req.ip ?? 'unknown';
+  return (_req, res, next) => {
+    const key = locals(res).clientIp || 'unknown';
     const t = now();
     const bucket = buckets.get(key) ?? { tokens: options.burst, at: t };
     bucket.tokens = Math.min(options.burst, bucket.tokens + (t - bucket.at) * perMs);
@@ -115,35 +116,98 @@ export function rateLimit(options: {
   };
 }
 
-/** How deeply containers nest: a scalar is 0, `{}` is 1, `{"a": [1]}` is 2. Stops counting past `limit`. */
-function depthOf(value: unknown, limit: number): number {
-  if (value === null || typeof value !== 'object') return 0;
-  let deepest = 0;
-  for (const child of Object.values(value)) {
-    deepest = Math.max(deepest, depthOf(child, limit - 1));
-    if (deepest >= limit) break;
+/**
+ * What is wrong with a parsed JSON body, if anything: nesting deeper than `limit` (a scalar is 0,
+ * `{}` is 1, `{"a": [1]}` is 2), or a number JSON.parse made infinite (`1e999`). Walks the value
+ * with its own stack and stops at the first fault, so no depth reaches the call stack.
+ */
+export function jsonBodyFault(
+  body: unknown,
+  limit: number,
+): { kind: 'depth' | 'non-finite'; pointer: string; message: string } | null {
+  const stack: { value: unknown; depth: number; pointer: string }[] = [
+    { value: body, depth: 0, pointer: '' },
+  ];
+  for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
+    const { value, depth, pointer } = item;
+    if (typeof value === 'number' && !Number.isFinite(value)) {
+      return { kind: 'non-finite', pointer: pointer || '/', message: 'must be a finite number' };
+    }
+    if (value === null || typeof value !== 'object') continue;
+    if (depth + 1 > limit) {
+      return { kind: 'depth', pointer: pointer || '/', message: `nests deeper than ${limit} levels` };
+    }
+    for (const [key, child] of Object.entries(value)) {
+      stack.push({
+        value: child,
+        depth: depth + 1,
+        pointer: `${pointer}/${key.replace(/~/g, '~0').replace(/\//g, '~1')}`,
+      });
+    }
   }
-  return deepest + 1;
+  return null;
 }
 
-/** Refuses JSON bodies nested deeper than `limit`, before any validator walks them. */
-export function jsonDepthLimit(limit: number): RequestHandler {
+/**
+ * Refuses JSON bodies nested deeper than `limit`, or holding a number too large to be finite,
+ * before any validator walks them (and before authentication: the check costs no more than the
+ * parse that preceded it).
+ */
+export function jsonBodyLimits(limit: number): RequestHandler {
   return (req, _res, next) => {
-    if (req.body !== null && typeof req.body === 'object' && depthOf(req.body, limit) > limit) {
+    if (req.body === null || typeof req.body !== 'object') return next();
+    const fault = jsonBodyFault(req.body, limit);
+    if (!fault) return next();
+    if (fault.kind === 'depth') {
       next(new DomainError('bad-request', `the JSON body is nested deeper than ${limit} levels`));
       return;
     }
-    next();
+    next(
+      new DomainError('validation', `${fault.pointer}: ${fault.message}`, {
+        errors: [{ location: 'body', pointer: fault.pointer, message: fault.message }],
+      }),
+    );
   };
+}
+
+/** Query and path parameters the validator coerced into a number that is not finite (`Infinity`, `1e999`). */
+export function rejectNonFiniteParameters(req: Request, _res: Response, next: NextFunction): void {
+  const faults: { location: 'query' | 'path'; pointer: string; message: string }[] = [];
+  const scan = (location: 'query' | 'path', values: Record<string, unknown> | undefined) => {
+    for (const [name, value] of Object.entries(values ?? {})) {
+      const list = Array.isArray(value) ? value : [value];
+      if (list.some((v) => typeof v === 'number' && !Number.isFinite(v))) {
+        faults.push({ location, pointer: `/${name}`, message: 'must be a finite number' });
+      }
+    }
+  };
+  scan('query', req.query as Record<string, unknown>);
+  scan('path', openapiMatch(req)?.pathParams);
+  if (faults.length === 0) return next();
+  next(
+    new DomainError(
+      'validation',
+      `${faults.map((f) => f.pointer.slice(1)).join(', ')}: must be a finite number`,
+      {
+        errors: faults,
+      },
+    ),
+  );
 }
 
 const mutating = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
-/** An audit record for every mutating request that reached an operation, whatever its outcome. */
+/**
+ * An audit record for every mutating request that reached an operation, whatever its outcome: the
+ * dispatcher writes it with the request's change (and it is completed here with the final status);
+ * a request refused before (validation, authentication) is recorded here once answered.
+ */
 export function auditTrail(audit: AuditService): RequestHandler {
   return (req, res, next) => {
     if (mutating.has(req.method)) {
-      res.on('finish', () => {
+      afterResponse(res, () => {
+        const draft = locals(res).audit;
+        if (draft) return audit.finish(draft, res.statusCode);
         const match = openapiMatch(req);
         if (!match) return;
         const projectId = match.pathParams.projectId;
@@ -155,7 +219,7 @@ export function auditTrail(audit: AuditService): RequestHandler {
           path: req.originalUrl.split('?')[0] as string,
           status: res.statusCode,
           projectId: typeof projectId === 'string' ? projectId : null,
-          ip: req.ip ?? '',
+          ip: locals(res).clientIp,
         });
       });
     }

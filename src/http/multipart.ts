@@ -20,8 +20,15 @@ export interface MultipartFile {
 
 const badRequest = (detail: string) => new DomainError('bad-request', detail);
 
-/** Reads a multipart body up to its `file` part (resolving then), refusing anything else with 400. */
-export function readMultipartFile(body: Readable, headers: IncomingHttpHeaders): Promise<MultipartFile> {
+/**
+ * Reads a multipart body up to its `file` part (resolving then), refusing anything else with 400.
+ * `checkFields` sees the fields before the file is handed on, and throws to refuse them.
+ */
+export function readMultipartFile(
+  body: Readable,
+  headers: IncomingHttpHeaders,
+  checkFields: (fields: Record<string, string>) => void,
+): Promise<MultipartFile> {
   return new Promise((resolve, reject) => {
     let parser: busboy.Busboy;
     try {
@@ -36,24 +43,39 @@ export function readMultipartFile(body: Readable, headers: IncomingHttpHeaders):
     const finished = new Promise<void>((res, rej) => (settle = { resolve: res, reject: rej }));
     // Read only when the file's consumer asks: an unobserved rejection must not crash the process.
     finished.catch(() => undefined);
+    // Once refused, the rest of the body is read and dropped, so that the parser never stalls.
+    let refused = false;
     const fail = (error: unknown) => {
+      refused = true;
       if (file) {
         file.stream.destroy(error as Error);
         settle.reject(error);
       } else reject(error);
     };
     parser.on('field', (name, value, info) => {
+      if (refused) return;
       if (file) return fail(badRequest(`the field "${name}" comes after the file part; send fields first`));
-      if (info.valueTruncated) return fail(badRequest(`the field "${name}" is too long`));
+      if (info.valueTruncated || info.nameTruncated)
+        return fail(badRequest(`the field "${name}" is too long`));
       fields[name] = value;
     });
     parser.on('file', (name, stream, info) => {
+      if (refused) {
+        stream.resume();
+        return;
+      }
       if (name !== 'file') {
         stream.resume();
         return fail(badRequest(`the file part must be named "file", not "${name}"`));
       }
       // An error before the consumer attaches is kept by the stream (its `errored`), not thrown.
       stream.on('error', () => undefined);
+      try {
+        checkFields(fields);
+      } catch (error) {
+        stream.resume();
+        return fail(error);
+      }
       const mimeType = info.mimeType && info.mimeType !== 'application/octet-stream' ? info.mimeType : null;
       file = { stream, filename: info.filename || null, mimeType, fields, finished };
       resolve(file);

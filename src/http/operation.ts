@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { operations } from '../../generated/openapi.js';
 import type { OperationId, operationIndex } from '../../generated/operations.js';
 import type { Principal } from '../services/principal.js';
+import type { MultipartFile } from './multipart.js';
 import type { Services } from '../services/index.js';
 
 export type { OperationId };
@@ -66,6 +67,13 @@ export interface OperationInput<K extends OperationId> {
   headers: IncomingHttpHeaders;
   /** The request body as it arrives, unread: for uploads (only JSON bodies are parsed in `body`). */
   stream: Readable;
+  /** Reads a multipart body: its fields, checked against the operation's form schema, then its file. */
+  multipart(): Promise<MultipartFile>;
+  /**
+   * Checks values a multipart body gave in place of query parameters exactly as the query is
+   * checked; `pointers` names where in the body each came from.
+   */
+  checkAsQuery(values: Record<string, unknown>, pointers: Record<string, string>): void;
 }
 
 interface BaseContext {
@@ -76,6 +84,12 @@ interface BaseContext {
   clientIp: string;
   /** Aborted when the client goes away or the server shuts down: long waits and streams end then. */
   signal: AbortSignal;
+  /**
+   * How the reply is made from what the operation creates (the record a service reports with
+   * `produced`): for an Idempotency-Key, the answer is then kept in the same transaction as the
+   * change, and replayed even if this process dies before it answers.
+   */
+  answerWith<T>(present: (product: T) => { status: number; body?: unknown } & ReplyMeta): void;
 }
 
 export interface PublicContext extends BaseContext {

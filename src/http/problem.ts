@@ -81,6 +81,15 @@ function translate(error: unknown, req: Request, res: Response): Translated | nu
     }
     return null;
   }
+  // A write anywhere else on a full disk (a log, a job's directory): the server's lack, not the client's fault.
+  const code = (error as { code?: string } | null)?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return {
+      kind: 'insufficient-storage',
+      detail: 'the server has no room left to keep this; nothing of it was kept',
+      headers: { 'Retry-After': '60' },
+    };
+  }
   // body-parser's errors carry a `type`.
   const bodyError = error as { type?: string; status?: number; limit?: number };
   switch (bodyError.type) {
@@ -151,6 +160,9 @@ export function sendProblem(req: Request, res: Response, thrown: unknown): void 
     return;
   }
   for (const [name, value] of Object.entries(translated?.headers ?? {})) res.setHeader(name, value);
+  // A problem describes one request at one moment: never kept by a cache, and never shared when
+  // the request carried credentials.
+  res.setHeader('Cache-Control', req.headers.authorization ? 'private, no-store' : 'no-store');
   if (status === 503 && !res.hasHeader('Retry-After')) res.setHeader('Retry-After', '5');
   if (status === 401) {
     res.setHeader(

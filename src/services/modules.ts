@@ -85,8 +85,8 @@ export class ModuleService {
     return this.loadAll();
   }
 
-  sources(): Promise<ModuleSourceStatus[]> {
-    return q.listModuleSources(this.deps.db);
+  sources(page: PageRequest): Promise<Page<ModuleSourceStatus>> {
+    return q.listModuleSources(this.deps.db, page);
   }
 
   private view(stored: StoredModule): LoadedModuleView {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import {
   engineOf,
+  isPostgres,
   isUniqueViolation,
   migrate,
   openDatabase,
@@ -11,6 +12,7 @@ import {
   toNumber,
 } from '../../src/db/database.js';
 import { insertProjectMember } from '../../src/db/projects.js';
+import { DomainError } from '../../src/errors.js';
 import { insertUser } from '../../src/db/users.js';
 import { testEngines } from '../fixtures/databases.js';
 import { migrationSource } from '../../src/db/migrations/index.js';
@@ -93,6 +95,19 @@ describe.each(testEngines())('database (%s)', (engine) => {
       expect(foreignKeys?.foreign_keys).toBe(1);
       expect(busy?.timeout).toBe(10000);
       expect(existsSync(`${t.database.location}-wal`)).toBe(true);
+    });
+
+    it('says which engine a connection and its transactions run on', async () => {
+      expect(isPostgres(t.knex)).toBe(engine === 'postgres');
+      await t.knex.transaction(async (trx) => expect(isPostgres(trx)).toBe(engine === 'postgres'));
+    });
+
+    it('fails a query with a translated error only when the failure is the database’s, not the request’s', async () => {
+      // A constraint stays what it is (callers tell duplicates apart); a missing table is no 503.
+      await t.knex.raw('create table probe_unique (n integer primary key)');
+      await t.knex('probe_unique').insert({ n: 1 });
+      expect(isUniqueViolation(await rejectionOf(t.knex('probe_unique').insert({ n: 1 })))).toBe(true);
+      expect(await rejectionOf(t.knex('no_such_table').select('*'))).not.toBeInstanceOf(DomainError);
     });
 
     it('enforces foreign keys, cascading deletes to dependent rows', async () => {

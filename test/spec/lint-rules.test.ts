@@ -73,6 +73,24 @@ describe('spec lint rules', () => {
     expect(result.output).toContain('GET /regions/{regionId} has path parameters and must declare 404');
   }, 30_000);
 
+  it('require 400 on every operation, and 507 on every one that may write', () => {
+    const result = lintWith((spec) => {
+      replaceIn(
+        join(spec, 'paths/config.yaml'),
+        "    '400':\n      $ref: ../components/responses/BadRequest.yaml\n",
+        '',
+      );
+      replaceIn(
+        join(spec, 'paths/me.yaml'),
+        "    '507':\n      $ref: ../components/responses/InsufficientStorage.yaml\n",
+        '',
+      );
+    });
+    expect(result.ok).toBe(false);
+    expect(result.output).toContain('GET /config refuses unknown query parameters and must declare 400');
+    expect(result.output).toContain('GET /me may write and must declare 507 (insufficient-storage)');
+  }, 30_000);
+
   it('require the list contract on list operations', () => {
     const result = lintWith((spec) =>
       replaceIn(join(spec, 'paths/regions.yaml'), '    - $ref: ../components/parameters/Cursor.yaml\n', ''),

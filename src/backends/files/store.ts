@@ -5,10 +5,24 @@ import { createHash } from 'node:crypto';
 import { constants, createReadStream, createWriteStream, type ReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Transform, type Readable } from 'node:stream';
+import { finished, PassThrough, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DomainError } from '../../errors.js';
 import { randomBase62 } from '../../ids.js';
+
+/** ENOSPC (no room left on the device) or EDQUOT (the user's disk quota is used up). */
+export function isStorageFull(error: unknown): boolean {
+  const code = (error as { code?: string } | null)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+const storageFull = () =>
+  new DomainError(
+    'insufficient-storage',
+    'the file store has no room left; nothing of the upload was kept',
+    {},
+    { 'Retry-After': '60', Connection: 'close' },
+  );
 
 export interface StagedContent {
   path: string;
@@ -46,7 +60,9 @@ export class ContentStore {
    * wrote and throws `payload-too-large`; a source that fails (client gone) leaves nothing either.
    */
   async stage(source: Readable, maxBytes: number): Promise<StagedContent> {
-    await mkdir(this.staging, { recursive: true });
+    await mkdir(this.staging, { recursive: true }).catch((error: unknown) => {
+      throw isStorageFull(error) ? storageFull() : error;
+    });
     const path = join(this.staging, randomBase62(24));
     const hash = createHash('sha256');
     let size = 0;
@@ -68,12 +84,27 @@ export class ContentStore {
         done(null, chunk);
       },
     });
+    // The source (a request, say) is the caller's: a failed write must not destroy it, and with it
+    // the connection the answer is still to be sent on. It is unhooked and left to be drained.
+    const input = new PassThrough();
+    // Also told at once of a source that failed or was cut short before we got here.
+    const stopWatching = finished(source, (error) => {
+      if (error) input.destroy(error);
+      else if (!input.writableEnded) input.end();
+    });
+    source.pipe(input);
     try {
-      await pipeline(source, meter, createWriteStream(path, { flags: 'wx' }));
+      await pipeline(input, meter, createWriteStream(path, { flags: 'wx' }));
     } catch (error) {
+      source.unpipe(input);
+      source.resume();
       await rm(path, { force: true });
       if (error instanceof DomainError) throw error;
+      // The disk, not the client, failed the write: nothing was kept, the client may try again later.
+      if (isStorageFull(error)) throw storageFull();
       throw new DomainError('bad-request', `the upload did not complete: ${(error as Error).message}`);
+    } finally {
+      stopWatching();
     }
     return { path, size, sha256: hash.digest('hex') };
   }

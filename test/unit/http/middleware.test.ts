@@ -2,7 +2,7 @@ import { describe, expect, it } from '@jest/globals';
 import express, { type RequestHandler } from 'express';
 import request from 'supertest';
 import { problemTypeBase } from '../../../src/errors.js';
-import { cors, jsonDepthLimit, rateLimit, requestContext } from '../../../src/http/middleware.js';
+import { cors, jsonBodyLimits, rateLimit, requestContext } from '../../../src/http/middleware.js';
 import { problemMiddleware } from '../../../src/http/problem.js';
 import { createLogger } from '../../../src/log.js';
 
@@ -110,8 +110,8 @@ describe('rateLimit', () => {
   });
 });
 
-describe('jsonDepthLimit', () => {
-  const http = request(appWith(jsonDepthLimit(3)));
+describe('jsonBodyLimits', () => {
+  const http = request(appWith(jsonBodyLimits(3)));
 
   it.each([
     ['an empty object', {}],
@@ -139,6 +139,43 @@ describe('jsonDepthLimit', () => {
     expect(res.body).toMatchObject({
       type: `${problemTypeBase}bad-request`,
       detail: 'the JSON body is nested deeper than 3 levels',
+    });
+  });
+
+  it.each([
+    ['ten thousand levels', 10_000],
+    ['three hundred thousand levels', 300_000],
+  ])('refuses %s with 400 bad-request, without recursing that deep', async (_what, levels) => {
+    const big = request(
+      (() => {
+        const app = express();
+        app.use(requestContext(createLogger('silent')));
+        app.use(express.json({ limit: '2mb' }));
+        app.use(jsonBodyLimits(32));
+        app.use((_req, res) => res.json({ reached: true }));
+        app.use(problemMiddleware);
+        return app;
+      })(),
+    );
+    const res = await big
+      .post('/')
+      .set('Content-Type', 'application/json')
+      .send(`${'['.repeat(levels)}${']'.repeat(levels)}`)
+      .expect(400);
+    expect(res.body).toMatchObject({ type: `${problemTypeBase}bad-request` });
+  });
+
+  it.each([
+    ['a number past the largest double', '{"a": 1e999}', '/a'],
+    ['a negative one, in an array', '{"a": {"b": [1, -1e999]}}', '/a/b/1'],
+    ['one under a key that needs escaping', '{"x/y~z": 1e500}', '/x~1y~0z'],
+  ])('refuses %s with 400 validation naming where it is', async (_what, text, pointer) => {
+    const res = await http.post('/').set('Content-Type', 'application/json').send(text);
+    expect(res.status).toBe(400);
+    expect(res.headers['x-reached']).toBeUndefined();
+    expect(res.body).toMatchObject({
+      type: `${problemTypeBase}validation`,
+      errors: [{ location: 'body', pointer, message: 'must be a finite number' }],
     });
   });
 
