@@ -54,7 +54,8 @@ child.on('error', (error) => {
   });
   process.exit(0);
 });
-record({ startedAt, pid: child.pid, running: true });
+// Our own pid too: while we live, the workload's end is not recorded yet but will be.
+record({ startedAt, pid: child.pid, runnerPid: process.pid, running: true });
 
 const deadline = setTimeout(() => killGroup(`deadline exceeded (${timeoutMs} ms)`), timeoutMs);
 process.stdin.on('end', () => killGroup('its worker went away'));

@@ -13,7 +13,10 @@ const runnerScript = join(repoRoot, 'src', 'backends', 'cluster', 'batch-runner.
 
 interface StatusFile {
   startedAt: string;
+  /** The workload's process (group leader). */
   pid?: number;
+  /** The runner's own process, which records the workload's end before it exits. */
+  runnerPid?: number;
   running?: boolean;
   finishedAt?: string;
   exitCode?: number | null;
@@ -67,16 +70,20 @@ export class LocalBatchBackend implements BatchBackend {
   }
 
   async status(jobId: string): Promise<BatchStatus | null> {
-    const file = await this.readStatus(jobId);
+    let file = await this.readStatus(jobId);
     if (!file) {
       return this.children.has(jobId)
         ? { jobId, phase: 'pending', exitCode: null, message: null, startedAt: null, finishedAt: null }
         : null;
     }
+    if (file.running && !file.finishedAt && !this.running(jobId, file)) {
+      // Everything is gone. The runner may have recorded the end and exited since the file was
+      // read: what the file says now is the truth, and only a runner that died silently lost it.
+      file = (await this.readStatus(jobId)) ?? file;
+    }
     if (file.running && !file.finishedAt) {
       // The runner died without recording an end (killed with its worker): the workload is gone too.
-      const alive = file.pid !== undefined && isAlive(file.pid);
-      if (alive || this.children.has(jobId)) {
+      if (this.running(jobId, file)) {
         return {
           jobId,
           phase: 'running',
@@ -104,6 +111,15 @@ export class LocalBatchBackend implements BatchBackend {
       startedAt: file.startedAt,
       finishedAt: file.finishedAt ?? null,
     };
+  }
+
+  /** Whether anything of a workload that has not recorded its end still runs. */
+  private running(jobId: string, file: StatusFile): boolean {
+    return (
+      this.children.has(jobId) ||
+      (file.pid !== undefined && isAlive(file.pid)) ||
+      (file.runnerPid !== undefined && isAlive(file.runnerPid))
+    );
   }
 
   private async waitFor(

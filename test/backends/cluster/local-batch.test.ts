@@ -129,4 +129,27 @@ describe('LocalBatchBackend', () => {
     expect(isAlive(pid)).toBe(false);
     expect((await backend.status('job_orphan'))?.phase).toBe('failed');
   });
+
+  it('never reports a workload that exited cleanly as lost, however its end is polled', async () => {
+    // A runner records the exit and then exits itself; a poll that read the file just before and
+    // looked for the processes just after must read the file again, not call the workload lost.
+    // Polled tightly both here (which started them) and by a backend of another process.
+    const elsewhere = new LocalBatchBackend({ root, pollMs: 1 });
+    const specs = Array.from({ length: 40 }, () => spec('process.exit(0)'));
+    const endings = await Promise.all(
+      specs.map(async (s) => {
+        await backend.start(s);
+        const seen: string[] = []; // every failure reported on the way
+        for (let i = 0; i < 20_000; i++) {
+          const [here, there] = await Promise.all([backend.status(s.jobId), elsewhere.status(s.jobId)]);
+          for (const status of [here, there]) {
+            if (status?.phase === 'failed') seen.push(`${status.phase}: ${status.message}`);
+          }
+          if (here?.phase === 'succeeded' && there?.phase === 'succeeded') break;
+        }
+        return seen;
+      }),
+    );
+    expect(endings.flat()).toEqual([]);
+  }, 120_000);
 });
