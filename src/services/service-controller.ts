@@ -128,7 +128,6 @@ export class ServiceController {
     }
   }
 
-  /** Stops listening; workloads keep running (and are adopted by the next start). */
   /** Records an event that changes nothing else. */
   private async note(serviceId: string, type: string, message: string): Promise<void> {
     await this.deps.db.transaction((trx) =>
@@ -302,6 +301,9 @@ export class ServiceController {
     // Events of an earlier run (before a suspension, say) do not concern this one.
     if (observed.generation !== null && observed.generation !== service.generation) return;
     const next = this.statusFor(service, observed);
+    // A transition is recorded once. A service that ended lost or failed stays so until someone
+    // acts on it; the backend finding it so again (at each start of Atrium) is no new event.
+    if (next === service.status && (next === 'lost' || next === 'failed')) return;
     const changes: q.ServiceChanges = {
       tasks: observed.tasks,
       endpoints: observed.endpoints,
