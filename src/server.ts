@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { createApp } from './app.js';
@@ -77,7 +77,21 @@ export async function startServer(config: Config, options: StartOptions = {}): P
           ? { ready: true }
           : { ready: false, reason: 'catalogs and modules are loading' },
   });
-  const server = createServer(app);
+  const server = createServer();
+  // Responses not yet begun: told to close their connection once shutdown begins, so that a
+  // keep-alive client finishes the request it has in flight and then goes elsewhere.
+  const unanswered = new Set<ServerResponse>();
+  server.on('request', (_req, res: ServerResponse) => {
+    if (shuttingDown) {
+      res.setHeader('Connection', 'close');
+      return;
+    }
+    unanswered.add(res);
+    const done = () => unanswered.delete(res);
+    res.once('finish', done);
+    res.once('close', done);
+  });
+  server.on('request', app);
   try {
     await listen(server, config.server.port, config.server.host);
   } catch (error) {
@@ -114,13 +128,19 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const close = () =>
     (closing ??= (async () => {
       shuttingDown = true;
+      for (const res of unanswered) if (!res.headersSent) res.setHeader('Connection', 'close');
+      unanswered.clear();
       clearInterval(purge);
       // Event streams and Prefer: wait end now, so that their connections can close.
       shutdown.abort();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Connections go as soon as they are idle: now, or once the response they carry has ended
+      // (one begun before the signal could not be told to close its connection).
       server.closeIdleConnections();
+      const idle = setInterval(() => server.closeIdleConnections(), 100);
       const grace = setTimeout(() => server.closeAllConnections(), config.server.shutdownGraceMs);
       await closed;
+      clearInterval(idle);
       clearTimeout(grace);
       await catalogsLoaded;
       // Running jobs get a grace period, then go back to the queue for another worker.
@@ -128,6 +148,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       // Services keep running; the next start adopts them.
       await services.serviceController.close();
       await services.audit.flush();
+      services.idempotency.close();
       await database.close();
       log.info('stopped');
     })());

@@ -14,7 +14,7 @@ import {
 import { arrayPage } from '../db/pagination.js';
 import { pageOf } from './paging.js';
 import { page } from './present.js';
-import { accepted } from './waiting.js';
+import { accepted, answerAccepted } from './waiting.js';
 
 type Schemas = components['schemas'];
 
@@ -151,17 +151,15 @@ export const listProjectBenchmarkPlans: Handler<'listProjectBenchmarkPlans'> = a
   body: page(await services.benchmarks.listPlans(principal, params.projectId, pageOf(query)), presentPlan),
 });
 
-export const createBenchmarkPlan: Handler<'createBenchmarkPlan'> = async (
-  { params, body },
-  { principal, services },
-) => {
-  const plan = await services.benchmarks.createPlan(principal, params.projectId, body);
-  return {
-    status: 201,
+export const createBenchmarkPlan: Handler<'createBenchmarkPlan'> = async ({ params, body }, ctx) => {
+  const created = (plan: BenchmarkPlanRecord) => ({
+    status: 201 as const,
     body: presentPlan(plan),
     etag: benchmarkPlanEtag(plan),
     location: `/api/v1/projects/${plan.projectId}/benchmark-plans/${plan.id}`,
-  };
+  });
+  ctx.answerWith(created);
+  return created(await ctx.services.benchmarks.createPlan(ctx.principal, params.projectId, body));
 };
 
 export const getProjectBenchmarkPlan: Handler<'getProjectBenchmarkPlan'> = async (
@@ -210,8 +208,14 @@ export const listBenchmarkRuns: Handler<'listBenchmarkRuns'> = async (
   ),
 });
 
-export const createBenchmarkRun: Handler<'createBenchmarkRun'> = async ({ params, body, headers }, ctx) =>
-  accepted(await ctx.services.benchmarks.createRun(ctx.principal, params.projectId, body), headers, ctx);
+export const createBenchmarkRun: Handler<'createBenchmarkRun'> = async ({ params, body, headers }, ctx) => {
+  answerAccepted(ctx);
+  return accepted(
+    await ctx.services.benchmarks.createRun(ctx.principal, params.projectId, body),
+    headers,
+    ctx,
+  );
+};
 
 export const getBenchmarkRun: Handler<'getBenchmarkRun'> = async ({ params }, { principal, services }) => ({
   status: 200,

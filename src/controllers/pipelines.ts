@@ -2,6 +2,7 @@ import type { Handler } from '../http/operation.js';
 import { pipelineEtag } from '../services/pipelines.js';
 import { pageOf } from './paging.js';
 import { page, presentPipeline } from './present.js';
+import type { PipelineRecord } from '../services/pipelines.js';
 
 export const listPipelines: Handler<'listPipelines'> = async (
   { params, query },
@@ -14,17 +15,15 @@ export const listPipelines: Handler<'listPipelines'> = async (
   ),
 });
 
-export const createPipeline: Handler<'createPipeline'> = async (
-  { params, body },
-  { principal, services },
-) => {
-  const pipeline = await services.pipelines.create(principal, params.projectId, body);
-  return {
-    status: 201,
+export const createPipeline: Handler<'createPipeline'> = async ({ params, body }, ctx) => {
+  const created = (pipeline: PipelineRecord) => ({
+    status: 201 as const,
     body: presentPipeline(pipeline),
     etag: pipelineEtag(pipeline),
     location: `/api/v1/projects/${pipeline.projectId}/pipelines/${pipeline.id}`,
-  };
+  });
+  ctx.answerWith(created);
+  return created(await ctx.services.pipelines.create(ctx.principal, params.projectId, body));
 };
 
 export const getPipeline: Handler<'getPipeline'> = async ({ params }, { principal, services }) => {

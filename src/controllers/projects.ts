@@ -1,5 +1,5 @@
 import type { Handler } from '../http/operation.js';
-import { projectEtag } from '../services/projects.js';
+import { projectEtag, type ProjectView } from '../services/projects.js';
 import { apiBasePath } from '../services/platform.js';
 import { pageOf } from './paging.js';
 import { page, presentMember, presentProject } from './present.js';
@@ -12,19 +12,22 @@ export const listProjects: Handler<'listProjects'> = async ({ query }, { princip
   ),
 });
 
-export const createProject: Handler<'createProject'> = async ({ body }, { principal, services }) => {
-  const project = await services.projects.create(principal, {
-    id: body.id,
-    name: body.name,
-    description: body.description,
-    regionId: body.region_id,
-  });
-  return {
-    status: 201,
+export const createProject: Handler<'createProject'> = async ({ body }, ctx) => {
+  const created = (project: ProjectView) => ({
+    status: 201 as const,
     body: presentProject(project),
     etag: projectEtag(project),
     location: `${apiBasePath}/projects/${project.id}`,
-  };
+  });
+  ctx.answerWith(created);
+  return created(
+    await ctx.services.projects.create(ctx.principal, {
+      id: body.id,
+      name: body.name,
+      description: body.description,
+      regionId: body.region_id,
+    }),
+  );
 };
 
 export const getProject: Handler<'getProject'> = async ({ params }, { principal, services }) => {

@@ -1,7 +1,7 @@
 import type { Handler } from '../http/operation.js';
 import { pageOf } from './paging.js';
 import { page, presentRun } from './present.js';
-import { accepted } from './waiting.js';
+import { accepted, answerAccepted } from './waiting.js';
 
 export const listRuns: Handler<'listRuns'> = async ({ params, query }, { principal, services }) => ({
   status: 200,
@@ -16,8 +16,9 @@ export const listRuns: Handler<'listRuns'> = async ({ params, query }, { princip
   ),
 });
 
-export const createRun: Handler<'createRun'> = async ({ params, body, headers }, ctx) =>
-  accepted(
+export const createRun: Handler<'createRun'> = async ({ params, body, headers }, ctx) => {
+  answerAccepted(ctx);
+  return accepted(
     await ctx.services.runs.create(ctx.principal, params.projectId, {
       pipelineId: body.pipeline_id,
       inputFileIds: body.input_file_ids,
@@ -26,6 +27,7 @@ export const createRun: Handler<'createRun'> = async ({ params, body, headers },
     headers,
     ctx,
   );
+};
 
 export const getRun: Handler<'getRun'> = async ({ params }, { principal, services }) => ({
   status: 200,

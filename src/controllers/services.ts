@@ -2,7 +2,7 @@ import type { Handler } from '../http/operation.js';
 import { serviceEtag } from '../services/services.js';
 import { pageOf } from './paging.js';
 import { page, presentDryRun, presentService } from './present.js';
-import { accepted } from './waiting.js';
+import { accepted, answerAccepted } from './waiting.js';
 
 export const listServices: Handler<'listServices'> = async ({ params, query }, { principal, services }) => ({
   status: 200,
@@ -18,6 +18,7 @@ export const listServices: Handler<'listServices'> = async ({ params, query }, {
 });
 
 export const launchService: Handler<'launchService'> = async ({ params, query, body, headers }, ctx) => {
+  answerAccepted(ctx);
   const outcome = await ctx.services.serviceManager.launch(
     ctx.principal,
     params.projectId,

@@ -15,7 +15,7 @@ export interface AuditEvent {
   ip: string;
 }
 
-interface AuditRow {
+export interface AuditRow {
   id: string;
   at: string;
   request_id: string;
@@ -28,8 +28,11 @@ interface AuditRow {
   ip: string;
 }
 
-export async function insertAuditEvent(db: Knex, event: AuditEvent): Promise<void> {
-  await db('audit_events').insert({
+export const auditTable = 'audit_events';
+
+/** The row of an audit event, as stored. */
+export function auditRow(event: AuditEvent): AuditRow {
+  return {
     id: event.id,
     at: event.at,
     request_id: event.requestId,
@@ -40,7 +43,16 @@ export async function insertAuditEvent(db: Knex, event: AuditEvent): Promise<voi
     status: event.status,
     project_id: event.projectId,
     ip: event.ip,
-  });
+  };
+}
+
+export async function insertAuditEvent(db: Knex, event: AuditEvent): Promise<void> {
+  await db(auditTable).insert(auditRow(event));
+}
+
+/** Records the status a request ended with, once known (its record was written with its change). */
+export async function updateAuditStatus(db: Knex, id: string, status: number): Promise<void> {
+  await db(auditTable).where({ id }).update({ status });
 }
 
 export interface AuditFilter {

@@ -41,6 +41,7 @@ import { checkIfMatch, etagFor } from './etag.js';
 import { operationProblem, type OperationService } from './operations.js';
 import type { Principal } from './principal.js';
 import type { ProjectService } from './projects.js';
+import { produced } from './changes.js';
 
 export type { BenchmarkPlanRecord, BenchmarkRunRecord } from '../db/benchmarks.js';
 
@@ -242,7 +243,10 @@ export class BenchmarkService {
       updatedAt: now,
     };
     try {
-      await q.insertPlan(this.deps.db, plan);
+      await this.deps.db.transaction(async (trx) => {
+        produced(plan);
+        await q.insertPlan(trx, plan);
+      });
     } catch (error) {
       if (/unique|duplicate/i.test((error as Error).message)) {
         throw conflict(`project ${projectId} already has a plan named "${definition.name}"`);

@@ -24,6 +24,8 @@ import { CatalogService } from './catalogs.js';
 import { IdempotencyService } from './idempotency.js';
 import { Notifier } from './notifier.js';
 import { OperationService } from './operations.js';
+import type { OperationRecord } from '../db/operations.js';
+import type { Principal } from './principal.js';
 import { PlatformService, type BuildInfo } from './platform.js';
 import { ProjectService } from './projects.js';
 import { QuotaService } from './quotas.js';
@@ -148,6 +150,25 @@ export function createServices({ config, database, clock, log, build }: ServiceD
   operations.cancelWith('run-benchmark', async (principal, op) => {
     if (op.projectId && op.target) await benchmarks.cancelRun(principal, op.projectId, op.target.id);
   });
+  const serviceManager = new ServiceManager({
+    db,
+    clock,
+    log,
+    projects,
+    catalogs,
+    operations,
+    controller: serviceController,
+    notifier,
+  });
+  // An operation is seen by whoever may see what it acts on (besides its starter and admins).
+  operations.seeWith('service', async (principal, op) =>
+    Boolean(op.projectId && op.target && (await serviceManager.get(principal, op.projectId, op.target.id))),
+  );
+  const projectMembers = async (principal: Principal, op: OperationRecord) =>
+    Boolean(op.projectId && (await projects.access(principal, op.projectId, 'viewer')));
+  operations.seeWith('project', projectMembers);
+  operations.seeWith('run', projectMembers);
+  operations.seeWith('benchmark-run', projectMembers);
   return {
     audit: new AuditService({ db, clock, log }),
     benchmarks,
@@ -165,16 +186,7 @@ export function createServices({ config, database, clock, log, build }: ServiceD
     quotas: new QuotaService({ db, clock, projects }),
     regions,
     serviceController,
-    serviceManager: new ServiceManager({
-      db,
-      clock,
-      log,
-      projects,
-      catalogs,
-      operations,
-      controller: serviceController,
-      notifier,
-    }),
+    serviceManager,
     scheduler,
     tokens,
     users,

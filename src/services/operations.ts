@@ -1,15 +1,23 @@
 import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
 import { iso } from '../clock.js';
-import { conflict, forbidden, notFound, problemKinds, problemTypeBase, type ProblemKind } from '../errors.js';
+import {
+  conflict,
+  DomainError,
+  forbidden,
+  notFound,
+  problemKinds,
+  problemTypeBase,
+  type ProblemKind,
+} from '../errors.js';
 import * as q from '../db/operations.js';
 import type { OperationKind, OperationRecord } from '../db/operations.js';
 import type { Page, PageRequest } from '../db/pagination.js';
 import { appendEvent, listEvents, type StoredEvent } from '../db/events.js';
-import { findProjectForUser } from '../db/projects.js';
 import { newId } from '../ids.js';
 import { topics, type Notifier } from './notifier.js';
 import type { Principal } from './principal.js';
+import { produced } from './changes.js';
 
 /** The longest `Prefer: wait` honoured, in seconds. */
 export const maxWaitSeconds = 60;
@@ -38,12 +46,20 @@ export function operationProblem(
 /** Stops what an operation stands for, as `principal` asked (checking what it must besides). */
 export type Canceller = (principal: Principal, operation: OperationRecord) => Promise<void>;
 
+/**
+ * Whether `principal` may see what an operation acts on (its subject): resolves true, or false or
+ * a not-found/forbidden error when they may not. Given by whoever owns each kind of subject.
+ */
+export type SubjectCheck = (principal: Principal, operation: OperationRecord) => Promise<boolean>;
+type SubjectType = NonNullable<OperationRecord['target']>['type'];
+
 export type OperationOutcome =
   | { status: 'succeeded'; message: string; result: Record<string, unknown> }
   | { status: 'failed' | 'cancelled'; message: string; error: Record<string, unknown> };
 
 export class OperationService {
   private readonly cancellers = new Map<OperationKind, Canceller>();
+  private readonly subjects = new Map<SubjectType, SubjectCheck>();
 
   constructor(private readonly deps: { db: Knex; clock: Clock; notifier: Notifier }) {}
 
@@ -53,6 +69,11 @@ export class OperationService {
    */
   cancelWith(kind: OperationKind, canceller: Canceller): void {
     this.cancellers.set(kind, canceller);
+  }
+
+  /** Who may see operations on subjects of `type`: those who may see the subject itself. */
+  seeWith(type: SubjectType, check: SubjectCheck): void {
+    this.subjects.set(type, check);
   }
 
   /** Records a new running operation, in the caller's transaction. */
@@ -83,6 +104,8 @@ export class OperationService {
       updatedAt: now,
       finishedAt: null,
     };
+    // What a launch or a run request answers with: kept with it under an Idempotency-Key.
+    produced(op);
     await q.insertOperation(trx, op);
     await appendEvent(trx, 'operation', op.id, {
       at: now,
@@ -210,7 +233,10 @@ export class OperationService {
     return q.findOperation(this.deps.db, id);
   }
 
-  /** An operation the principal may see: theirs, one of a project they belong to, or any for admins. */
+  /**
+   * An operation the principal may see: one they started, one whose subject they may see (a
+   * member does not see the launch of another member's unshared service), or any for admins.
+   */
   async get(principal: Principal, id: string): Promise<OperationRecord> {
     const op = await q.findOperation(this.deps.db, id);
     if (!op || !(await this.visible(principal, op))) throw notFound('operation', id);
@@ -219,8 +245,16 @@ export class OperationService {
 
   private async visible(principal: Principal, op: OperationRecord): Promise<boolean> {
     if (principal.user.admin || op.userId === principal.user.id) return true;
-    if (!op.projectId) return false;
-    return (await findProjectForUser(this.deps.db, op.projectId, principal.user.id))?.role != null;
+    const check = op.target ? this.subjects.get(op.target.type) : undefined;
+    if (!check) return false;
+    try {
+      return await check(principal, op);
+    } catch (error) {
+      if (error instanceof DomainError && (error.kind === 'not-found' || error.kind === 'forbidden')) {
+        return false;
+      }
+      throw error;
+    }
   }
 
   list(

@@ -12,6 +12,7 @@ import { checkIfMatch, etagFor } from './etag.js';
 import type { ModuleService } from './modules.js';
 import type { Principal } from './principal.js';
 import type { ProjectService } from './projects.js';
+import { produced } from './changes.js';
 
 export type { PipelineRecord, PipelineTask } from '../db/pipelines.js';
 
@@ -92,7 +93,10 @@ export class PipelineService {
       createdAt: now,
       updatedAt: now,
     };
-    await q.insertPipeline(this.deps.db, pipeline);
+    await this.deps.db.transaction(async (trx) => {
+      produced(pipeline);
+      await q.insertPipeline(trx, pipeline);
+    });
     return pipeline;
   }
 

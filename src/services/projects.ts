@@ -11,6 +11,9 @@ import { randomBase62 } from '../ids.js';
 import { checkIfMatch, etagFor } from './etag.js';
 import type { Principal } from './principal.js';
 import type { RegionService } from './regions.js';
+import { produced } from './changes.js';
+
+export type { ProjectView } from '../db/projects.js';
 
 const rank: Record<ProjectRole, number> = { viewer: 0, member: 1, owner: 2 };
 
@@ -130,15 +133,17 @@ export class ProjectService {
       createdAt: now,
       updatedAt: now,
     };
+    const created: ProjectView = { ...project, role: 'owner' };
     try {
-      await db.transaction((trx) =>
-        q.insertProject(trx, project, principal.user.id, regions.defaultQuota(regionId)),
-      );
+      await db.transaction(async (trx) => {
+        produced(created);
+        await q.insertProject(trx, project, principal.user.id, regions.defaultQuota(regionId));
+      });
     } catch (error) {
       if (isUniqueViolation(error)) throw conflict(`project "${input.id}" already exists`);
       throw error;
     }
-    return { ...project, role: 'owner' };
+    return created;
   }
 
   /** Every project of the principal, personal first (for `GET /me`). */

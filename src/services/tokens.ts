@@ -9,6 +9,9 @@ import type { User } from '../db/users.js';
 import { newId } from '../ids.js';
 import { hashSecret, newTokenSecret, secretPrefix } from '../auth/secrets.js';
 import type { Principal } from './principal.js';
+import { produced } from './changes.js';
+
+export type { ApiToken } from '../db/tokens.js';
 
 const lastUsedResolutionMs = 60_000;
 
@@ -55,7 +58,10 @@ export class TokenService {
       lastUsedAt: null,
       revokedAt: null,
     };
-    await q.insertToken(this.deps.db, token, hashSecret(secret));
+    await this.deps.db.transaction(async (trx) => {
+      produced({ token, secret });
+      await q.insertToken(trx, token, hashSecret(secret));
+    });
     return { token, secret };
   }
 

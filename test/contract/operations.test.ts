@@ -43,7 +43,7 @@ describe.each(testEngines())('operations (%s)', (engine) => {
   afterAll(() => t.close());
 
   describe('getOperation', () => {
-    it('returns an operation to whoever started it and to the members of its project (200)', async () => {
+    it('returns an operation to whoever started it and to those who may see what it acts on (200)', async () => {
       const res = await t.http
         .get(`/api/v1/operations/${finished}`)
         .set('Authorization', alice.auth)
@@ -60,6 +60,18 @@ describe.each(testEngines())('operations (%s)', (engine) => {
         created_by: alice.user.id,
       });
       expect(res.body.finished_at).not.toBeNull();
+      // Bob, a viewer of the project, does not see Alice's service while she has not shared it:
+      // nor its launch, nor that launch's events.
+      for (const path of [`/api/v1/operations/${finished}`, `/api/v1/operations/${finished}/events`]) {
+        const hidden = await t.http.get(path).set('Authorization', bob.auth);
+        expectProblem(hidden, 404, 'not-found');
+        expect(hidden.body.detail).toBe(`operation "${finished}" does not exist`);
+      }
+      await t.http
+        .patch(`/api/v1/projects/team/services/${res.body.target.id}`)
+        .set('Authorization', alice.auth)
+        .send({ shared: true })
+        .expect(200);
       await t.http.get(`/api/v1/operations/${finished}`).set('Authorization', bob.auth).expect(200);
     });
 
@@ -218,10 +230,11 @@ describe.each(testEngines())('operations (%s)', (engine) => {
     });
 
     it('is for whoever started the operation, or administrators (403)', async () => {
+      // Shared, so that Bob sees the service (and its launch) but may not act on it.
       const started = await t.http
         .post('/api/v1/projects/team/services')
         .set('Authorization', alice.auth)
-        .send(echo)
+        .send({ ...echo, shared: true })
         .expect(202);
       expectProblem(
         await t.http

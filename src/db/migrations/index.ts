@@ -3,6 +3,7 @@ import * as foundation from './001_foundation.js';
 import * as services from './002_services.js';
 import * as pipelines from './003_pipelines.js';
 import * as benchmarks from './004_benchmarks.js';
+import * as idempotencyAnswers from './005_idempotency_answers.js';
 
 // A static list, so that migrations work the same from src/ (tests) and dist/ (production), and a
 // bundler or a missing directory can never skip one. Append only.
@@ -11,6 +12,7 @@ const migrations: Record<string, Knex.Migration> = {
   '002_services': services,
   '003_pipelines': pipelines,
   '004_benchmarks': benchmarks,
+  '005_idempotency_answers': idempotencyAnswers,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
