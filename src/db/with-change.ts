@@ -61,18 +61,25 @@ export function returnChangeRecords(): void {
   if (scope) scope.written = false;
 }
 
-/** A transaction callback that writes the change records at its end, inside it, before it commits. */
+/**
+ * A transaction callback that writes the change records at its end, inside it, before it commits.
+ * One that returns no promise commits when its caller says so (knex's `await db.transaction()`):
+ * its end is not known here, so it writes none.
+ */
 export function writingChangeRecords<T>(
   container: (trx: Knex.Transaction) => Promise<T> | T,
-): (trx: Knex.Transaction) => Promise<T> {
-  return async (trx) => {
-    const result = await container(trx);
-    const records = takeChangeRecords();
-    for (const { table, row } of records) await trx(table).insert(row);
-    if (records.length > 0) {
-      // Should the commit fail, nothing of the change, nor of its records, was kept.
-      trx.executionPromise?.catch(() => returnChangeRecords());
-    }
-    return result;
+): (trx: Knex.Transaction) => Promise<T> | T {
+  return (trx) => {
+    const result = container(trx);
+    if (typeof (result as { then?: unknown } | null)?.then !== 'function') return result;
+    return Promise.resolve(result).then(async (value) => {
+      const records = takeChangeRecords();
+      for (const { table, row } of records) await trx(table).insert(row);
+      if (records.length > 0) {
+        // Should the commit fail, nothing of the change, nor of its records, was kept.
+        trx.executionPromise?.catch(() => returnChangeRecords());
+      }
+      return value;
+    });
   };
 }

@@ -94,7 +94,8 @@ export class TokenService {
     if (token.expiresAt && Date.parse(token.expiresAt) <= now.getTime())
       throw unauthorized('the API token has expired');
     if (!token.lastUsedAt || now.getTime() - Date.parse(token.lastUsedAt) > lastUsedResolutionMs) {
-      await q.touchToken(this.deps.db, token.id, iso(now));
+      // Bookkeeping: a database that cannot take it now (full, busy) must not fail the request.
+      await q.touchToken(this.deps.db, token.id, iso(now)).catch(() => undefined);
     }
     return found;
   }

@@ -46,7 +46,8 @@ export class UserService {
     }
     const now = this.deps.clock();
     if (!user.lastSeenAt || now.getTime() - Date.parse(user.lastSeenAt) > lastSeenResolutionMs) {
-      await q.touchUserLastSeen(this.deps.db, user.id, iso(now));
+      // Bookkeeping: a database that cannot take it now (full, busy) must not fail the request.
+      await q.touchUserLastSeen(this.deps.db, user.id, iso(now)).catch(() => undefined);
     }
   }
 

@@ -259,6 +259,13 @@ describe('a full disk', () => {
       ...json(pipelineBody('before')),
     });
     expect(pipeline.status).toBe(201);
+    // A token not used yet: its first use, once the disk is full, writes its last use (or tries to).
+    const unused = await send(`${server.url}/api/v1/me/tokens`, {
+      method: 'POST',
+      ...json({ name: 'later' }),
+    });
+    expect(unused.status).toBe(201);
+    const laterToken = (JSON.parse(unused.text) as { secret: string }).secret;
 
     // Fill the disk with files, halving their size on each refusal, down to a few KiB.
     const stored: string[] = [];
@@ -296,6 +303,8 @@ describe('a full disk', () => {
     expect(databaseFull).not.toBeNull();
 
     await healthy(server);
+    const me = await send(`${server.url}/api/v1/me`, { headers: { Authorization: `Bearer ${laterToken}` } });
+    expect(me.status).toBe(200);
     const names = (await listAll<{ name: string }>(`${project()}/pipelines`)).map((p) => p.name);
     expect(names.sort()).toEqual(acknowledged.sort());
     expect((await listAll<{ id: string }>(`${project()}/files`)).map((f) => f.id).sort()).toEqual(
