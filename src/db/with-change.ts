@@ -15,6 +15,8 @@ export interface ChangeRecord {
 interface Scope {
   records: (product: unknown) => ChangeRecord[];
   written: boolean;
+  /** The work has ended: what it started and left running (a background step) is not it. */
+  ended: boolean;
   product?: unknown;
 }
 
@@ -30,10 +32,11 @@ export async function withChangeRecords<T>(
   work: () => Promise<T>,
   settled: (written: boolean) => void,
 ): Promise<T> {
-  const scope: Scope = { records, written: false };
+  const scope: Scope = { records, written: false, ended: false };
   try {
     return await scopes.run(scope, work);
   } finally {
+    scope.ended = true;
     settled(scope.written);
   }
 }
@@ -44,13 +47,13 @@ export async function withChangeRecords<T>(
  */
 export function produced(value: unknown): void {
   const scope = scopes.getStore();
-  if (scope && scope.product === undefined) scope.product = value;
+  if (scope && !scope.ended && scope.product === undefined) scope.product = value;
 }
 
 /** The rows still to be written with the current work's first change (once: then none). */
 export function takeChangeRecords(): ChangeRecord[] {
   const scope = scopes.getStore();
-  if (!scope || scope.written) return [];
+  if (!scope || scope.written || scope.ended) return [];
   scope.written = true;
   return scope.records(scope.product);
 }
@@ -58,7 +61,7 @@ export function takeChangeRecords(): ChangeRecord[] {
 /** Puts back rows taken for a change that did not happen (its transaction rolled back). */
 export function returnChangeRecords(): void {
   const scope = scopes.getStore();
-  if (scope) scope.written = false;
+  if (scope && !scope.ended) scope.written = false;
 }
 
 /**

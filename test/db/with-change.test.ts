@@ -93,6 +93,23 @@ describe.each(testEngines())('change records (%s)', (engine) => {
     expect(await notes()).toContain('made f');
   });
 
+  it('writes none with what the work left running after it ended', async () => {
+    let later: Promise<unknown> = Promise.resolve();
+    let written: boolean | null = null;
+    await withChangeRecords(
+      record('background'),
+      async () => {
+        later = new Promise((resolve) => setTimeout(resolve, 20)).then(() =>
+          t.knex.transaction(async (trx) => trx('probe_changes').insert({ id: 'h' })),
+        );
+      },
+      (w) => (written = w),
+    );
+    await later;
+    expect(written).toBe(false);
+    expect(await notes()).not.toContain('background');
+  });
+
   it('leaves transactions that the caller commits itself to the caller', async () => {
     await withChangeRecords(
       record('explicit'),
