@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NODE_MODULES := node_modules/.package-lock.json
 
-.PHONY: run test test-pg test-k8s lint generate bench bench-accuracy clean build typecheck
+.PHONY: run test test-k8s lint generate bench bench-accuracy clean build typecheck
 
 $(NODE_MODULES): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -21,9 +21,9 @@ test: dist/.built
 	npm run -s typecheck
 	bash scripts/test.sh
 
-# The cluster backend conformance suite against the cluster of KUBECONFIG (or ATRIUM_TEST_KUBECONFIG).
-test-k8s: $(NODE_MODULES)
-	ATRIUM_TEST_KUBECONFIG="$${ATRIUM_TEST_KUBECONFIG:-$${KUBECONFIG:?set KUBECONFIG to the kubeconfig of a test cluster}}" NODE_OPTIONS=--experimental-vm-modules npx jest --runInBand test/conformance/kubernetes-real.test.ts
+# The Kubernetes backend against a real control plane (../shared/k8s, or KUBECONFIG's cluster).
+test-k8s: dist/.built
+	bash scripts/test-k8s.sh
 
 lint: $(NODE_MODULES)
 	npm run -s lint

@@ -222,8 +222,10 @@ export function describeClusterBackend(name: string, makeHarness: () => Promise<
     });
 
     it('restarts a workload that crashes after it was ready, then gives up', async () => {
-      const spec = await launch({ mode: 'crash-later', crash_after_ms: 300, exit_code: 9 });
-      const status = await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'failed', 30_000);
+      // Ready for 1.5 s before each crash: long enough for a backend on a loaded machine to see it
+      // ready (one that never saw it ready calls it a failure to start, rightly).
+      const spec = await launch({ mode: 'crash-later', crash_after_ms: 1500, exit_code: 9 });
+      const status = await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'failed', 60_000);
       expect(status?.exitCode).toBe(9);
       expect(status?.tasks[0]?.restarts).toBeGreaterThanOrEqual(1);
       expect(status?.message).toMatch(/giving up/);

@@ -74,6 +74,7 @@ export async function realCluster(options: Partial<NodeAgentOptions> = {}): Prom
       for (const backend of backends) await backend.close().catch(() => undefined);
       await removeNamespaces(admin, prefix);
       await agent.close();
+      rest.close();
     },
   };
 }

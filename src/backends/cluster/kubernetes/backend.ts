@@ -51,6 +51,7 @@ import {
   apiError,
   guarded,
   ignoreNotFound,
+  isMissingNamespace,
   orNull,
   parseQuotaRefusal,
   quotaExceeded,
@@ -135,6 +136,8 @@ export class KubernetesBackend implements ClusterBackend {
   private readonly tracked = new Map<string, Tracked>();
   /** Workloads found gone while watched, until they are deleted or started again. */
   private readonly lost = new Map<string, WorkloadStatus>();
+  /** Launches the cluster refused: ended, and nothing of them left there. */
+  private readonly ended = new Map<string, WorkloadStatus>();
   /** Where each service lives, once found. */
   private readonly namespaces = new Map<string, string>();
   private readonly watches = new Map<string, NamespaceWatch>();
@@ -193,28 +196,57 @@ export class KubernetesBackend implements ClusterBackend {
 
   async apply(spec: WorkloadSpec): Promise<void> {
     await this.guard(`service ${spec.serviceId}`, async () => {
-      const namespace = this.onboarding.namespaceOf(spec.projectId);
-      const rendered = renderService(spec, namespace, this.settings, this.packageFiles(spec), 'plain');
-      await this.onboarding.ensure(spec.projectId, spec.quota ?? null);
-      const { apps } = this.clients;
-      const name = rendered.deployment.metadata?.name ?? workloadName(spec.serviceId);
-      const existing = await orNull(apps.readNamespacedDeployment({ name, namespace }));
-      // Running already, as this generation: adopted as it is (never started twice).
-      const adopt = existing !== null && !isParked(existing) && generationOf(existing) === spec.generation;
-      // Watching first, so that every event of this start is seen.
-      const tracked = this.track(spec.serviceId, namespace, null);
-      if (!adopt) tracked.since = Date.now();
-      await this.watchesReady(namespace);
-      if (!adopt) await this.admitPod(rendered.deployment);
-      if (rendered.secret) await this.upsertSecret(rendered.secret);
-      if (rendered.files) await this.upsertConfigMap(rendered.files);
-      if (!adopt) await this.upsertDeployment(rendered.deployment);
-      for (const service of rendered.services) await this.upsertService(service);
-      if (rendered.ingress) await this.upsertIngress(rendered.ingress);
-      this.lost.delete(spec.serviceId);
-      this.namespaces.set(spec.serviceId, namespace);
-      await this.refresh(spec.serviceId);
+      try {
+        await this.applyIn(spec);
+      } catch (error) {
+        if (!isMissingNamespace(error)) throw error;
+        // The project's namespace went behind Atrium's back: it is made again (with its quota),
+        // the start taken again once, and the service told why.
+        const namespace = this.onboarding.namespaceOf(spec.projectId);
+        this.options.log.warn(
+          { namespace, serviceId: spec.serviceId },
+          'kubernetes: project namespace was gone; making it again',
+        );
+        this.onboarding.forget(namespace);
+        await this.applyIn(spec);
+        const tracked = this.tracked.get(spec.serviceId);
+        const status = await this.status(spec.serviceId);
+        if (tracked && status) {
+          this.tell(
+            tracked,
+            'namespace-recreated',
+            `the project's namespace ${namespace} was gone (deleted outside Atrium); it was made again, with its quota`,
+            null,
+            status,
+          );
+        }
+      }
     });
+  }
+
+  private async applyIn(spec: WorkloadSpec): Promise<void> {
+    const namespace = this.onboarding.namespaceOf(spec.projectId);
+    const rendered = renderService(spec, namespace, this.settings, this.packageFiles(spec), 'plain');
+    await this.onboarding.ensure(spec.projectId, spec.quota ?? null);
+    const { apps } = this.clients;
+    const name = rendered.deployment.metadata?.name ?? workloadName(spec.serviceId);
+    const existing = await orNull(apps.readNamespacedDeployment({ name, namespace }));
+    // Running already, as this generation: adopted as it is (never started twice).
+    const adopt = existing !== null && !isParked(existing) && generationOf(existing) === spec.generation;
+    // Watching first, so that every event of this start is seen.
+    const tracked = this.track(spec.serviceId, namespace, null);
+    if (!adopt) tracked.since = Date.now();
+    await this.watchesReady(namespace);
+    if (!adopt) await this.admitPod(rendered.deployment);
+    if (rendered.secret) await this.upsertSecret(rendered.secret);
+    if (rendered.files) await this.upsertConfigMap(rendered.files);
+    if (!adopt) await this.upsertDeployment(rendered.deployment);
+    for (const service of rendered.services) await this.upsertService(service);
+    if (rendered.ingress) await this.upsertIngress(rendered.ingress);
+    this.lost.delete(spec.serviceId);
+    this.ended.delete(spec.serviceId);
+    this.namespaces.set(spec.serviceId, namespace);
+    await this.refresh(spec.serviceId);
   }
 
   /**
@@ -370,6 +402,7 @@ export class KubernetesBackend implements ClusterBackend {
       }
       this.untrack(serviceId);
       this.lost.delete(serviceId);
+      this.ended.delete(serviceId);
       this.namespaces.delete(serviceId);
     });
   }
@@ -468,8 +501,8 @@ export class KubernetesBackend implements ClusterBackend {
 
   async status(serviceId: string): Promise<WorkloadStatus | null> {
     return this.guard(`service ${serviceId}`, async () => {
-      const lost = this.lost.get(serviceId);
-      if (lost) return lost;
+      const ended = this.lost.get(serviceId) ?? this.ended.get(serviceId);
+      if (ended) return ended;
       const namespace = await this.locate(serviceId);
       if (!namespace) return null;
       const observation = await this.observeIn(namespace, serviceId);
@@ -731,6 +764,7 @@ export class KubernetesBackend implements ClusterBackend {
         maxRestarts: this.settings.maxRestarts,
         everReady: (pod) => this.everReady(tracked, pod),
       });
+      if (failure?.refused) return this.refuse(tracked, observation, failure.message);
       if (failure) {
         await this.park(tracked, observation, 'failed', failure.message, failure.exitCode);
         observation = (await this.observe(tracked)) ?? observation;
@@ -793,6 +827,24 @@ export class KubernetesBackend implements ClusterBackend {
     if (due === null) return;
     tracked.deadline = setTimeout(() => void this.refresh(tracked.serviceId), Math.max(10, due - Date.now()));
     tracked.deadline.unref();
+  }
+
+  /**
+   * The cluster refused the launch's pods (its quota has no room): nothing of the launch remains,
+   * not even its files, and it is told failed with the refusal.
+   */
+  private async refuse(tracked: Tracked, observation: Observation, message: string): Promise<void> {
+    const status: WorkloadStatus = {
+      ...describeWorkload(tracked.serviceId, observation, this.settings.maxRestarts),
+      phase: 'failed',
+      message,
+      tasks: [],
+      endpoints: [],
+    };
+    this.ended.set(tracked.serviceId, status);
+    this.untrack(tracked.serviceId);
+    await this.removeObjects(tracked.namespace, tracked.serviceId);
+    this.tell(tracked, 'failed', message, null, status);
   }
 
   private async markLost(tracked: Tracked): Promise<void> {

@@ -256,12 +256,14 @@ export interface VerdictContext {
 export interface Failure {
   message: string;
   exitCode: number | null;
+  /** The cluster refused its pods (its quota): nothing of the launch is to remain. */
+  refused?: boolean;
 }
 
 /** Whether a workload that runs (not parked) has failed for good, and why. */
 export function verdict(observation: Observation, context: VerdictContext): Failure | null {
   const quota = quotaRefusal(observation.deployment);
-  if (quota) return { message: quota, exitCode: null };
+  if (quota) return { message: quota, exitCode: null, refused: true };
   const seconds = Math.round(context.readinessTimeoutMs / 1000);
   for (const pod of observation.pods.filter((p) => !isDeleting(p))) {
     const pull = imagePullProblem(pod, true);

@@ -32,6 +32,11 @@ export function apiError(error: unknown): { code: number; status: KubeStatus } |
 }
 
 export const isNotFound = (error: unknown): boolean => apiError(error)?.code === 404;
+/** A 404 for the namespace itself (deleted outside Atrium), not for an object in it. */
+export const isMissingNamespace = (error: unknown): boolean => {
+  const api = apiError(error);
+  return api?.code === 404 && api.status.details?.kind === 'namespaces';
+};
 export const isAlreadyExists = (error: unknown): boolean =>
   apiError(error)?.code === 409 && apiError(error)?.status.reason === 'AlreadyExists';
 export const isConflict = (error: unknown): boolean =>

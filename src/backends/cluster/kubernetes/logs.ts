@@ -91,10 +91,14 @@ export async function* podLogLines(log: Log, request: PodLogRequest): AsyncGener
   }
 }
 
-/** Whether a failed log request means there is no such log (a container that has not run yet). */
+/**
+ * Whether a failed log request means there is no such log: a container that has not run yet (400),
+ * a pod or container gone (404), or a pod no node has taken (the API server answers 204, no content,
+ * which client-node turns into an error).
+ */
 export function isMissingLog(error: unknown): boolean {
   const code = apiError(error)?.code;
-  return code === 400 || code === 404;
+  return code === 400 || code === 404 || code === 204;
 }
 
 /** All lines of a log, or none when there is no such log. */

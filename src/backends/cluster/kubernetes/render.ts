@@ -500,8 +500,10 @@ export function quotaHard(quota: NonNullable<WorkloadSpec['quota']>): Record<str
     hard['limits.memory'] = formatBytes(quota.memoryBytes);
   }
   if (quota.gpu !== null) hard[`requests.${gpuResource}`] = String(quota.gpu);
-  // A service is one Deployment: counting them refuses a service over the limit when it is created.
-  if (quota.services !== null) hard['count/deployments.apps'] = String(quota.services);
+  // Only what the cluster counts as Atrium does: the compute of the pods that run (a suspended or
+  // failed service is parked at zero replicas, and neither counts it). The number of services is
+  // not mirrored: the cluster would count every Deployment, a failed service's parked one too, and
+  // refuse launches Atrium admitted; Atrium admits that limit itself, in one transaction.
   return hard;
 }
 

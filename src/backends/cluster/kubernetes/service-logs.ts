@@ -22,12 +22,14 @@ export async function captureLogs(
   pods: V1Pod[],
 ): Promise<StampedLine[]> {
   const lines: StampedLine[] = [];
+  // Best effort: a log that cannot be read now (its node's kubelet is out of reach: a 500) is not
+  // kept, and never stops the suspension or failure that keeps what can be read.
+  const read = (request: Parameters<typeof readPodLog>[1]) => readPodLog(log, request).catch(() => null);
   for (const pod of pods) {
     const name = pod.metadata?.name ?? '';
     const request = { namespace, pod: name, container: mainContainer, limitBytes: logSnapshotBytes };
-    const current = await readPodLog(log, request);
-    const previous =
-      current && current.length > 0 ? null : await readPodLog(log, { ...request, previous: true });
+    const current = await read(request);
+    const previous = current && current.length > 0 ? null : await read({ ...request, previous: true });
     lines.push(...(current && current.length > 0 ? current : (previous ?? [])));
   }
   return lines.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
