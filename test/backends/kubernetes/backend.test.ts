@@ -155,6 +155,32 @@ describe('the Kubernetes backend', () => {
       expect(await backend.status(spec.serviceId)).toBeNull();
     });
 
+    it('leaves nothing of a launch whose pods the cluster quota refused after admitting it', async () => {
+      // Both are admitted (neither pod exists yet when the other asks); the cluster then has room
+      // for one pod only, and the other launch is refused by its ReplicaSet.
+      const tight = { ...quota, cpuMillis: 150 };
+      const [a, b] = [inProject('team-q'), inProject('team-q')].map((spec) => ({ ...spec, quota: tight }));
+      await Promise.all([launch(a as WorkloadSpec), launch(b as WorkloadSpec)]);
+      const ended = await Promise.all(
+        [a, b].map((spec) =>
+          waitForStatus(
+            backend,
+            (spec as WorkloadSpec).serviceId,
+            (s) => s?.phase === 'running' || s?.phase === 'failed',
+            30_000,
+          ),
+        ),
+      );
+      const refused = ended.find((s) => s?.phase === 'failed');
+      expect(ended.map((s) => s?.phase).sort()).toEqual(['failed', 'running']);
+      expect(refused?.message).toMatch(
+        /^quota-exceeded: the cluster quota "atrium-quota" has no room for its pod/,
+      );
+      for (const plural of ['deployments', 'replicasets', 'secrets', 'configmaps', 'services', 'pods']) {
+        expect([plural, objects(plural, refused?.serviceId ?? '')]).toEqual([plural, []]);
+      }
+    });
+
     it('counts in the cluster what Atrium counts: a failed service, parked, leaves room for the next', async () => {
       // Atrium gives a failed service's slot back; its Deployment stays, parked at zero replicas,
       // and the cluster must not count it against the project's limit of services.
@@ -256,6 +282,11 @@ describe('the Kubernetes backend', () => {
 
     it('says a workload no node can run is unschedulable, then fails it so', async () => {
       const spec = await launch(withImage('registry.example.org/huge:1'));
+      // Its pod has no node: the API server answers its log with 204 (no content), an empty log.
+      await waitForStatus(backend, spec.serviceId, (s) => Boolean(s?.message));
+      const lines: string[] = [];
+      for await (const line of backend.logs(spec.serviceId, {})) lines.push(line);
+      expect(lines).toEqual([]);
       // Every status on the way says why it waits; how many are seen before the readiness
       // timeout depends on the machine's speed, so only what each says is asserted.
       const seen: WorkloadStatus[] = [];
@@ -276,6 +307,33 @@ describe('the Kubernetes backend', () => {
           'starting',
           expect.stringMatching(/^unschedulable: /),
         ]);
+      }
+      // The scheduler's event (events.k8s.io: an eventTime, no timestamps) is told with its time.
+      const told = events.find(
+        (e) => e.serviceId === spec.serviceId && e.type === 'kubernetes.FailedScheduling',
+      );
+      expect(told?.message).toMatch(/0\/1 nodes are available: 1 Insufficient cpu\./);
+      expect(Number.isFinite(Date.parse(told?.at ?? ''))).toBe(true);
+    });
+
+    it('suspends a workload whose kubelet cannot be reached (its log a 500), keeping what it can', async () => {
+      const spec = await launch(inProject('team-u'));
+      await waitForStatus(backend, spec.serviceId, (s) => s?.phase === 'running');
+      fake.kubeletReachable(false);
+      try {
+        const error = await (async () => {
+          try {
+            for await (const line of backend.logs(spec.serviceId, {})) void line;
+            return null;
+          } catch (e) {
+            return e as DomainError;
+          }
+        })();
+        expect(error?.kind).toBe('unavailable');
+        await backend.stop(spec.serviceId);
+        expect((await backend.status(spec.serviceId))?.phase).toBe('stopped');
+      } finally {
+        fake.kubeletReachable(true);
       }
     });
 

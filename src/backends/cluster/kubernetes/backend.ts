@@ -713,7 +713,13 @@ export class KubernetesBackend implements ClusterBackend {
           `${event.involvedObject?.kind ?? 'object'} ${involved}: ${event.message ?? ''}`.trim(),
           seq,
           status,
-          toIso(event.lastTimestamp) ?? toIso(event.eventTime) ?? toIso(event.firstTimestamp) ?? undefined,
+          // Core v1 events have timestamps; the scheduler's (events.k8s.io) an eventTime, and a
+          // series once they repeat.
+          toIso(event.series?.lastObservedTime) ??
+            toIso(event.lastTimestamp) ??
+            toIso(event.eventTime) ??
+            toIso(event.firstTimestamp) ??
+            undefined,
         );
       });
       return;
@@ -764,7 +770,9 @@ export class KubernetesBackend implements ClusterBackend {
         maxRestarts: this.settings.maxRestarts,
         everReady: (pod) => this.everReady(tracked, pod),
       });
-      if (failure?.refused) return this.refuse(tracked, observation, failure.message);
+      // A launch the cluster refused leaves nothing; a service that ran is parked, with its log.
+      if (failure?.refused && tracked.readyPods.size === 0)
+        return this.refuse(tracked, observation, failure.message);
       if (failure) {
         await this.park(tracked, observation, 'failed', failure.message, failure.exitCode);
         observation = (await this.observe(tracked)) ?? observation;
