@@ -2,7 +2,8 @@
 // agent: launch the echo package, call it through the API server's service proxy (as a client
 // outside the cluster would), read and follow its logs, suspend and resume it, delete it (nothing
 // left); an unschedulable launch fails with its reason; a cluster quota refusal leaves nothing; a
-// restarted Atrium adopts what runs; pipeline tasks and benchmark runs run as Jobs.
+// restarted Atrium adopts what runs; pipeline tasks and benchmark runs run as Jobs. Atrium works
+// there as a ServiceAccount holding exactly the ClusterRole of the README, no more.
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -17,7 +18,7 @@ import { createLogger } from '../../src/log.js';
 import { repoRoot } from '../../src/paths.js';
 import { createServices } from '../../src/services/index.js';
 import { createTestApp, type TestApp } from '../fixtures/app.js';
-import { eventually, realCluster, type RealCluster } from './cluster.js';
+import { eventually, readmeIdentity, realCluster, type RealCluster } from './cluster.js';
 
 jest.setTimeout(180_000);
 
@@ -36,6 +37,7 @@ describe('a kubernetes region through the API (real API server, node agent)', ()
   let t: TestApp;
   let owner: Login;
   let namespace: string;
+  let identity: Awaited<ReturnType<typeof readmeIdentity>>;
   const work = mkdtempSync(join(tmpdir(), 'atrium-k8s-work-'));
   const project = '/api/v1/projects/kube';
 
@@ -44,6 +46,7 @@ describe('a kubernetes region through the API (real API server, node agent)', ()
       images: { 'atrium:test': { kind: 'process', files: { '/opt/atrium': repoRoot } } },
     });
     namespace = namespaceName(cluster.prefix, 'kube');
+    identity = await readmeIdentity(cluster, 'edit');
     t = await createTestApp('sqlite', {
       config: {
         benchmarks: { clusterImage: 'atrium:test' },
@@ -53,8 +56,12 @@ describe('a kubernetes region through the API (real API server, node agent)', ()
             name: 'Test cluster',
             backend: {
               type: 'kubernetes',
-              kubeconfig: cluster.kubeconfig,
+              kubeconfig: identity.kubeconfig,
               namespace_prefix: cluster.prefix,
+              role_binding: {
+                cluster_role: 'edit',
+                subjects: [{ kind: 'Group', name: 'lab:${project.id}' }],
+              },
               work_volume_claim: 'atrium-work',
               readiness_timeout_ms: 15_000,
               reconcile_interval_ms: 1000,
@@ -76,6 +83,7 @@ describe('a kubernetes region through the API (real API server, node agent)', ()
 
   afterAll(async () => {
     await t?.close();
+    await identity?.remove();
     await cluster?.close();
     rmSync(work, { recursive: true, force: true });
   });
@@ -135,6 +143,8 @@ describe('a kubernetes region through the API (real API server, node agent)', ()
     const id = op.target.id;
     const running = await service(id);
     expect(running.status).toBe('running');
+    const binding = await cluster.admin.rbac.readNamespacedRoleBinding({ name: 'atrium-access', namespace });
+    expect(binding.subjects).toEqual([expect.objectContaining({ kind: 'Group', name: 'lab:kube' })]);
     const answer = await eventually('echo to answer through the proxy', async () => {
       const res = await callThroughProxy(running.endpoints[0]?.url ?? '', '/hello');
       return res.status === 200 ? res : null;
