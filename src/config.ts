@@ -4,6 +4,8 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { regionBackendSchema } from './backends/cluster/registry.js';
+import { localRuntimeSchema } from './backends/cluster/local/settings.js';
 import { demoCatalogPath, demoModulesPath } from './paths.js';
 
 const slug = z.string().regex(/^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/, 'a lower-case RFC 1123 label');
@@ -32,54 +34,6 @@ const defaultQuota = {
   storage: '10Gi',
 };
 
-// A Kubernetes region (README, "Kubernetes regions"). kubeconfig null: in-cluster when Atrium runs in
-// a pod, else KUBECONFIG or ~/.kube/config. expose_domain null: the region's `expose.domain`.
-const kubernetesBackend = z
-  .object({
-    type: z.literal('kubernetes'),
-    kubeconfig: z.string().min(1).nullable().default(null),
-    context: z.string().min(1).nullable().default(null),
-    namespace_prefix: z
-      .string()
-      .regex(
-        /^[a-z][a-z0-9-]{0,39}$/,
-        'lower-case letters, digits and -, starting with a letter (40 at most)',
-      )
-      .default('atrium-'),
-    expose_domain: z.string().min(1).nullable().default(null),
-    ingress_class: z.string().min(1).nullable().default(null),
-    // Granted in every project namespace; `${project.id}` in a subject's name stands for the project.
-    role_binding: z
-      .object({
-        cluster_role: z.string().min(1),
-        subjects: z
-          .array(
-            z
-              .object({
-                kind: z.enum(['User', 'Group', 'ServiceAccount']),
-                name: z.string().min(1),
-                namespace: z.string().min(1).nullable().default(null),
-              })
-              .strict(),
-          )
-          .min(1),
-      })
-      .strict()
-      .nullable()
-      .default(null),
-    // A ReadWriteMany PersistentVolumeClaim in each project namespace, for batch jobs' work directories.
-    work_volume_claim: slug.nullable().default(null),
-    reconcile_interval_ms: z.number().int().min(1000).default(30_000),
-    readiness_timeout_ms: z.number().int().min(1000).default(300_000),
-    max_restarts: z.number().int().min(0).default(5),
-    stop_grace_seconds: z.number().int().min(0).default(30),
-  })
-  .strict();
-
-const regionBackend = z
-  .discriminatedUnion('type', [z.object({ type: z.literal('local') }).strict(), kubernetesBackend])
-  .default({ type: 'local' });
-
 const region = z
   .object({
     id: slug,
@@ -90,7 +44,8 @@ const region = z
       .strict()
       .nullable()
       .default(null),
-    backend: regionBackend,
+    // The kinds and their sections: src/backends/cluster/registry.ts.
+    backend: regionBackendSchema.default({ type: 'local' }),
     quotas: z
       .object({ default: quotaValues })
       .strict()
@@ -199,32 +154,7 @@ const configSchema = z
         path: demoCatalogPath,
       },
     ]),
-    localRuntime: z
-      .object({
-        readinessTimeoutMs: z.number().int().min(100).default(60_000),
-        stopGraceMs: z.number().int().min(0).default(10_000),
-        logMaxBytes: z
-          .number()
-          .int()
-          .min(1024)
-          .default(5 * 1024 * 1024),
-        enforceLimits: z.boolean().default(true),
-        restart: z
-          .object({
-            maxRestarts: z.number().int().min(0).default(5),
-            windowMs: z
-              .number()
-              .int()
-              .min(1000)
-              .default(10 * 60_000),
-            initialBackoffMs: z.number().int().min(10).default(1000),
-            maxBackoffMs: z.number().int().min(10).default(30_000),
-          })
-          .strict()
-          .prefault({}),
-      })
-      .strict()
-      .prefault({}),
+    localRuntime: localRuntimeSchema,
     modules: z.array(catalogSource).default([
       {
         id: 'demo',

@@ -5,12 +5,10 @@ import type { PlanResults } from '../backends/benchmark/run-plan.js';
 import type { AnyMetric } from '../backends/benchmark/types.js';
 import {
   benchmarkPlanEtag,
-  metricDetails,
-  resultsCsv,
-  type MetricDetail,
   type BenchmarkPlanRecord,
   type BenchmarkRunRecord,
 } from '../services/benchmarks.js';
+import { metricDetails, resultsCsv, type MetricDetail } from './present-benchmarks.js';
 import { arrayPage } from '../db/pagination.js';
 import { pageOf } from './paging.js';
 import { page } from './present.js';

@@ -170,3 +170,16 @@ export async function activeRunUsing(db: Knex, file: FileRecord): Promise<string
   }
   return null;
 }
+
+/** The files a run produced: their ids and sizes. */
+export async function filesOfRun(db: Knex, runId: string): Promise<{ id: string; size: number }[]> {
+  const rows = (await db('files').where({ run_id: runId }).select('id', 'size')) as {
+    id: string;
+    size: number | string;
+  }[];
+  return rows.map((r) => ({ id: r.id, size: Number(r.size) }));
+}
+
+export async function deleteFilesOfRun(trx: Knex.Transaction, runId: string): Promise<void> {
+  await trx('files').where({ run_id: runId }).delete();
+}

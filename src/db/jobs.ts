@@ -344,3 +344,13 @@ export async function takeJobLock(
 export async function giveJobLocks(trx: Knex.Transaction, jobId: string): Promise<void> {
   await trx('job_locks').where({ job_id: jobId }).delete();
 }
+
+/**
+ * How many times a job was started, over every retry of its run (attempts start again from 0 when
+ * a run is retried): numbers its executions, so each keeps its own log and work directory.
+ */
+export async function countExecutions(db: Knex, jobId: string): Promise<number> {
+  const row = (await db('job_events').where({ job_id: jobId, type: 'running' }).count({ n: '*' }).first()) as
+    { n: number | string } | undefined;
+  return Number(row?.n ?? 0);
+}

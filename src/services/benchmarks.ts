@@ -1,13 +1,11 @@
 // Benchmarks: built-in metrics, QPIs and plans; plans saved in projects; runs of a plan as scheduler
 // jobs (one at a time per runner: queued, never refused) whose process measures the machine and
-// writes raw samples and scores; results as JSON or CSV; comparisons of two runs.
-import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+// writes raw samples and scores (executed by BenchmarkJobs, benchmark-jobs.ts); comparisons of two
+// runs. Results for people (details, CSV) are the presenters' (controllers/present-benchmarks.ts).
 import type { Knex } from 'knex';
-import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { iso } from '../clock.js';
-import { batchLogTail, waitForBatch, type BatchBackend } from '../backends/cluster/types.js';
+import type { BatchBackend } from '../backends/cluster/types.js';
 import {
   BenchmarkDefinitionError,
   parsePlan,
@@ -18,17 +16,10 @@ import {
 } from '../backends/benchmark/definitions.js';
 import type { BenchmarkDefinitions } from '../backends/benchmark/builtin.js';
 import { builtinMetrics, findMetric } from '../backends/benchmark/metrics/index.js';
-import type { PlanResults, ProgressEvent } from '../backends/benchmark/run-plan.js';
+import type { PlanResults } from '../backends/benchmark/run-plan.js';
 import { compareRuns, type RunComparison } from '../backends/benchmark/scoring.js';
 import type { AnyMetric } from '../backends/benchmark/types.js';
-import {
-  JobFailure,
-  type JobHandler,
-  type JobRecord,
-  type RunContext,
-  type Scheduler,
-  type Transition,
-} from '../backends/scheduler/scheduler.js';
+import type { Scheduler } from '../backends/scheduler/scheduler.js';
 import * as q from '../db/benchmarks.js';
 import { projectRegion } from '../db/projects.js';
 import type { BenchmarkPlanRecord, BenchmarkRunRecord, BenchmarkRunStatus } from '../db/benchmarks.js';
@@ -36,140 +27,22 @@ import type { OperationRecord } from '../db/operations.js';
 import type { Page, PageRequest } from '../db/pagination.js';
 import { conflict, DomainError, notFound, unprocessable } from '../errors.js';
 import { newId } from '../ids.js';
-import { repoRoot } from '../paths.js';
 import { checkIfMatch, etagFor } from './etag.js';
-import { operationProblem, type OperationService } from './operations.js';
+import type { OperationService } from './operations.js';
+import { benchmarkRunKind } from './benchmark-jobs.js';
 import type { Principal } from './principal.js';
 import type { ProjectService } from './projects.js';
 import { produced } from './changes.js';
 
 export type { BenchmarkPlanRecord, BenchmarkRunRecord } from '../db/benchmarks.js';
 
-export const benchmarkRunKind = 'benchmark-run';
-const runPlanScript = join(repoRoot, 'dist', 'src', 'backends', 'benchmark', 'run-plan.js');
-
 export const benchmarkPlanEtag = (p: BenchmarkPlanRecord) => etagFor(p.version, p.updatedAt);
-
-/** One row of a run's results: a metric of a section of a QPI, with every number that scores it. */
-export interface ResultRow extends Omit<MetricDetail, 'score'> {
-  qpi: string;
-  section: string;
-  metricScore: number;
-  sectionScore: number;
-  qpiScore: number;
-}
-
-/** What one scored metric of a run measured: its score joined with its raw measurement. */
-export interface MetricDetail {
-  id: string;
-  metric: string;
-  unit: string;
-  better: 'higher' | 'lower';
-  parameters: Record<string, unknown>;
-  baseline: number;
-  value: number;
-  spread: number;
-  samples: number[];
-  score: number;
-}
-
-/** Every metric's detail, by id. */
-export function metricDetails(results: PlanResults): Map<string, MetricDetail> {
-  const measured = new Map(results.measurements.map((m) => [m.id, m]));
-  const details = new Map<string, MetricDetail>();
-  for (const m of results.scores.qpis.flatMap((q) => q.sections.flatMap((s) => s.metrics))) {
-    const measurement = measured.get(m.id);
-    details.set(m.id, {
-      id: m.id,
-      metric: m.metric,
-      unit: measurement?.unit ?? m.unit ?? '',
-      better: m.better,
-      parameters: measurement?.parameters ?? m.parameters ?? {},
-      baseline: m.baseline,
-      value: m.value,
-      spread: measurement?.spread ?? 0,
-      samples: measurement?.samples ?? [],
-      score: m.score,
-    });
-  }
-  return details;
-}
-
-/** A run's results, flattened for tables (CSV) and checks. */
-export function resultRows(results: PlanResults): ResultRow[] {
-  const details = metricDetails(results);
-  return results.scores.qpis.flatMap((qpi) =>
-    qpi.sections.flatMap((section) =>
-      section.metrics.map((m) => {
-        const { score, ...detail } = details.get(m.id) as MetricDetail;
-        return {
-          ...detail,
-          qpi: qpi.name,
-          section: section.name,
-          metricScore: score,
-          sectionScore: section.score,
-          qpiScore: qpi.score,
-        };
-      }),
-    ),
-  );
-}
-
-const csvCell = (value: string | number) => {
-  const text = String(value);
-  return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
-};
-
-/** The results as CSV: one line per metric, with its samples, scores and the overall score. */
-export function resultsCsv(run: BenchmarkRunRecord, results: PlanResults): string {
-  const header = [
-    'run_id',
-    'plan',
-    'qpi',
-    'section',
-    'metric',
-    'unit',
-    'better',
-    'baseline',
-    'value',
-    'spread',
-    'samples',
-    'metric_score',
-    'section_score',
-    'qpi_score',
-    'overall_score',
-  ];
-  const lines = resultRows(results).map((r) =>
-    [
-      run.id,
-      run.planName,
-      r.qpi,
-      r.section,
-      r.metric,
-      r.unit,
-      r.better,
-      r.baseline,
-      r.value,
-      r.spread,
-      r.samples.join(' '),
-      r.metricScore,
-      r.sectionScore,
-      r.qpiScore,
-      results.scores.score,
-    ]
-      .map(csvCell)
-      .join(','),
-  );
-  return `${[header.join(','), ...lines].join('\n')}\n`;
-}
 
 export class BenchmarkService {
   constructor(
     private readonly deps: {
       db: Knex;
       clock: Clock;
-      log: Logger;
-      dataDir: string;
       definitions: () => BenchmarkDefinitions;
       projects: ProjectService;
       operations: OperationService;
@@ -347,9 +220,9 @@ export class BenchmarkService {
     const regionId = await projectRegion(this.deps.db, projectId);
     const batch = this.deps.batches.get(regionId);
     const runner = plan.runner === 'cluster' ? `cluster:${regionId}` : 'local';
-    if (plan.runner === 'cluster' && (batch?.type !== 'kubernetes' || !this.deps.clusterImage)) {
+    if (plan.runner === 'cluster' && (batch?.capabilities.runs !== 'image' || !this.deps.clusterImage)) {
       throw unprocessable(
-        `plan ${plan.name} runs on a cluster, but region ${regionId} has no Kubernetes cluster or no benchmarks.clusterImage is configured`,
+        `plan ${plan.name} runs on a cluster, but region ${regionId} runs no images (no cluster) or no benchmarks.clusterImage is configured`,
       );
     }
     const now = iso(clock());
@@ -477,175 +350,5 @@ export class BenchmarkService {
       other: other.run,
       comparison: compareRuns(base.results.scores, other.results.scores, thresholdPercent),
     };
-  }
-
-  // ---- The job kind -----------------------------------------------------------------------------------
-
-  taskHandler(): JobHandler {
-    return {
-      run: (job, ctx) => this.runJob(job, ctx),
-      commit: (trx, job, result) => this.commitJob(trx, job, result),
-      onTransition: (trx, job, transition) => this.onTransition(trx, job, transition),
-    };
-  }
-
-  private async runOf(job: JobRecord, db: Knex = this.deps.db): Promise<BenchmarkRunRecord> {
-    const id = String((job.payload as { benchmarkRunId?: unknown }).benchmarkRunId ?? '');
-    const run = await q.findRun(db, id);
-    if (!run) throw new JobFailure(`benchmark run ${id} is gone`, false);
-    return run;
-  }
-
-  private async runJob(job: JobRecord, ctx: RunContext): Promise<Record<string, unknown>> {
-    const run = await this.runOf(job);
-    const batch = this.deps.batches.get(await projectRegion(this.deps.db, run.projectId));
-    if (!batch) throw new JobFailure(`the region of project ${run.projectId} has no batch backend`, false);
-    const executionId = `${job.id}-b${Date.now().toString(36)}`;
-    const workDir = join(this.deps.dataDir, 'work', job.id, executionId);
-    await rm(workDir, { recursive: true, force: true });
-    await mkdir(join(workDir, 'output'), { recursive: true });
-    await writeFile(
-      join(workDir, 'input.json'),
-      JSON.stringify({ function: 'run-plan', options: { plan: run.plan }, files: [] }),
-    );
-    const onCluster = run.runner.startsWith('cluster:');
-    await batch.start({
-      jobId: executionId,
-      projectId: run.projectId,
-      run: onCluster
-        ? {
-            local: null,
-            cluster: {
-              image: this.deps.clusterImage ?? '',
-              command: ['node', '/opt/atrium/dist/src/backends/benchmark/run-plan.js', '/work'],
-              args: null,
-              env: { ATRIUM_WORK_DIR: '/work' },
-              files: {},
-              workSubPath: join(job.id, executionId),
-            },
-          }
-        : {
-            local: { command: [process.execPath, runPlanScript, workDir], cwd: workDir, env: {} },
-            cluster: null,
-          },
-      resources: { cpuMillis: 1000, memoryBytes: 1024 * 1024 * 1024, gpu: 0 },
-      timeoutMs: 60 * 60_000,
-      labels: { job: job.id, 'benchmark-run': run.id },
-    });
-    const stop = () => void batch.cancel(executionId);
-    ctx.signal.addEventListener('abort', stop, { once: true });
-    try {
-      // Progress per metric comes as JSON lines on the runner's stdout.
-      const progress = this.followProgress(batch, executionId, run, ctx.signal);
-      const status = await waitForBatch(batch, executionId, ctx.signal);
-      await progress;
-      if (ctx.signal.aborted) throw new JobFailure('stopped', true);
-      if (!status || status.phase !== 'succeeded') {
-        throw new JobFailure(`the benchmark runner ${status?.message ?? 'vanished'}`, false, {
-          exit_code: status?.exitCode ?? null,
-          log_tail: await batchLogTail(batch, executionId),
-        });
-      }
-      const results = JSON.parse(
-        await readFile(join(workDir, 'output', 'results.json'), 'utf8'),
-      ) as PlanResults;
-      return { results };
-    } finally {
-      // The results (or the failure) are in the job's record: this execution's leftovers go.
-      ctx.signal.removeEventListener('abort', stop);
-      if (ctx.signal.aborted) await batch.cancel(executionId).catch(() => undefined);
-      await batch.remove(executionId).catch(() => undefined);
-      await rm(workDir, { recursive: true, force: true });
-      // The job's directory, unless another execution (after a lost lease) is using it.
-      await rmdir(join(this.deps.dataDir, 'work', job.id)).catch(() => undefined);
-    }
-  }
-
-  private async followProgress(
-    batch: BatchBackend,
-    id: string,
-    run: BenchmarkRunRecord,
-    signal: AbortSignal,
-  ) {
-    if (!run.operationId) return;
-    let pending = '';
-    try {
-      for await (const chunk of batch.logs(id, { follow: true, signal })) {
-        pending += chunk;
-        const lines = pending.split('\n');
-        pending = lines.pop() ?? '';
-        for (const line of lines) {
-          let event: ProgressEvent;
-          try {
-            event = JSON.parse(line) as ProgressEvent;
-          } catch {
-            continue;
-          }
-          if (event.event !== 'metric-started' && event.event !== 'metric-finished') continue;
-          const done = event.event === 'metric-finished' ? event.index : event.index - 1;
-          await this.deps.operations.progress(
-            run.operationId,
-            Math.min(99, Math.floor((100 * done) / event.total)),
-            `${event.event === 'metric-started' ? 'measuring' : 'measured'} ${event.metric} (${event.index} of ${event.total})`,
-            { ...event },
-          );
-        }
-      }
-    } catch (err) {
-      this.deps.log.warn({ err, run: run.id }, 'following benchmark progress failed');
-    }
-  }
-
-  private async commitJob(
-    trx: Knex.Transaction,
-    job: JobRecord,
-    result: Record<string, unknown>,
-  ): Promise<void> {
-    const run = await this.runOf(job, trx);
-    const results = result.results as PlanResults;
-    const now = iso(this.deps.clock());
-    await q.updateRun(
-      trx,
-      run.id,
-      {
-        status: 'succeeded',
-        results: results as unknown as Record<string, unknown>,
-        score: results.scores.score,
-        finishedAt: now,
-      },
-      now,
-    );
-    if (run.operationId) {
-      await this.deps.operations.finishIn(trx, run.operationId, {
-        status: 'succeeded',
-        message: `plan ${run.planName} scored ${results.scores.score.toFixed(1)}`,
-        result: { benchmark_run_id: run.id, score: results.scores.score },
-      });
-    }
-  }
-
-  private async onTransition(trx: Knex.Transaction, job: JobRecord, transition: Transition): Promise<void> {
-    const run = await this.runOf(job, trx).catch(() => null);
-    if (!run) return;
-    const now = transition.at;
-    if (transition.to === 'running') {
-      await q.updateRun(trx, run.id, { status: 'running' }, now);
-      if (run.operationId) {
-        await this.deps.operations.progressIn(trx, run.operationId, 0, `measuring on runner ${run.runner}`);
-      }
-    } else if (transition.to === 'failed' || transition.to === 'cancelled') {
-      const status = transition.to;
-      await q.updateRun(trx, run.id, { status, error: job.error, finishedAt: now }, now);
-      if (run.operationId) {
-        await this.deps.operations.finishIn(trx, run.operationId, {
-          status,
-          message: transition.message,
-          error: operationProblem(status === 'failed' ? 'task-failed' : 'cancelled', transition.message, {
-            benchmark_run_id: run.id,
-            job_error: job.error,
-          }),
-        });
-      }
-    }
   }
 }

@@ -4,8 +4,7 @@ import type { Clock } from '../clock.js';
 import type { Config } from '../config.js';
 import type { Database } from '../db/database.js';
 import { DirectoryCatalogSource } from '../backends/catalog/directory-source.js';
-import { createKubernetesBackends } from '../backends/cluster/kubernetes/index.js';
-import { LocalBackend } from '../backends/cluster/local.js';
+import { createRegionBackend } from '../backends/cluster/registry.js';
 import { noopHandler } from '../backends/scheduler/noop.js';
 import { Scheduler } from '../backends/scheduler/scheduler.js';
 import type { BatchBackend, ClusterBackend } from '../backends/cluster/types.js';
@@ -16,10 +15,11 @@ import { AuditService } from './audit.js';
 import { FileService } from './files.js';
 import { ModuleService } from './modules.js';
 import { PipelineService } from './pipelines.js';
-import { RunService, runTaskKind } from './runs.js';
-import { BenchmarkService, benchmarkRunKind } from './benchmarks.js';
+import { RunService } from './runs.js';
+import { RunTasks, runTaskKind } from './run-tasks.js';
+import { BenchmarkService } from './benchmarks.js';
+import { BenchmarkJobs, benchmarkRunKind } from './benchmark-jobs.js';
 import { loadBenchmarkDefinitions, type BenchmarkDefinitions } from '../backends/benchmark/builtin.js';
-import { LocalBatchBackend } from '../backends/cluster/local-batch.js';
 import { CatalogService } from './catalogs.js';
 import { IdempotencyService } from './idempotency.js';
 import { Notifier } from './notifier.js';
@@ -117,7 +117,6 @@ export function createServices({ config, database, clock, log, build }: ServiceD
   const runs = new RunService({
     db,
     clock,
-    log,
     dataDir: config.dataDir,
     projects,
     pipelines,
@@ -128,7 +127,16 @@ export function createServices({ config, database, clock, log, build }: ServiceD
     notifier,
     batches: regional.batches,
   });
-  scheduler.register(runTaskKind, runs.taskHandler());
+  const runTasks = new RunTasks({
+    db,
+    dataDir: config.dataDir,
+    modules,
+    files,
+    operations,
+    notifier,
+    batches: regional.batches,
+  });
+  scheduler.register(runTaskKind, runTasks.handler());
   operations.cancelWith('run-pipeline', async (principal, op) => {
     if (op.projectId && op.target) await runs.cancel(principal, op.projectId, op.target.id);
   });
@@ -136,8 +144,6 @@ export function createServices({ config, database, clock, log, build }: ServiceD
   const benchmarks = new BenchmarkService({
     db,
     clock,
-    log,
-    dataDir: config.dataDir,
     // Read on first use: the built-in QPIs and plans are validated files of the repository.
     definitions: () => (definitions ??= loadBenchmarkDefinitions()),
     projects,
@@ -146,7 +152,16 @@ export function createServices({ config, database, clock, log, build }: ServiceD
     batches: regional.batches,
     clusterImage: config.benchmarks.clusterImage,
   });
-  scheduler.register(benchmarkRunKind, benchmarks.taskHandler());
+  const benchmarkJobs = new BenchmarkJobs({
+    db,
+    clock,
+    log,
+    dataDir: config.dataDir,
+    operations,
+    batches: regional.batches,
+    clusterImage: config.benchmarks.clusterImage,
+  });
+  scheduler.register(benchmarkRunKind, benchmarkJobs.handler());
   operations.cancelWith('run-benchmark', async (principal, op) => {
     if (op.projectId && op.target) await benchmarks.cancelRun(principal, op.projectId, op.target.id);
   });
@@ -193,28 +208,23 @@ export function createServices({ config, database, clock, log, build }: ServiceD
   };
 }
 
-/**
- * The backends of each region, from the configuration: where its services run (the local runtime,
- * or a Kubernetes cluster) and where its batch work runs (local processes, or Jobs on the cluster).
- * One set of Kubernetes clients per cluster region serves both.
- */
+/** The backends of each region, from the configuration (the kinds: backends/cluster/registry.ts). */
 export function createRegionBackends(
   config: Config,
   log: Logger,
 ): { services: Map<string, ClusterBackend>; batches: Map<string, BatchBackend> } {
   const services = new Map<string, ClusterBackend>();
   const batches = new Map<string, BatchBackend>();
-  const localBatch = new LocalBatchBackend({ root: join(config.dataDir, 'jobs') });
   for (const region of config.regions) {
-    if (region.backend.type === 'kubernetes') {
-      const kubernetes = createKubernetesBackends(region.backend, region.expose?.domain ?? null, log);
-      services.set(region.id, kubernetes.services);
-      batches.set(region.id, kubernetes.batch);
-    } else {
-      const root = join(config.dataDir, 'regions', region.id, 'services');
-      services.set(region.id, new LocalBackend({ root, log, ...config.localRuntime }));
-      batches.set(region.id, localBatch);
-    }
+    const backends = createRegionBackend(region.backend, {
+      regionId: region.id,
+      exposeDomain: region.expose?.domain ?? null,
+      dataDir: config.dataDir,
+      localRuntime: config.localRuntime,
+      log,
+    });
+    services.set(region.id, backends.services);
+    batches.set(region.id, backends.batch);
   }
   return { services, batches };
 }

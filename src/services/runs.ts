@@ -1,73 +1,35 @@
-// Runs of pipelines: a run is recorded with one scheduler job per task, chained (task k+1 waits for
-// task k and consumes its output files), and an operation that follows it to the end. Each job runs
-// its module function through the execution contract on a batch backend; its outputs are recorded,
-// with their lineage, in the transaction that finishes the job.
+// Runs of pipelines, the API: a run is recorded with one scheduler job per task, chained (task k+1
+// waits for task k and consumes its output files), and an operation that follows it to the end.
+// The jobs themselves are executed by RunTasks (run-tasks.ts).
 import { rm } from 'node:fs/promises';
-import { join, relative } from 'node:path';
 import type { Knex } from 'knex';
-import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { iso } from '../clock.js';
-import { batchLogTail, waitForBatch, type BatchBackend } from '../backends/cluster/types.js';
-import type { StagedContent } from '../backends/files/store.js';
-import {
-  ContractError,
-  distinctFileNames,
-  prepareWorkDir,
-  readOutput,
-  type Tags,
-} from '../backends/modules/contract.js';
-import { functionResources, functionTimeoutMs, inputProblems } from '../backends/modules/manifest.js';
-import { clusterRunSpec, localRunSpec } from '../backends/modules/run-spec.js';
-import {
-  JobFailure,
-  terminalStatuses,
-  type JobHandler,
-  type JobRecord,
-  type RunContext,
-  type Scheduler,
-  type Transition,
-} from '../backends/scheduler/scheduler.js';
+import type { BatchBackend } from '../backends/cluster/types.js';
+import { inputProblems } from '../backends/modules/manifest.js';
+import { terminalStatuses, type JobRecord, type Scheduler } from '../backends/scheduler/scheduler.js';
 import { appendEvent, listEvents } from '../db/events.js';
 import * as files from '../db/files.js';
-import { jobsOfRun } from '../db/jobs.js';
+import { countExecutions, jobsOfRun } from '../db/jobs.js';
 import type { Page, PageRequest } from '../db/pagination.js';
 import { adjustStorageUsage, projectRegion } from '../db/projects.js';
 import * as q from '../db/runs.js';
 import type { RunRecord, RunStatus } from '../db/runs.js';
 import { conflict, DomainError, notFound, unprocessable } from '../errors.js';
 import { newId } from '../ids.js';
-import type { FileRecord, FileService } from './files.js';
+import type { OperationRecord } from '../db/operations.js';
+import { batchExecution, jobWorkDir } from './batch-jobs.js';
+import type { FileService } from './files.js';
 import type { ModuleService } from './modules.js';
 import { topics, type Notifier } from './notifier.js';
-import { operationProblem, type OperationService } from './operations.js';
-import type { OperationRecord } from '../db/operations.js';
+import type { OperationService } from './operations.js';
 import type { PipelineService } from './pipelines.js';
 import type { Principal } from './principal.js';
 import type { ProjectService } from './projects.js';
+import { runTaskKind, type TaskPayload } from './run-tasks.js';
 import { streamEvents } from './services.js';
 
 export type { RunRecord, RunStatus } from '../db/runs.js';
-
-export const runTaskKind = 'run-task';
-
-interface TaskPayload {
-  runId: string;
-  taskIndex: number;
-}
-
-/** What a task's job hands from its work (outside any transaction) to its commit. */
-interface TaskResult extends Record<string, unknown> {
-  outputs: {
-    fileId: string;
-    name: string;
-    mediaType: string;
-    tags: string[];
-    parentId: string | null;
-    staged: StagedContent;
-  }[];
-  tags: Tags;
-}
 
 export interface RunView {
   run: RunRecord;
@@ -82,35 +44,11 @@ export interface JobView {
   history: { status: string; at: string; message: string }[];
 }
 
-/** Tags as `name=value` strings (files) from a module's tag map, and back. */
-export function tagStrings(tags: Tags): string[] {
-  return Object.entries(tags).map(([k, v]) => (v === true ? k : `${k}=${String(v)}`));
-}
-
-function tagMap(tags: string[]): Tags {
-  const map: Tags = {};
-  for (const tag of tags) {
-    const eq = tag.indexOf('=');
-    if (eq < 0) map[tag] = true;
-    else map[tag.slice(0, eq)] = tag.slice(eq + 1);
-  }
-  return map;
-}
-
-/** What a run's status is, from its jobs' statuses. */
-export function runStatusOf(statuses: string[]): RunStatus {
-  if (statuses.some((s) => !terminalStatuses.includes(s as never))) return 'running';
-  if (statuses.every((s) => s === 'finished')) return 'finished';
-  if (statuses.some((s) => s === 'failed')) return 'failed';
-  return 'cancelled';
-}
-
 export class RunService {
   constructor(
     private readonly deps: {
       db: Knex;
       clock: Clock;
-      log: Logger;
       dataDir: string;
       projects: ProjectService;
       pipelines: PipelineService;
@@ -123,32 +61,6 @@ export class RunService {
       batches: Map<string, BatchBackend>;
     },
   ) {}
-
-  private batchOf(regionId: string): BatchBackend {
-    const backend = this.deps.batches.get(regionId);
-    if (!backend) throw new JobFailure(`region ${regionId} has no backend for batch work`, false);
-    return backend;
-  }
-
-  private workDir(jobId: string, attempt: number): string {
-    return join(this.deps.dataDir, 'work', jobId, `attempt-${attempt}`);
-  }
-
-  private batchId(jobId: string, attempt: number): string {
-    return `${jobId}-a${attempt}`;
-  }
-
-  /**
-   * How many times the job was started, over every retry of its run (attempts start again from 0
-   * when a run is retried): numbers its executions, so each keeps its own log and work directory.
-   */
-  private async executions(jobId: string, db: Knex = this.deps.db): Promise<number> {
-    const row = (await db('job_events')
-      .where({ job_id: jobId, type: 'running' })
-      .count({ n: '*' })
-      .first()) as { n: number | string } | undefined;
-    return Number(row?.n ?? 0);
-  }
 
   // ---- The API ---------------------------------------------------------------------------------
 
@@ -339,27 +251,24 @@ export class RunService {
     const batch = this.deps.batches.get(await projectRegion(this.deps.db, projectId));
     if (run.status === 'running') throw conflict(`run ${runId} is running; cancel it first`);
     const jobs = await jobsOfRun(db, runId);
-    const executions = await Promise.all(jobs.map((job) => this.executions(job.id)));
+    const executions = await Promise.all(jobs.map((job) => countExecutions(db, job.id)));
     await db.transaction(async (trx) => {
-      const produced = (await trx('files').where({ run_id: runId }).select('id', 'size')) as {
-        id: string;
-        size: number | string;
-      }[];
+      const produced = await files.filesOfRun(trx, runId);
       const readers = await q.activeRunsReading(
         trx,
         produced.map((f) => f.id),
       );
       if (readers.length > 0) throw conflict(`run ${readers[0]} is using files this run produced`);
-      await trx('files').where({ run_id: runId }).delete();
-      const bytes = produced.reduce((sum, f) => sum + Number(f.size), 0);
+      await files.deleteFilesOfRun(trx, runId);
+      const bytes = produced.reduce((sum, f) => sum + f.size, 0);
       if (bytes > 0) await adjustStorageUsage(trx, projectId, -bytes, iso(clock()));
       await q.deleteRun(trx, runId);
     });
     for (const [i, job] of jobs.entries()) {
       for (let attempt = 1; attempt <= (executions[i] ?? 0); attempt++) {
-        await batch?.remove(this.batchId(job.id, attempt)).catch(() => undefined);
+        await batch?.remove(batchExecution(this.deps.dataDir, job.id, attempt).id).catch(() => undefined);
       }
-      await rm(join(this.deps.dataDir, 'work', job.id), { recursive: true, force: true });
+      await rm(jobWorkDir(this.deps.dataDir, job.id), { recursive: true, force: true });
     }
   }
 
@@ -403,13 +312,13 @@ export class RunService {
   ): AsyncIterable<string> {
     const batch = this.deps.batches.get(await projectRegion(this.deps.db, job.projectId ?? ''));
     if (!batch) return;
-    const last = Math.max(1, await this.executions(job.id));
+    const last = Math.max(1, await countExecutions(this.deps.db, job.id));
     const first = options.tail !== undefined ? last : 1;
     for (let attempt = first; attempt <= last; attempt++) {
       if (last > 1 && options.tail === undefined) yield `--- attempt ${attempt} ---\n`;
       const following = options.follow && attempt === last && !terminalStatuses.includes(job.status);
       if (following) await this.untilStarted(batch, job.id, attempt, options.signal);
-      yield* batch.logs(this.batchId(job.id, attempt), {
+      yield* batch.logs(batchExecution(this.deps.dataDir, job.id, attempt).id, {
         ...(options.tail !== undefined ? { tail: options.tail } : {}),
         follow: following,
         signal: options.signal,
@@ -423,243 +332,10 @@ export class RunService {
    */
   private async untilStarted(batch: BatchBackend, jobId: string, execution: number, signal: AbortSignal) {
     for (let i = 0; i < 100_000 && !signal.aborted; i++) {
-      if ((await batch.status(this.batchId(jobId, execution))) !== null) return;
+      if ((await batch.status(batchExecution(this.deps.dataDir, jobId, execution).id)) !== null) return;
       const job = await this.deps.scheduler.find(jobId);
       if (!job || job.status !== 'running') return;
       await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-
-  // ---- The job kind -----------------------------------------------------------------------------
-
-  /** The scheduler's handler of run tasks. */
-  taskHandler(): JobHandler {
-    return {
-      run: (job, ctx) => this.runTask(job, ctx),
-      commit: (trx, job, result) => this.commitTask(trx, job, result as TaskResult),
-      onTransition: (trx, job, transition) => this.onTaskTransition(trx, job, transition),
-    };
-  }
-
-  private async taskOf(job: JobRecord, db: Knex = this.deps.db) {
-    const payload = job.payload as unknown as TaskPayload;
-    const run = await q.findRun(db, payload.runId);
-    if (!run) throw new JobFailure(`run ${payload.runId} is gone`, false);
-    const task = run.tasks[payload.taskIndex];
-    if (!task) throw new JobFailure(`run ${run.id} has no task ${payload.taskIndex}`, false);
-    return { run, task, taskIndex: payload.taskIndex };
-  }
-
-  /** The files a task works on: the run's inputs for the first, the previous job's outputs after. */
-  private async inputsOf(run: RunRecord, job: JobRecord): Promise<FileRecord[]> {
-    const { db } = this.deps;
-    const ids = job.dependsOn
-      ? ((await q.outputsByJob(db, run.id)).get(job.dependsOn) ?? [])
-      : await q.runInputIds(db, run.id);
-    return files.findFiles(db, run.projectId, ids).then((found) => {
-      const byId = new Map(found.map((f) => [f.id, f]));
-      return ids.flatMap((id) => byId.get(id) ?? []);
-    });
-  }
-
-  private async runTask(job: JobRecord, ctx: RunContext): Promise<TaskResult> {
-    const { modules } = this.deps;
-    const { run, task } = await this.taskOf(job);
-    const batch = this.batchOf(await projectRegion(this.deps.db, run.projectId));
-    const onCluster = batch.type === 'kubernetes';
-    let resolved;
-    try {
-      resolved = await modules.function(task.module, task.function);
-    } catch {
-      throw new JobFailure(`${task.module}.${task.function} is no longer loaded`, false);
-    }
-    const { fn, module } = resolved;
-    if (onCluster ? !fn.run.cluster : !fn.run.local) {
-      const where = onCluster ? 'cluster' : 'local';
-      throw new JobFailure(`${task.module}.${task.function} has no ${where} run spec for this region`, false);
-    }
-    const inputs = await this.inputsOf(run, job);
-    const problems = inputProblems(
-      fn,
-      inputs.map((f) => ({ name: f.name, media_type: f.mediaType })),
-    );
-    if (problems.length > 0) {
-      throw new JobFailure(
-        `the input files do not suit ${task.module}.${task.function}: ${problems.join('; ')}`,
-        false,
-      );
-    }
-    const names = distinctFileNames(inputs.map((f) => f.name));
-    const execution = await this.executions(job.id);
-    const workDir = this.workDir(job.id, execution);
-    await rm(workDir, { recursive: true, force: true });
-    await prepareWorkDir(
-      workDir,
-      {
-        function: task.function,
-        options: task.options,
-        files: inputs.map((f, i) => ({
-          name: names[i] as string,
-          media_type: f.mediaType,
-          tags: tagMap(f.tags),
-          sha256: f.sha256,
-        })),
-      },
-      inputs.map((f, i) => ({ name: names[i] as string, path: this.deps.files.store.path(f.sha256) })),
-    );
-
-    const batchId = this.batchId(job.id, execution);
-    await batch.start({
-      jobId: batchId,
-      projectId: run.projectId,
-      // On a cluster the work directory is the job's sub-path of the region's shared work volume,
-      // which Atrium mounts at <data dir>/work.
-      run: onCluster
-        ? {
-            local: null,
-            cluster: await clusterRunSpec(
-              fn,
-              module.stored.dir,
-              relative(join(this.deps.dataDir, 'work'), workDir),
-            ),
-          }
-        : { local: localRunSpec(fn, module.stored.dir, workDir), cluster: null },
-      resources: functionResources(fn),
-      timeoutMs: functionTimeoutMs(fn),
-      labels: { job: job.id, run: run.id },
-    });
-    const stop = () => void batch.cancel(batchId);
-    ctx.signal.addEventListener('abort', stop, { once: true });
-    const status = await waitForBatch(batch, batchId, ctx.signal);
-    ctx.signal.removeEventListener('abort', stop);
-    if (ctx.signal.aborted) throw new JobFailure('stopped', true);
-    if (!status || status.phase !== 'succeeded') {
-      const tail = await batchLogTail(batch, batchId);
-      throw new JobFailure(`${task.module}.${task.function} ${status?.message ?? 'vanished'}`, false, {
-        exit_code: status?.exitCode ?? null,
-        log_tail: tail,
-      });
-    }
-    let output;
-    try {
-      output = await readOutput(workDir, { output: fn.output, inputs: names });
-    } catch (error) {
-      if (error instanceof ContractError) {
-        throw new JobFailure(
-          `${task.module}.${task.function} broke the output contract: ${error.message}`,
-          false,
-        );
-      }
-      throw error;
-    }
-    const byName = new Map(names.map((name, i) => [name, inputs[i] as FileRecord]));
-    const outputs: TaskResult['outputs'] = [];
-    for (const file of output.files) {
-      outputs.push({
-        fileId: newId('file'),
-        name: file.name,
-        mediaType: file.media_type,
-        tags: tagStrings({ ...output.tags, ...file.tags }),
-        parentId: file.parent ? (byName.get(file.parent)?.id ?? null) : null,
-        staged: await this.deps.files.stageOutput(file.path),
-      });
-    }
-    ctx.log.info({ outputs: outputs.length }, 'task finished');
-    return { outputs, tags: output.tags };
-  }
-
-  private async commitTask(trx: Knex.Transaction, job: JobRecord, result: TaskResult): Promise<void> {
-    const { run } = await this.taskOf(job, trx);
-    for (const output of result.outputs) {
-      await this.deps.files.commitOutput(trx, output.staged, {
-        id: output.fileId,
-        projectId: run.projectId,
-        name: output.name,
-        mediaType: output.mediaType,
-        tags: output.tags,
-        parentId: output.parentId,
-        runId: run.id,
-        jobId: job.id,
-        createdBy: run.createdBy,
-      });
-    }
-  }
-
-  /** Keeps the run's status, event log and operation in step with its jobs, in the same transaction. */
-  private async onTaskTransition(
-    trx: Knex.Transaction,
-    job: JobRecord,
-    transition: Transition,
-  ): Promise<void> {
-    if (!job.runId) return;
-    const run = await q.findRun(trx, job.runId);
-    if (!run) return;
-    const task = run.tasks[job.taskIndex ?? 0];
-    const label = `task ${job.taskIndex ?? 0} (${task?.module}.${task?.function})`;
-    await appendEvent(trx, 'run', run.id, {
-      at: transition.at,
-      type: `job-${transition.to}`,
-      message: `${label}: ${transition.message}`,
-      data: { job_id: job.id, task_index: job.taskIndex, from: transition.from, to: transition.to },
-    });
-    const jobs = await jobsOfRun(trx, run.id);
-    const status = runStatusOf(jobs.map((j) => j.status));
-    const finished = jobs.filter((j) => j.status === 'finished').length;
-    const notify = () => this.deps.notifier.notify(topics.run(run.id));
-    void trx.executionPromise?.then(notify, () => undefined);
-    if (terminalStatuses.includes(transition.to)) {
-      void trx.executionPromise?.then(
-        () => rm(join(this.deps.dataDir, 'work', job.id), { recursive: true, force: true }),
-        () => undefined,
-      );
-    }
-    if (status !== run.status) {
-      await q.updateRun(
-        trx,
-        run.id,
-        { status, finishedAt: status === 'running' ? null : transition.at },
-        transition.at,
-      );
-      await appendEvent(trx, 'run', run.id, {
-        at: transition.at,
-        type: `run-${status}`,
-        message: `run ${status === 'running' ? 'running again' : status}`,
-        data: { status },
-      });
-    }
-    if (!run.operationId) return;
-    if (status === 'running') {
-      if (transition.to === 'finished') {
-        await this.deps.operations.progressIn(
-          trx,
-          run.operationId,
-          Math.floor((100 * finished) / jobs.length),
-          `${finished} of ${jobs.length} tasks finished`,
-        );
-      }
-      return;
-    }
-    const outputs = await trx('files').where({ run_id: run.id }).select('id');
-    if (status === 'finished') {
-      await this.deps.operations.finishIn(trx, run.operationId, {
-        status: 'succeeded',
-        message: `all ${jobs.length} tasks finished`,
-        result: { run_id: run.id, output_file_ids: (outputs as { id: string }[]).map((o) => o.id) },
-      });
-    } else {
-      const failedJob = jobs.find((j) => j.status === 'failed');
-      const detail =
-        status === 'failed'
-          ? `task ${failedJob?.taskIndex ?? '?'} failed: ${String(failedJob?.error?.message ?? 'unknown error')}`
-          : `run ${run.id} was cancelled`;
-      await this.deps.operations.finishIn(trx, run.operationId, {
-        status: status === 'failed' ? 'failed' : 'cancelled',
-        message: detail,
-        error: operationProblem(status === 'failed' ? 'task-failed' : 'cancelled', detail, {
-          run_id: run.id,
-          ...(failedJob ? { job_id: failedJob.id, job_error: failedJob.error } : {}),
-        }),
-      });
     }
   }
 }

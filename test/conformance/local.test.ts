@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { isAlive, LocalBackend } from '../../src/backends/cluster/local.js';
+import { isAlive, LocalBackend } from '../../src/backends/cluster/local/backend.js';
 import type { WorkloadEvent } from '../../src/backends/cluster/types.js';
 import { createLogger } from '../../src/log.js';
 import { describeClusterBackend, probeSpec, waitForStatus } from './cluster-backend.js';

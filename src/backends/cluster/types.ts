@@ -1,7 +1,9 @@
-// The cluster backend: where services run. One interface, two implementations (the local process
-// runtime and Kubernetes), proven by the same conformance suite (test/conformance/).
+// The cluster backend: where services run. One interface, one implementation per kind of backend
+// (registry.ts: the local process runtime, Kubernetes), proven by the same conformance suite
+// (test/conformance/).
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClusterRunSpec, LocalRunSpec } from '../catalog/manifest.js';
+import type { BackendType } from './registry.js';
 
 /** Everything a backend needs to run one service. Options are validated, defaults applied. */
 export interface WorkloadSpec {
@@ -93,7 +95,7 @@ export interface LogOptions {
 
 /** What a dry run shows: the backend's own rendering of the workload, secrets masked. */
 export interface RenderedWorkload {
-  backend: 'local' | 'kubernetes';
+  backend: BackendType;
   spec: Record<string, unknown>;
 }
 
@@ -106,8 +108,20 @@ export interface ReconcileReport {
   removed: string[];
 }
 
+/** What a kind of backend can do; services decide by these, never by the kind's name. */
+export interface BackendCapabilities {
+  /** What its workloads are: processes of this machine (`run.local`) or images (`run.cluster`). */
+  runs: 'process' | 'image';
+  /** Its logs can be followed; a restarted container's previous log can be read. */
+  logs: { follow: boolean; previous: boolean };
+  /** Where its endpoints are: loopback ports of this machine, or Services of the cluster. */
+  endpoints: 'loopback' | 'cluster-service';
+}
+
 export interface ClusterBackend {
-  readonly type: 'local' | 'kubernetes';
+  /** The kind's name (the region's `backend.type`), for people and diagnostics only. */
+  readonly type: BackendType;
+  readonly capabilities: BackendCapabilities;
   /** Checks the spec can run here and renders what would be created, creating nothing. */
   render(spec: WorkloadSpec): RenderedWorkload;
   /** Starts the workload, or adopts it if it already runs (never starts it twice). */
@@ -171,8 +185,9 @@ export interface BatchStatus {
 }
 
 export interface BatchBackend {
-  /** Which contract its workloads use: `run.local` (a process) or `run.cluster` (an image). */
-  readonly type: 'local' | 'kubernetes';
+  readonly type: BackendType;
+  /** `runs` says which contract its workloads use: `run.local` (a process) or `run.cluster` (an image). */
+  readonly capabilities: BackendCapabilities;
   /** Starts the workload; starting one that exists already does nothing (never twice). */
   start(spec: BatchWorkloadSpec): Promise<void>;
   status(jobId: string): Promise<BatchStatus | null>;

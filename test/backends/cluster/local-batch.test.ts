@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from '@jest/globals';
-import { LocalBatchBackend } from '../../../src/backends/cluster/local-batch.js';
+import { LocalBatchBackend } from '../../../src/backends/cluster/local/batch.js';
 import type { BatchWorkloadSpec } from '../../../src/backends/cluster/types.js';
 import { repoRoot } from '../../../src/paths.js';
 
@@ -106,7 +106,7 @@ describe('LocalBatchBackend', () => {
     // A separate node process starts a workload through the backend, then is SIGKILLed.
     const pidFile = join(work, 'orphan.pid');
     const starter = `
-      import { LocalBatchBackend } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'backends', 'cluster', 'local-batch.js'))};
+      import { LocalBatchBackend } from ${JSON.stringify(join(repoRoot, 'dist', 'src', 'backends', 'cluster', 'local', 'batch.js'))};
       const b = new LocalBatchBackend({ root: ${JSON.stringify(root)} });
       await b.start({ jobId: 'job_orphan', projectId: 'p', timeoutMs: 60000, labels: {}, resources: { cpuMillis: 1, memoryBytes: 1, gpu: 0 },
         run: { cluster: null, local: { command: [process.execPath, '-e', 'require("fs").writeFileSync(${JSON.stringify(pidFile)}, String(process.pid)); setInterval(() => {}, 1000)'], cwd: ${JSON.stringify(work)}, env: {} } } });

@@ -1,7 +1,6 @@
 // A region configured with `backend: {type: kubernetes}` gets the Kubernetes backend.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { KubernetesBackend } from '../../../src/backends/cluster/kubernetes/backend.js';
-import { settingsOf } from '../../../src/backends/cluster/kubernetes/index.js';
 import { ConfigError, loadConfig } from '../../../src/config.js';
 import { createLogger } from '../../../src/log.js';
 import { createRegionBackends } from '../../../src/services/index.js';
@@ -31,24 +30,25 @@ describe('Kubernetes regions in the configuration', () => {
       type: 'kubernetes',
       kubeconfig: fake.kubeconfigPath,
       context: null,
-      namespace_prefix: 'atrium-',
-      expose_domain: null,
-      ingress_class: null,
-      role_binding: null,
-      work_volume_claim: null,
-      reconcile_interval_ms: 30_000,
-      readiness_timeout_ms: 300_000,
-      max_restarts: 5,
-      stop_grace_seconds: 30,
+      settings: {
+        namespacePrefix: 'atrium-',
+        exposeDomain: null,
+        ingressClass: null,
+        roleBinding: null,
+        workVolumeClaim: null,
+        reconcileIntervalMs: 30_000,
+        readinessTimeoutMs: 300_000,
+        maxRestarts: 5,
+        stopGraceSeconds: 30,
+      },
     });
-    if (backend?.type !== 'kubernetes') throw new Error('not a kubernetes backend');
-    // The region's expose domain serves when the backend names none.
-    expect(settingsOf(backend, 'apps.lab.example.org').exposeDomain).toBe('apps.lab.example.org');
     const { services: backends, batches } = createRegionBackends(config, createLogger('silent'));
-    expect(batches.get('lab')?.type).toBe('kubernetes');
-    expect(batches.get('here')?.type).toBe('local');
+    expect(batches.get('lab')?.capabilities.runs).toBe('image');
+    expect(batches.get('here')?.capabilities.runs).toBe('process');
     const lab = backends.get('lab');
     expect(lab).toBeInstanceOf(KubernetesBackend);
+    // The region's expose domain serves when the backend names none.
+    expect((lab as KubernetesBackend).settings.exposeDomain).toBe('apps.lab.example.org');
     expect(backends.get('here')?.type).toBe('local');
     expect(await lab?.status('svc_Nothing0000000000000')).toBeNull();
     await lab?.close();

@@ -71,7 +71,12 @@ import {
   type PackageFiles,
 } from './render.js';
 import { captureLogs, renderLogSnapshot, serviceLogLines } from './service-logs.js';
-import { defaultSettings, type KubernetesClients, type KubernetesSettings } from './settings.js';
+import {
+  defaultSettings,
+  kubernetesCapabilities,
+  type KubernetesClients,
+  type KubernetesSettings,
+} from './settings.js';
 import type { WatchedObject } from './watch.js';
 
 export interface KubernetesBackendOptions {
@@ -130,6 +135,7 @@ const defaultMessages: Record<WorkloadPhase, string> = {
 
 export class KubernetesBackend implements ClusterBackend {
   readonly type = 'kubernetes' as const;
+  readonly capabilities = kubernetesCapabilities;
   readonly settings: KubernetesSettings;
   private readonly onboarding: Onboarding;
   private readonly listeners: ((event: WorkloadEvent) => void)[] = [];

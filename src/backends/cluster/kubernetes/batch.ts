@@ -12,7 +12,12 @@ import { isMissingLog, podLogLines } from './logs.js';
 import { annotationKeys, jobName, jobOutcomeConfigMapName, jobSelector, mainContainer } from './naming.js';
 import { Onboarding } from './onboarding.js';
 import { renderJob } from './render.js';
-import { defaultSettings, type KubernetesClients, type KubernetesSettings } from './settings.js';
+import {
+  defaultSettings,
+  kubernetesCapabilities,
+  type KubernetesClients,
+  type KubernetesSettings,
+} from './settings.js';
 
 export interface KubernetesBatchBackendOptions {
   clients: KubernetesClients;
@@ -46,6 +51,7 @@ function condition(job: V1Job, type: string) {
 
 export class KubernetesBatchBackend implements BatchBackend {
   readonly type = 'kubernetes' as const;
+  readonly capabilities = kubernetesCapabilities;
   readonly settings: KubernetesSettings;
   private readonly onboarding: Onboarding;
   private readonly namespaces = new Map<string, string>();

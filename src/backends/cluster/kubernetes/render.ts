@@ -23,7 +23,7 @@ import type {
 import type { ClusterRunSpec } from '../../catalog/manifest.js';
 import { DomainError } from '../../../errors.js';
 import { formatBytes, formatCpu } from '../../../quantities.js';
-import { renderTemplate } from '../local.js';
+import { renderTemplate } from '../templates.js';
 import type { BatchWorkloadSpec, WorkloadSpec } from '../types.js';
 import {
   annotationKeys,

@@ -9,43 +9,90 @@ import {
   RbacAuthorizationV1Api,
   Watch,
 } from '@kubernetes/client-node';
+import { z } from 'zod';
+import type { BackendCapabilities } from '../types.js';
 
-export interface RoleBindingSettings {
-  /** The ClusterRole granted in each project namespace (for example `edit`). */
-  clusterRole: string;
-  /** Who gets it; `${project.id}` in a name stands for the project. */
-  subjects: { kind: 'User' | 'Group' | 'ServiceAccount'; name: string; namespace: string | null }[];
-}
+const label = z.string().regex(/^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/, 'a lower-case RFC 1123 label');
 
-export interface KubernetesSettings {
-  namespacePrefix: string;
-  /** Services get an Ingress (host `<port>-<workload>.<domain>`) when set. */
-  exposeDomain: string | null;
-  ingressClass: string | null;
-  roleBinding: RoleBindingSettings | null;
-  /** The ReadWriteMany claim, in every project namespace, whose sub-paths batch jobs work in. */
-  workVolumeClaim: string | null;
-  /** How often watched workloads are read again (besides their watches), to notice what vanished. */
-  reconcileIntervalMs: number;
-  /** A workload whose container is not ready this long after it started is failed. */
-  readinessTimeoutMs: number;
-  /** Restarts of a workload that was ready once before it is failed ("giving up"). */
-  maxRestarts: number;
-  /** The pods' termination grace period. */
-  stopGraceSeconds: number;
-}
+/**
+ * A region's `backend:` section of type `kubernetes` (README, "Kubernetes regions"), as written in
+ * the configuration, and the backend's settings it becomes: the one description of both.
+ */
+export const kubernetesConfigSchema = z
+  .object({
+    type: z.literal('kubernetes'),
+    // null: in-cluster when Atrium runs in a pod, else KUBECONFIG or ~/.kube/config.
+    kubeconfig: z.string().min(1).nullable().default(null),
+    context: z.string().min(1).nullable().default(null),
+    namespace_prefix: z
+      .string()
+      .regex(
+        /^[a-z][a-z0-9-]{0,39}$/,
+        'lower-case letters, digits and -, starting with a letter (40 at most)',
+      )
+      .default('atrium-'),
+    // Services get an Ingress (host `<port>-<workload>.<domain>`) when set; null: the region's
+    // `expose.domain`.
+    expose_domain: z.string().min(1).nullable().default(null),
+    ingress_class: z.string().min(1).nullable().default(null),
+    // Granted in every project namespace; `${project.id}` in a subject's name stands for the project.
+    role_binding: z
+      .object({
+        cluster_role: z.string().min(1),
+        subjects: z
+          .array(
+            z
+              .object({
+                kind: z.enum(['User', 'Group', 'ServiceAccount']),
+                name: z.string().min(1),
+                namespace: z.string().min(1).nullable().default(null),
+              })
+              .strict(),
+          )
+          .min(1),
+      })
+      .strict()
+      .nullable()
+      .default(null),
+    // A ReadWriteMany PersistentVolumeClaim in each project namespace, whose sub-paths batch jobs
+    // work in.
+    work_volume_claim: label.nullable().default(null),
+    // How often watched workloads are read again (besides their watches), to notice what vanished.
+    reconcile_interval_ms: z.number().int().min(1000).default(30_000),
+    // A workload whose container is not ready this long after it started is failed.
+    readiness_timeout_ms: z.number().int().min(1000).default(300_000),
+    // Restarts of a workload that was ready once before it is failed ("giving up").
+    max_restarts: z.number().int().min(0).default(5),
+    // The pods' termination grace period.
+    stop_grace_seconds: z.number().int().min(0).default(30),
+  })
+  .strict()
+  .transform((c) => ({
+    type: c.type,
+    kubeconfig: c.kubeconfig,
+    context: c.context,
+    settings: {
+      namespacePrefix: c.namespace_prefix,
+      exposeDomain: c.expose_domain,
+      ingressClass: c.ingress_class,
+      roleBinding: c.role_binding
+        ? { clusterRole: c.role_binding.cluster_role, subjects: c.role_binding.subjects }
+        : null,
+      workVolumeClaim: c.work_volume_claim,
+      reconcileIntervalMs: c.reconcile_interval_ms,
+      readinessTimeoutMs: c.readiness_timeout_ms,
+      maxRestarts: c.max_restarts,
+      stopGraceSeconds: c.stop_grace_seconds,
+    },
+  }));
 
-export const defaultSettings: KubernetesSettings = {
-  namespacePrefix: 'atrium-',
-  exposeDomain: null,
-  ingressClass: null,
-  roleBinding: null,
-  workVolumeClaim: null,
-  reconcileIntervalMs: 30_000,
-  readinessTimeoutMs: 300_000,
-  maxRestarts: 5,
-  stopGraceSeconds: 30,
-};
+export type KubernetesConfig = z.output<typeof kubernetesConfigSchema>;
+export type KubernetesSettings = KubernetesConfig['settings'];
+export type RoleBindingSettings = NonNullable<KubernetesSettings['roleBinding']>;
+
+export const defaultSettings: KubernetesSettings = kubernetesConfigSchema.parse({
+  type: 'kubernetes',
+}).settings;
 
 /**
  * The kubeconfig of a region: a file, or (null) the in-cluster service account when Atrium runs in
@@ -87,3 +134,9 @@ export function createClients(config: KubeConfig): KubernetesClients {
     log: new Log(config),
   };
 }
+
+export const kubernetesCapabilities: BackendCapabilities = {
+  runs: 'image',
+  logs: { follow: true, previous: true },
+  endpoints: 'cluster-service',
+};

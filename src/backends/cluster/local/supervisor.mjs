@@ -1,6 +1,6 @@
 // The supervisor of one service on the local runtime, started detached by src/backends/cluster/local.ts:
 //
-//   node local-supervisor.mjs <service directory>
+//   node supervisor.mjs <service directory>
 //
 // It reads <dir>/spec.json, runs the command (an argv, never a shell) in its own process group,
 // timestamps what it writes into a capped log file, probes readiness, restarts it with backoff when
@@ -30,7 +30,7 @@ import { dirname, join } from 'node:path';
 
 const dir = process.argv[2];
 if (!dir) {
-  process.stderr.write('usage: node local-supervisor.mjs <service directory>\n');
+  process.stderr.write('usage: node supervisor.mjs <service directory>\n');
   process.exit(2);
 }
 const spec = JSON.parse(readFileSync(join(dir, 'spec.json'), 'utf8'));

@@ -6,10 +6,11 @@ import { existsSync } from 'node:fs';
 import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { repoRoot } from '../../paths.js';
-import type { BatchBackend, BatchStatus, BatchWorkloadSpec } from './types.js';
+import { repoRoot } from '../../../paths.js';
+import { localCapabilities } from './settings.js';
+import type { BatchBackend, BatchStatus, BatchWorkloadSpec } from '../types.js';
 
-const runnerScript = join(repoRoot, 'src', 'backends', 'cluster', 'batch-runner.mjs');
+const runnerScript = join(repoRoot, 'src', 'backends', 'cluster', 'local', 'batch-runner.mjs');
 
 interface StatusFile {
   startedAt: string;
@@ -26,6 +27,7 @@ interface StatusFile {
 
 export class LocalBatchBackend implements BatchBackend {
   readonly type = 'local' as const;
+  readonly capabilities = localCapabilities;
   private readonly children = new Map<string, ChildProcess>();
 
   constructor(private readonly options: { root: string; pollMs?: number }) {}

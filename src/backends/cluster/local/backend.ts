@@ -1,14 +1,16 @@
 // The `local` runtime: every service is a real process on this machine, run by its own supervisor
-// (local-supervisor.mjs) in a directory under the data dir. The supervisor outlives the API; after a
+// (supervisor.mjs) in a directory under the data dir. The supervisor outlives the API; after a
 // restart its workloads are adopted again (pid and start time checked) or reported lost.
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, watch as watchDir, type FSWatcher } from 'node:fs';
 import { mkdir, open, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { localCapabilities } from './settings.js';
+import { renderTemplate } from '../templates.js';
 import type { Logger } from 'pino';
-import { DomainError } from '../../errors.js';
-import { repoRoot } from '../../paths.js';
+import { DomainError } from '../../../errors.js';
+import { repoRoot } from '../../../paths.js';
 import type {
   ClusterBackend,
   WorkloadPhase,
@@ -18,10 +20,10 @@ import type {
   WorkloadEvent,
   WorkloadSpec,
   WorkloadStatus,
-} from './types.js';
+} from '../types.js';
 
 // Plain JavaScript, not compiled: the same file runs from src/ (tests) and from dist/.
-const supervisorScript = join(repoRoot, 'src', 'backends', 'cluster', 'local-supervisor.mjs');
+const supervisorScript = join(repoRoot, 'src', 'backends', 'cluster', 'local', 'supervisor.mjs');
 const masked = '********';
 
 export interface LocalBackendOptions {
@@ -179,16 +181,6 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** `${options.x}`, `${ports.x}`, `${service.id}`, `${service.name}`, `${project.id}`, `${package.dir}`. */
-export function renderTemplate(text: string, values: Record<string, string>): string {
-  return text.replace(/\$\{([^}]*)\}/g, (_whole, ref: string) => {
-    const value = values[ref];
-    if (value === undefined)
-      throw new DomainError('unprocessable', `the package refers to \${${ref}}, which has no value`);
-    return value;
-  });
-}
-
 function optionText(value: unknown): string {
   return typeof value === 'string'
     ? value
@@ -199,6 +191,7 @@ function optionText(value: unknown): string {
 
 export class LocalBackend implements ClusterBackend {
   readonly type = 'local' as const;
+  readonly capabilities = localCapabilities;
   private readonly listeners: ((event: WorkloadEvent) => void)[] = [];
   private readonly watched = new Map<
     string,
