@@ -29,6 +29,17 @@ const settings: Partial<KubernetesSettings> = {
 
 const quota = { cpuMillis: 300, memoryBytes: 1024 ** 3, gpu: 0, services: 2 };
 
+/** Polls `check` (bounded) until it returns something; returns it. */
+async function waitFor<T>(check: () => Promise<T | null> | T | null, timeoutMs = 25_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (let i = 0; i < 10_000 && Date.now() < deadline; i++) {
+    const found = await check();
+    if (found !== null) return found;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing came in ${timeoutMs} ms`);
+}
+
 async function refusal(promise: Promise<unknown>): Promise<DomainError> {
   const error = await promise.then(
     () => null,
@@ -167,7 +178,7 @@ describe('the Kubernetes backend', () => {
             backend,
             (spec as WorkloadSpec).serviceId,
             (s) => s?.phase === 'running' || s?.phase === 'failed',
-            30_000,
+            25_000,
           ),
         ),
       );
@@ -178,6 +189,39 @@ describe('the Kubernetes backend', () => {
       );
       for (const plural of ['deployments', 'replicasets', 'secrets', 'configmaps', 'services', 'pods']) {
         expect([plural, objects(plural, refused?.serviceId ?? '')]).toEqual([plural, []]);
+      }
+    });
+
+    it('keeps a refusal that comes while the launch is still creating its objects, and leaves nothing', async () => {
+      // Both launches are admitted and create their Deployments; the cluster refuses the second's
+      // pod while that launch is still creating its port Service (held here until then).
+      const tight = { ...quota, cpuMillis: 150 };
+      const [a, b] = [inProject('team-r'), inProject('team-r')].map((spec) => ({ ...spec, quota: tight }));
+      const deployments = fake.hold('deployments');
+      const services = fake.hold('services');
+      const launches = [launch(a as WorkloadSpec), launch(b as WorkloadSpec)];
+      for (let i = 0; i < 400 && deployments.waiting() < 2; i++) await new Promise((r) => setTimeout(r, 25));
+      expect(deployments.waiting()).toBe(2);
+      deployments.release();
+      const refusedId = await waitFor(async () => {
+        const refused = fake
+          .objects('deployments', undefined)
+          .find((d) =>
+            ((d.status as { conditions?: { type: string }[] } | undefined)?.conditions ?? []).some(
+              (c) => c.type === 'ReplicaFailure',
+            ),
+          );
+        return refused?.metadata.labels?.['atrium.dev/service'] ?? null;
+      });
+      // The backend has seen the refusal (and removed the launch) before its Service is created.
+      await waitForStatus(backend, refusedId, (s) => s?.phase === 'failed', 25_000);
+      services.release();
+      await Promise.all(launches);
+      const status = await backend.status(refusedId);
+      expect(status?.phase).toBe('failed');
+      expect(status?.message).toMatch(/^quota-exceeded: /);
+      for (const plural of ['deployments', 'replicasets', 'secrets', 'configmaps', 'services', 'pods']) {
+        expect([plural, objects(plural, refusedId)]).toEqual([plural, []]);
       }
     });
 

@@ -239,6 +239,9 @@ export class KubernetesBackend implements ClusterBackend {
     const existing = await orNull(apps.readNamespacedDeployment({ name, namespace }));
     // Running already, as this generation: adopted as it is (never started twice).
     const adopt = existing !== null && !isParked(existing) && generationOf(existing) === spec.generation;
+    // A new start forgets how the last one ended (before anything of it can end this one).
+    this.lost.delete(spec.serviceId);
+    this.ended.delete(spec.serviceId);
     // Watching first, so that every event of this start is seen.
     const tracked = this.track(spec.serviceId, namespace, null);
     if (!adopt) tracked.since = Date.now();
@@ -249,8 +252,12 @@ export class KubernetesBackend implements ClusterBackend {
     if (!adopt) await this.upsertDeployment(rendered.deployment);
     for (const service of rendered.services) await this.upsertService(service);
     if (rendered.ingress) await this.upsertIngress(rendered.ingress);
-    this.lost.delete(spec.serviceId);
-    this.ended.delete(spec.serviceId);
+    if (this.ended.has(spec.serviceId)) {
+      // The cluster refused its pods while the rest was still being created: what was created
+      // after the refusal removed everything goes too, and the refusal stands.
+      await this.removeObjects(namespace, spec.serviceId);
+      return;
+    }
     this.namespaces.set(spec.serviceId, namespace);
     await this.refresh(spec.serviceId);
   }
