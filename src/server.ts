@@ -55,7 +55,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     adminSecret = await bootstrapAdmin(services, config.auth.adminToken);
     await loadHandlerModules(services.scheduler, config.scheduler.handlerModules, { db: database.knex, log });
     // Adopt what runs, report what vanished, resume unfinished work: before taking requests.
-    await services.serviceController.start();
+    await services.serviceReconciler.start();
   } catch (error) {
     await database.close();
     throw error;
@@ -146,7 +146,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       // Running jobs get a grace period, then go back to the queue for another worker.
       await worker.stop(config.scheduler.stopGraceMs);
       // Services keep running; the next start adopts them.
-      await services.serviceController.close();
+      await services.serviceReconciler.close();
       await services.audit.flush();
       services.idempotency.close();
       await database.close();

@@ -1,6 +1,5 @@
 import type { Handler } from '../http/operation.js';
-import { topics } from '../services/notifier.js';
-import { streamEvents } from '../services/services.js';
+import { serverSentEvents } from '../http/sse.js';
 import { pageOf } from './paging.js';
 import { page, presentOperation } from './present.js';
 import { accepted, preferredWait } from './waiting.js';
@@ -35,18 +34,17 @@ export const followOperationEvents: Handler<'followOperationEvents'> = async (
   { params, query, headers },
   { principal, services, signal },
 ) => {
-  const operation = await services.operations.get(principal, params.operationId);
+  // Asked now, so that a missing or hidden operation is a 404, not an empty stream.
+  await services.operations.get(principal, params.operationId);
   return {
     status: 200,
     contentType: 'text/event-stream',
-    stream: streamEvents({
-      read: (after) => services.operations.events(operation.id, after),
-      ended: async () => (await services.operations.find(operation.id))?.status !== 'running',
-      topic: topics.operation(operation.id),
-      notifier: services.notifier,
-      afterSeq: Number(headers['last-event-id'] ?? 0),
-      follow: query.follow ?? true,
-      signal,
-    }),
+    stream: serverSentEvents(
+      services.operations.events(principal, params.operationId, {
+        afterSeq: Number(headers['last-event-id'] ?? 0),
+        follow: query.follow ?? true,
+        signal,
+      }),
+    ),
   };
 };

@@ -1,3 +1,4 @@
+import { serverSentEvents } from '../http/sse.js';
 import type { Handler } from '../http/operation.js';
 import { pageOf } from './paging.js';
 import { page, presentRun } from './present.js';
@@ -52,13 +53,12 @@ export const followRunEvents: Handler<'followRunEvents'> = async ({ params, quer
   await ctx.services.runs.get(ctx.principal, params.projectId, params.runId);
   return {
     status: 200,
-    stream: ctx.services.runs.events(
-      ctx.principal,
-      params.projectId,
-      params.runId,
-      afterSeq,
-      query.follow ?? true,
-      ctx.signal,
+    stream: serverSentEvents(
+      ctx.services.runs.events(ctx.principal, params.projectId, params.runId, {
+        afterSeq,
+        follow: query.follow ?? true,
+        signal: ctx.signal,
+      }),
     ),
     contentType: 'text/event-stream',
   };

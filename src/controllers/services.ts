@@ -1,3 +1,4 @@
+import { serverSentEvents } from '../http/sse.js';
 import type { Handler } from '../http/operation.js';
 import { serviceEtag } from '../services/services.js';
 import { pageOf } from './paging.js';
@@ -106,13 +107,12 @@ export const followServiceEvents: Handler<'followServiceEvents'> = async (
   await services.serviceManager.get(principal, params.projectId, params.serviceId);
   return {
     status: 200,
-    stream: services.serviceManager.events(
-      principal,
-      params.projectId,
-      params.serviceId,
-      afterSeq,
-      query.follow ?? true,
-      signal,
+    stream: serverSentEvents(
+      services.serviceManager.events(principal, params.projectId, params.serviceId, {
+        afterSeq,
+        follow: query.follow ?? true,
+        signal,
+      }),
     ),
     contentType: 'text/event-stream',
   };

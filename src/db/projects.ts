@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import { keysetPage, type Page, type PageRequest } from './pagination.js';
-import { isPostgres, toNullableNumber, toNumber } from './database.js';
+import { isPostgres, toNumber } from './database.js';
+import { quotaColumns, type QuotaAmounts } from './quotas.js';
 
 export type ProjectRole = 'owner' | 'member' | 'viewer';
 export type ProjectKind = 'personal' | 'group';
@@ -49,25 +50,6 @@ function projectFromRow(row: ProjectRow): ProjectView {
     role: row.role ?? null,
   };
 }
-
-/** Quota limits in base units (millicores, bytes, counts); null is unlimited. */
-export interface QuotaAmounts {
-  cpuMillis: number | null;
-  memoryBytes: number | null;
-  gpu: number | null;
-  services: number | null;
-  concurrentJobs: number | null;
-  storageBytes: number | null;
-}
-
-export const quotaColumns: Record<keyof QuotaAmounts, string> = {
-  cpuMillis: 'cpu_millis',
-  memoryBytes: 'memory_bytes',
-  gpu: 'gpu',
-  services: 'services',
-  concurrentJobs: 'concurrent_jobs',
-  storageBytes: 'storage_bytes',
-};
 
 /** Creates a project with its first owner and its quota, in the caller's transaction. */
 export async function insertProject(
@@ -209,179 +191,11 @@ export async function deleteProject(db: Knex, id: string, expectedVersion: numbe
   return (await query.delete()) > 0;
 }
 
-export interface ProjectMember {
-  userId: string;
-  username: string;
-  name: string | null;
-  role: ProjectRole;
-  addedAt: string;
-}
-
-interface MemberRow {
-  user_id: string;
-  username: string;
-  name: string | null;
-  role: ProjectRole;
-  added_at: string;
-}
-
-const memberFromRow = (row: MemberRow): ProjectMember => ({
-  userId: row.user_id,
-  username: row.username,
-  name: row.name,
-  role: row.role,
-  addedAt: row.added_at,
-});
-
-function membersQuery(db: Knex, projectId: string) {
-  return db('project_members as m')
-    .join('users as u', 'u.id', 'm.user_id')
-    .where('m.project_id', projectId)
-    .select('m.user_id', 'u.username', 'u.name', 'm.role', 'm.added_at');
-}
-
-export async function listProjectMembers(
-  db: Knex,
-  projectId: string,
-  page: PageRequest,
-): Promise<Page<ProjectMember>> {
-  return keysetPage<MemberRow, ProjectMember>(membersQuery(db, projectId), page, {
-    list: `members:${projectId}`,
-    keys: ['u.username'],
-    direction: 'asc',
-    keyOf: (row) => [row.username],
-    map: memberFromRow,
-  });
-}
-
-export async function findProjectMember(
-  db: Knex,
-  projectId: string,
-  userId: string,
-): Promise<ProjectMember | null> {
-  const row = await membersQuery(db, projectId).where('m.user_id', userId).first();
-  return row ? memberFromRow(row as MemberRow) : null;
-}
-
-export async function insertProjectMember(
-  db: Knex,
-  projectId: string,
-  userId: string,
-  role: ProjectRole,
-  at: string,
-): Promise<void> {
-  await db('project_members').insert({ project_id: projectId, user_id: userId, role, added_at: at });
-}
-
-export async function updateProjectMemberRole(
-  db: Knex,
-  projectId: string,
-  userId: string,
-  role: ProjectRole,
-): Promise<void> {
-  await db('project_members').where({ project_id: projectId, user_id: userId }).update({ role });
-}
-
-export async function deleteProjectMember(db: Knex, projectId: string, userId: string): Promise<void> {
-  await db('project_members').where({ project_id: projectId, user_id: userId }).delete();
-}
-
-export async function countOwners(db: Knex, projectId: string): Promise<number> {
-  const row = await db('project_members')
-    .where({ project_id: projectId, role: 'owner' })
-    .count({ n: '*' })
-    .first();
-  return toNumber(row?.n ?? 0);
-}
-
-export interface Quota {
-  projectId: string;
-  limits: QuotaAmounts;
-  usage: { [K in keyof QuotaAmounts]: number };
-  version: number;
-  updatedAt: string;
-}
-
-export async function findQuota(db: Knex, projectId: string): Promise<Quota | null> {
-  const row = await db('project_quotas').where({ project_id: projectId }).first();
-  if (!row) return null;
-  const limits = {} as QuotaAmounts;
-  const usage = {} as Quota['usage'];
-  for (const [key, column] of Object.entries(quotaColumns) as [keyof QuotaAmounts, string][]) {
-    limits[key] = toNullableNumber(row[`limit_${column}`]);
-    usage[key] = toNumber(row[`used_${column}`]);
-  }
-  return { projectId, limits, usage, version: toNumber(row.version), updatedAt: row.updated_at };
-}
-
-export async function updateQuotaLimits(
-  db: Knex,
-  projectId: string,
-  limits: Partial<QuotaAmounts>,
-  expectedVersion: number | null,
-  at: string,
-): Promise<boolean> {
-  const update: Record<string, unknown> = { updated_at: at, version: db.raw('version + 1') };
-  for (const [key, value] of Object.entries(limits)) {
-    update[`limit_${quotaColumns[key as keyof QuotaAmounts]}`] = value;
-  }
-  const query = db('project_quotas').where({ project_id: projectId });
-  if (expectedVersion !== null) query.where({ version: expectedVersion });
-  return (await query.update(update)) > 0;
-}
-
-/**
- * Serialises changes to one project's membership: on PostgreSQL, locks the project row until the
- * transaction ends. SQLite transactions are already serial (one writer).
- */
 export async function lockProject(trx: Knex.Transaction, projectId: string): Promise<void> {
   if (isPostgres(trx)) await trx('projects').where({ id: projectId }).forUpdate().first('id');
 }
 
 /** A change of quota usage: positive takes, negative gives back. */
-export interface UsageDelta {
-  services: number;
-  cpuMillis: number;
-  memoryBytes: number;
-  gpu: number;
-}
-
-const usageColumns: [keyof UsageDelta, string][] = [
-  ['services', 'services'],
-  ['cpuMillis', 'cpu_millis'],
-  ['memoryBytes', 'memory_bytes'],
-  ['gpu', 'gpu'],
-];
-
-/**
- * Changes a project's usage in one statement whose condition admits it only if every resource that
- * grows stays within its limit. The row lock the update takes makes concurrent admissions
- * serialise on both engines, so limits hold however many launches race. Returns false (nothing
- * changed) when the usage would go over a limit.
- */
-export async function adjustQuotaUsage(
-  db: Knex,
-  projectId: string,
-  delta: UsageDelta,
-  at: string,
-): Promise<boolean> {
-  const update: Record<string, unknown> = { updated_at: at };
-  const query = db('project_quotas').where({ project_id: projectId });
-  for (const [key, column] of usageColumns) {
-    const amount = delta[key];
-    if (amount === 0) continue;
-    update[`used_${column}`] = db.raw('?? + ?', [`used_${column}`, amount]);
-    if (amount > 0) {
-      query.where((w) =>
-        w
-          .whereNull(`limit_${column}`)
-          .orWhereRaw('?? + ? <= ??', [`used_${column}`, amount, `limit_${column}`]),
-      );
-    }
-  }
-  return (await query.update(update)) > 0;
-}
-
 export async function countProjectServices(db: Knex, projectId: string): Promise<number> {
   const row = await db('services').where({ project_id: projectId }).count({ n: '*' }).first();
   return toNumber(row?.n ?? 0);
@@ -391,25 +205,6 @@ export async function countProjectServices(db: Knex, projectId: string): Promise
  * Changes a project's stored-file usage by `bytes`, admitted (when growing) only within its storage
  * limit, in one conditional statement like adjustQuotaUsage. Returns false when over the limit.
  */
-export async function adjustStorageUsage(
-  db: Knex,
-  projectId: string,
-  bytes: number,
-  at: string,
-): Promise<boolean> {
-  const query = db('project_quotas').where({ project_id: projectId });
-  if (bytes > 0) {
-    query.where((w) =>
-      w.whereNull('limit_storage_bytes').orWhereRaw('used_storage_bytes + ? <= limit_storage_bytes', [bytes]),
-    );
-  }
-  return (
-    (await query.update({ used_storage_bytes: db.raw('used_storage_bytes + ?', [bytes]), updated_at: at })) >
-    0
-  );
-}
-
-/** The region a project runs in ('' when the project does not exist). */
 export async function projectRegion(db: Knex, projectId: string): Promise<string> {
   const row = (await db('projects').where({ id: projectId }).first('region_id')) as
     { region_id: string } | undefined;

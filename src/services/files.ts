@@ -9,7 +9,7 @@ import type { ContentStore, StagedContent } from '../backends/files/store.js';
 import * as q from '../db/files.js';
 import type { FileFilter, FileKind, FileRecord } from '../db/files.js';
 import type { Page, PageRequest } from '../db/pagination.js';
-import { adjustStorageUsage, findQuota } from '../db/projects.js';
+import { adjustStorageUsage, findQuota } from '../db/quotas.js';
 import { conflict, DomainError, notFound } from '../errors.js';
 import { newId } from '../ids.js';
 import { checkIfMatch, etagFor } from './etag.js';

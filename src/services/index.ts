@@ -30,7 +30,7 @@ import { PlatformService, type BuildInfo } from './platform.js';
 import { ProjectService } from './projects.js';
 import { QuotaService } from './quotas.js';
 import { RegionService } from './regions.js';
-import { ServiceController } from './service-controller.js';
+import { ServiceReconciler } from './service-reconciler.js';
 import { ServiceManager } from './services.js';
 import { TokenService } from './tokens.js';
 import { UserService } from './users.js';
@@ -52,7 +52,7 @@ export interface Services {
   quotas: QuotaService;
   regions: RegionService;
   /** Converges services towards their desired state on their region's backend. */
-  serviceController: ServiceController;
+  serviceReconciler: ServiceReconciler;
   /** Launching services and everything users do with them. */
   serviceManager: ServiceManager;
   /** The durable job queue (its workers run in the API process or in `atrium worker`). */
@@ -97,7 +97,7 @@ export function createServices({ config, database, clock, log, build }: ServiceD
     options: { maxAttempts, leaseMs, backoffMs, maxBackoffMs },
   });
   scheduler.register('noop', noopHandler);
-  const serviceController = new ServiceController({
+  const serviceReconciler = new ServiceReconciler({
     db,
     clock,
     log,
@@ -172,7 +172,7 @@ export function createServices({ config, database, clock, log, build }: ServiceD
     projects,
     catalogs,
     operations,
-    controller: serviceController,
+    reconciler: serviceReconciler,
     notifier,
   });
   // An operation is seen by whoever may see what it acts on (besides its starter and admins).
@@ -200,7 +200,7 @@ export function createServices({ config, database, clock, log, build }: ServiceD
     projects,
     quotas: new QuotaService({ db, clock, projects }),
     regions,
-    serviceController,
+    serviceReconciler,
     serviceManager,
     scheduler,
     tokens,

@@ -13,8 +13,9 @@ import {
 import * as q from '../db/operations.js';
 import type { OperationKind, OperationRecord } from '../db/operations.js';
 import type { Page, PageRequest } from '../db/pagination.js';
-import { appendEvent, listEvents, type StoredEvent } from '../db/events.js';
+import { appendEvent, listEvents } from '../db/events.js';
 import { newId } from '../ids.js';
+import { followEvents, type EventFeed } from './event-feed.js';
 import { topics, type Notifier } from './notifier.js';
 import type { Principal } from './principal.js';
 import { produced } from './changes.js';
@@ -318,7 +319,21 @@ export class OperationService {
     return (await q.findOperation(this.deps.db, id)) as OperationRecord;
   }
 
-  events(id: string, afterSeq: number, limit = 100): Promise<StoredEvent[]> {
-    return listEvents(this.deps.db, 'operation', id, afterSeq, limit);
+  /** The events of an operation the principal may see, followed until it ends. */
+  async *events(
+    principal: Principal,
+    id: string,
+    options: { afterSeq: number; follow: boolean; signal: AbortSignal },
+  ): EventFeed {
+    await this.get(principal, id);
+    yield* followEvents(
+      {
+        read: (after) => listEvents(this.deps.db, 'operation', id, after, 100),
+        ended: async () => (await q.findOperation(this.deps.db, id))?.status !== 'running',
+        topic: topics.operation(id),
+        notifier: this.deps.notifier,
+      },
+      options,
+    );
   }
 }

@@ -5,7 +5,9 @@ import { conflict, DomainError, forbidden, notFound, preconditionFailed, unproce
 import { isUniqueViolation } from '../db/database.js';
 import type { Page, PageRequest } from '../db/pagination.js';
 import * as q from '../db/projects.js';
-import type { ProjectKind, ProjectMember, ProjectRole, ProjectView } from '../db/projects.js';
+import * as members from '../db/members.js';
+import type { ProjectKind, ProjectRole, ProjectView } from '../db/projects.js';
+import type { ProjectMember } from '../db/members.js';
 import { findUserById, type User } from '../db/users.js';
 import { randomBase62 } from '../ids.js';
 import { checkIfMatch, etagFor } from './etag.js';
@@ -200,7 +202,7 @@ export class ProjectService {
     page: PageRequest,
   ): Promise<Page<ProjectMember>> {
     await this.access(principal, projectId, 'viewer');
-    return q.listProjectMembers(this.deps.db, projectId, page);
+    return members.listProjectMembers(this.deps.db, projectId, page);
   }
 
   /** Adds a member or changes their role; `created` tells which. */
@@ -215,21 +217,21 @@ export class ProjectService {
     if (project.kind === 'personal') throw conflict('a personal project has a single member: its user');
     const created = await db.transaction(async (trx) => {
       await q.lockProject(trx, projectId);
-      const current = await q.findProjectMember(trx, projectId, userId);
+      const current = await members.findProjectMember(trx, projectId, userId);
       if (!current) {
         if (!(await findUserById(trx, userId))) {
           throw unprocessable(`user "${userId}" does not exist; they must sign in once before being added`);
         }
-        await q.insertProjectMember(trx, projectId, userId, role, iso(clock()));
+        await members.insertProjectMember(trx, projectId, userId, role, iso(clock()));
         return true;
       }
-      if (current.role === 'owner' && role !== 'owner' && (await q.countOwners(trx, projectId)) === 1) {
+      if (current.role === 'owner' && role !== 'owner' && (await members.countOwners(trx, projectId)) === 1) {
         throw conflict(`project "${projectId}" would have no owner left; make someone else owner first`);
       }
-      await q.updateProjectMemberRole(trx, projectId, userId, role);
+      await members.updateProjectMemberRole(trx, projectId, userId, role);
       return false;
     });
-    const member = await q.findProjectMember(db, projectId, userId);
+    const member = await members.findProjectMember(db, projectId, userId);
     if (!member) throw new DomainError('conflict', 'the member was removed concurrently');
     return { member, created };
   }
@@ -240,12 +242,12 @@ export class ProjectService {
     await this.access(principal, projectId, leaving ? 'viewer' : 'owner');
     await db.transaction(async (trx) => {
       await q.lockProject(trx, projectId);
-      const member = await q.findProjectMember(trx, projectId, userId);
+      const member = await members.findProjectMember(trx, projectId, userId);
       if (!member) throw notFound('member', userId);
-      if (member.role === 'owner' && (await q.countOwners(trx, projectId)) === 1) {
+      if (member.role === 'owner' && (await members.countOwners(trx, projectId)) === 1) {
         throw conflict(`the last owner cannot leave project "${projectId}"; make someone else owner first`);
       }
-      await q.deleteProjectMember(trx, projectId, userId);
+      await members.deleteProjectMember(trx, projectId, userId);
     });
   }
 }

@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import type { Clock } from '../clock.js';
 import { iso } from '../clock.js';
 import { notFound, preconditionFailed } from '../errors.js';
-import { findQuota, updateQuotaLimits, type Quota } from '../db/projects.js';
+import { findQuota, updateQuotaLimits, type Quota } from '../db/quotas.js';
 import type { QuotaValuesConfig } from '../config.js';
 import { checkIfMatch, etagFor } from './etag.js';
 import { requireAdmin, type Principal } from './principal.js';

@@ -1,7 +1,7 @@
 import type { QuotaValuesConfig, RegionConfig } from '../config.js';
 import { notFound } from '../errors.js';
 import { arrayPage, type Page, type PageRequest } from '../db/pagination.js';
-import type { QuotaAmounts } from '../db/projects.js';
+import type { QuotaAmounts } from '../db/quotas.js';
 import { parseBytes, parseCpu } from '../quantities.js';
 
 export class RegionService {

@@ -12,13 +12,15 @@ import { appendEvent, listEvents } from '../db/events.js';
 import * as files from '../db/files.js';
 import { countExecutions, jobsOfRun } from '../db/jobs.js';
 import type { Page, PageRequest } from '../db/pagination.js';
-import { adjustStorageUsage, projectRegion } from '../db/projects.js';
+import { projectRegion } from '../db/projects.js';
+import { adjustStorageUsage } from '../db/quotas.js';
 import * as q from '../db/runs.js';
 import type { RunRecord, RunStatus } from '../db/runs.js';
 import { conflict, DomainError, notFound, unprocessable } from '../errors.js';
 import { newId } from '../ids.js';
 import type { OperationRecord } from '../db/operations.js';
 import { batchExecution, jobWorkDir } from './batch-jobs.js';
+import { followEvents, type EventFeed } from './event-feed.js';
 import type { FileService } from './files.js';
 import type { ModuleService } from './modules.js';
 import { topics, type Notifier } from './notifier.js';
@@ -27,7 +29,6 @@ import type { PipelineService } from './pipelines.js';
 import type { Principal } from './principal.js';
 import type { ProjectService } from './projects.js';
 import { runTaskKind, type TaskPayload } from './run-tasks.js';
-import { streamEvents } from './services.js';
 
 export type { RunRecord, RunStatus } from '../db/runs.js';
 
@@ -276,20 +277,18 @@ export class RunService {
     principal: Principal,
     projectId: string,
     runId: string,
-    afterSeq: number,
-    follow: boolean,
-    signal: AbortSignal,
-  ): AsyncIterable<string> {
+    options: { afterSeq: number; follow: boolean; signal: AbortSignal },
+  ): EventFeed {
     await this.visible(principal, projectId, runId);
-    yield* streamEvents({
-      read: (after) => listEvents(this.deps.db, 'run', runId, after, 100),
-      ended: async () => (await q.findRun(this.deps.db, runId))?.status !== 'running',
-      topic: topics.run(runId),
-      notifier: this.deps.notifier,
-      afterSeq,
-      follow,
-      signal,
-    });
+    yield* followEvents(
+      {
+        read: (after) => listEvents(this.deps.db, 'run', runId, after, 100),
+        ended: async () => (await q.findRun(this.deps.db, runId))?.status !== 'running',
+        topic: topics.run(runId),
+        notifier: this.deps.notifier,
+      },
+      options,
+    );
   }
 
   /** A job's log over its attempts; followed until the job ends. */

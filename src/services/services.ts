@@ -1,30 +1,33 @@
 // Services: launching catalog packages into projects, and everything users do with them. The rules
-// live here (who may see and change what, options validation, quota admission); the controller
-// (service-controller.ts) makes the backends do it.
-import { Ajv2020, type AnySchema, type ValidateFunction } from 'ajv/dist/2020.js';
-import addFormats from 'ajv-formats';
+// live here (who may see and change what, options validation, quota admission); the reconciler
+// (service-reconciler.ts) makes the backends do it.
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { iso } from '../clock.js';
-import { conflict, DomainError, forbidden, notFound, unprocessable, type FieldError } from '../errors.js';
+import { conflict, DomainError, forbidden, notFound, unprocessable } from '../errors.js';
 import { appendEvent, listEvents } from '../db/events.js';
 import type { Page, PageRequest } from '../db/pagination.js';
-import { adjustQuotaUsage, findQuota, type ProjectView, type UsageDelta } from '../db/projects.js';
+import { type ProjectView } from '../db/projects.js';
+import { adjustQuotaUsage, findQuota, type UsageDelta } from '../db/quotas.js';
 import * as q from '../db/services.js';
 import type { ServiceRecord, ServiceStatus } from '../db/services.js';
 import type { OperationRecord } from '../db/operations.js';
 import type { StoredPackageVersion } from '../db/catalogs.js';
 import type { LogOptions, RenderedWorkload, WorkloadSpec } from '../backends/cluster/types.js';
 import { newId } from '../ids.js';
-import { formatBytes, formatCpu, parseBytes, parseCpu } from '../quantities.js';
+import { parseBytes, parseCpu } from '../quantities.js';
 import type { CatalogService } from './catalogs.js';
 import { checkIfMatch, etagFor } from './etag.js';
+import { followEvents, type EventFeed } from './event-feed.js';
 import { topics, type Notifier } from './notifier.js';
 import type { OperationService } from './operations.js';
 import type { Principal } from './principal.js';
 import type { ProjectService } from './projects.js';
-import { workloadSpecOf, type ServiceController } from './service-controller.js';
+import { OptionsValidator, secretOptionsOf } from './package-options.js';
+import { deleteServices, markDeleted } from './service-deletion.js';
+import { exceededResources, quotaExceeded } from './service-quota.js';
+import { workloadSpecOf, type ServiceReconciler } from './service-reconciler.js';
 
 export function serviceEtag(service: { version: number; updatedAt: string }): string {
   return etagFor(service.version, service.updatedAt);
@@ -67,79 +70,8 @@ export interface ServiceManagerDeps {
   projects: ProjectService;
   catalogs: CatalogService;
   operations: OperationService;
-  controller: ServiceController;
+  reconciler: ServiceReconciler;
   notifier: Notifier;
-}
-
-const resourceNames: Record<keyof UsageDelta, string> = {
-  services: 'services',
-  cpuMillis: 'cpu',
-  memoryBytes: 'memory',
-  gpu: 'gpu',
-};
-
-function quotaAmount(resource: keyof UsageDelta, amount: number | null): string | number | null {
-  if (amount === null) return null;
-  if (resource === 'cpuMillis') return formatCpu(amount);
-  if (resource === 'memoryBytes') return formatBytes(amount);
-  return amount;
-}
-
-/** Compiles options schemas once per package version (a bounded cache). */
-class OptionsValidator {
-  private readonly ajv = new Ajv2020({ strict: false, allErrors: true, useDefaults: true });
-  private readonly cache = new Map<string, ValidateFunction>();
-
-  constructor() {
-    addFormats.default(this.ajv);
-    this.ajv.addFormat('password', true);
-  }
-
-  /** The options with defaults applied; a 400 listing every field that fails otherwise. */
-  validate(version: StoredPackageVersion, options: Record<string, unknown>): Record<string, unknown> {
-    const { spec } = version;
-    const key = `${version.catalogId}/${spec.name}@${spec.version}`;
-    let validate = this.cache.get(key);
-    if (!validate) {
-      const { $id: _ignored, ...schema } = spec.options_schema;
-      validate = this.ajv.compile(schema as AnySchema);
-      if (this.cache.size >= 500) this.cache.delete(this.cache.keys().next().value as string);
-      this.cache.set(key, validate);
-    }
-    const candidate = structuredClone(options);
-    if (!validate(candidate)) {
-      const errors: FieldError[] = (validate.errors ?? []).map((e) => ({
-        location: 'body',
-        pointer: `/options${e.instancePath}${e.keyword === 'additionalProperties' ? `/${String(e.params.additionalProperty)}` : ''}`,
-        message: e.message ?? 'invalid',
-        code: e.keyword,
-      }));
-      throw new DomainError(
-        'validation',
-        `the options do not match the options schema of ${spec.name} ${spec.version}`,
-        { errors },
-      );
-    }
-    return candidate;
-  }
-}
-
-/** Sets a service on its way out, under its row lock; the controller does the rest. */
-async function markForDeletion(
-  trx: Knex.Transaction,
-  serviceId: string,
-  message: string,
-  at: string,
-): Promise<void> {
-  await q.lockService(trx, serviceId);
-  await q.updateService(trx, serviceId, { desiredState: 'deleted', status: 'deleting' }, at);
-  await appendEvent(trx, 'service', serviceId, { at, type: 'deleting', message, data: {} });
-}
-
-/** Options declared `format: password` (at the top level of the schema) are secrets. */
-function secretOptionsOf(version: StoredPackageVersion, options: Record<string, unknown>): string[] {
-  const properties = (version.spec.options_schema.properties ?? {}) as Record<string, { format?: unknown }>;
-  return Object.keys(options).filter((name) => properties[name]?.format === 'password');
 }
 
 export class ServiceManager {
@@ -172,7 +104,7 @@ export class ServiceManager {
   }
 
   private backendFor(regionId: string) {
-    const backend = this.deps.controller.backendOf(regionId);
+    const backend = this.deps.reconciler.backendOf(regionId);
     if (!backend)
       throw new DomainError('unavailable', `region ${regionId} has no backend that can run services yet`);
     return backend;
@@ -184,7 +116,7 @@ export class ServiceManager {
     request: LaunchRequest,
     { dryRun }: { dryRun: boolean },
   ): Promise<{ dryRun: DryRun } | { operation: OperationRecord }> {
-    const { db, clock, catalogs, operations, controller } = this.deps;
+    const { db, clock, catalogs, operations, reconciler } = this.deps;
     const project = await this.deps.projects.access(principal, projectId, 'member');
     let version: StoredPackageVersion;
     try {
@@ -237,10 +169,7 @@ export class ServiceManager {
     if (dryRun) {
       const quota = await findQuota(db, projectId);
       if (!quota) throw notFound('project', projectId);
-      const exceeded = (Object.keys(resourceNames) as (keyof UsageDelta)[]).filter((r) => {
-        const limit = quota.limits[r];
-        return delta[r] > 0 && limit !== null && quota.usage[r] + delta[r] > limit;
-      });
+      const exceeded = exceededResources(quota, delta);
       return {
         dryRun: {
           service: {
@@ -259,7 +188,7 @@ export class ServiceManager {
             delta,
             usage: quota.usage,
             limits: quota.limits,
-            exceeded: exceeded.map((r) => resourceNames[r]),
+            exceeded,
           },
         },
       };
@@ -268,7 +197,7 @@ export class ServiceManager {
     const now = iso(clock());
     const operation = await db.transaction(async (trx) => {
       if (!(await adjustQuotaUsage(trx, projectId, delta, now)))
-        throw await this.quotaExceeded(trx, projectId, delta);
+        throw await quotaExceeded(trx, projectId, delta);
       await q.insertService(trx, {
         id: serviceId,
         projectId,
@@ -311,31 +240,8 @@ export class ServiceManager {
         message: `launching ${version.spec.name} ${version.spec.version} as ${name}`,
       });
     });
-    controller.converge(serviceId);
+    reconciler.converge(serviceId);
     return { operation };
-  }
-
-  /** The quota-exceeded problem: which resource, how much was asked, used and allowed. */
-  private async quotaExceeded(
-    trx: Knex.Transaction,
-    projectId: string,
-    delta: UsageDelta,
-  ): Promise<DomainError> {
-    const quota = await findQuota(trx, projectId);
-    const resource = (Object.keys(resourceNames) as (keyof UsageDelta)[]).find((r) => {
-      const limit = quota?.limits[r] ?? null;
-      return delta[r] > 0 && limit !== null && (quota?.usage[r] ?? 0) + delta[r] > limit;
-    });
-    if (!quota || !resource) return conflict('the quota changed meanwhile; try again');
-    const name = resourceNames[resource];
-    const requested = quotaAmount(resource, delta[resource]);
-    const usage = quotaAmount(resource, quota.usage[resource]);
-    const limit = quotaAmount(resource, quota.limits[resource]);
-    return new DomainError(
-      'quota-exceeded',
-      `project ${projectId} has no room for ${requested} more ${name}: ${usage} used of ${limit}`,
-      { resource: name, requested, usage, limit },
-    );
   }
 
   /** The options as shown: secret values left out. */
@@ -371,7 +277,7 @@ export class ServiceManager {
     changes: { name?: string | undefined; shared?: boolean | undefined; suspended?: boolean | undefined },
     ifMatch: string | undefined,
   ): Promise<{ service: ServiceRecord } | { operation: OperationRecord }> {
-    const { db, clock, operations, controller, notifier } = this.deps;
+    const { db, clock, operations, reconciler, notifier } = this.deps;
     await this.access(principal, projectId, serviceId, 'write');
     const now = iso(clock());
     // Decided on the service as it is under the row lock: its status moves on its own (the
@@ -401,7 +307,7 @@ export class ServiceManager {
           gpu: service.resources.gpu,
         };
         if (!(await adjustQuotaUsage(trx, projectId, want, now)))
-          throw await this.quotaExceeded(trx, projectId, want);
+          throw await quotaExceeded(trx, projectId, want);
         Object.assign(fields, {
           desiredState: 'running',
           status: 'pending',
@@ -428,7 +334,7 @@ export class ServiceManager {
     });
     notifier.notify(topics.service(serviceId));
     if (operation) {
-      controller.converge(serviceId);
+      reconciler.converge(serviceId);
       return { operation };
     }
     return { service: (await q.findService(db, serviceId)) as ServiceRecord };
@@ -442,32 +348,7 @@ export class ServiceManager {
   ): Promise<OperationRecord> {
     const { service } = await this.access(principal, projectId, serviceId, 'write');
     checkIfMatch(ifMatch, serviceEtag(service), `service ${serviceId}`);
-    return this.markDeleted(principal, service);
-  }
-
-  /** Marks a service for deletion (once) and returns the operation that follows it. */
-  private async markDeleted(principal: Principal, service: ServiceRecord): Promise<OperationRecord> {
-    const { db, clock, operations, controller, notifier } = this.deps;
-    const existing = (await operations.running(service.id)).find((op) => op.kind === 'delete-service');
-    if (existing) {
-      // Asked again: make sure it is being worked on (a failed step may be waiting for its retry).
-      controller.converge(service.id);
-      return existing;
-    }
-    const now = iso(clock());
-    const operation = await db.transaction(async (trx) => {
-      await markForDeletion(trx, service.id, 'deletion requested', now);
-      return operations.create(trx, {
-        kind: 'delete-service',
-        projectId: service.projectId,
-        target: { type: 'service', id: service.id },
-        userId: principal.user.id,
-        message: `deleting ${service.name}`,
-      });
-    });
-    notifier.notify(topics.service(service.id));
-    controller.converge(service.id);
-    return operation;
+    return markDeleted(this.deps, principal, service);
   }
 
   /** Deletes every matching service the principal may delete, as one operation. */
@@ -476,48 +357,19 @@ export class ServiceManager {
     projectId: string,
     filter: { statuses?: ServiceStatus[] | undefined; packageName?: string | undefined },
   ): Promise<OperationRecord> {
-    const { db, clock, operations, controller, notifier } = this.deps;
     const project = await this.deps.projects.access(principal, projectId, 'member');
     const seesAll = principal.user.admin || project.role === 'owner';
-    const targets = await q.findServicesToDelete(
-      db,
-      projectId,
-      { ...filter, visibleTo: seesAll ? null : principal.user.id },
-      1000,
-    );
-    const now = iso(clock());
-    const operation = await db.transaction(async (trx) => {
-      for (const service of targets) await markForDeletion(trx, service.id, 'deletion requested (bulk)', now);
-      return operations.create(trx, {
-        kind: 'delete-services',
-        projectId,
-        target: { type: 'project', id: projectId },
-        userId: principal.user.id,
-        message: `deleting ${targets.length} services`,
-      });
+    return deleteServices(this.deps, principal, projectId, {
+      ...filter,
+      visibleTo: seesAll ? null : principal.user.id,
     });
-    const ids = targets.map((s) => s.id);
-    if (ids.length === 0) {
-      await operations.finish(operation.id, {
-        status: 'succeeded',
-        message: 'no service to delete',
-        result: { pending: [], done: [] },
-      });
-    } else {
-      await operations.setResult(operation.id, { pending: ids, done: [] });
-    }
-    for (const id of ids) {
-      notifier.notify(topics.service(id));
-      controller.converge(id);
-    }
-    return (await operations.find(operation.id)) as OperationRecord;
   }
 
   /** Cancels a running operation: a launch is abandoned (its service removed); runs are cancelled. */
   async cancel(principal: Principal, operationId: string): Promise<OperationRecord> {
     const op = await this.deps.operations.requestCancel(principal, operationId);
     const service = op.target?.type === 'service' ? await q.findService(this.deps.db, op.target.id) : null;
-    if (service) await this.markDeleted(principal, service);
+    if (service) await markDeleted(this.deps, principal, service);
     return op;
   }
 
@@ -540,70 +392,29 @@ export class ServiceManager {
   }
 
   /**
-   * The service's stored events after `afterSeq`, then (when following) new ones as they come, as
-   * Server-Sent Events. Ends when the client goes away, or when the service is deleted.
+   * The service's stored events after `afterSeq`, then (when following) new ones as they come.
+   * Ends when the client goes away, or when the service is deleted.
    */
   async *events(
     principal: Principal,
     projectId: string,
     serviceId: string,
-    afterSeq: number,
-    follow: boolean,
-    signal: AbortSignal,
-  ): AsyncIterable<string> {
+    options: { afterSeq: number; follow: boolean; signal: AbortSignal },
+  ): EventFeed {
     await this.access(principal, projectId, serviceId, 'read');
-    yield* streamEvents({
-      read: (after) => listEvents(this.deps.db, 'service', serviceId, after, 100),
-      ended: async () => (await q.findService(this.deps.db, serviceId)) === null,
-      topic: topics.service(serviceId),
-      notifier: this.deps.notifier,
-      afterSeq,
-      follow,
-      signal,
-    });
+    yield* followEvents(
+      {
+        read: (after) => listEvents(this.deps.db, 'service', serviceId, after, 100),
+        ended: async () => (await q.findService(this.deps.db, serviceId)) === null,
+        topic: topics.service(serviceId),
+        notifier: this.deps.notifier,
+      },
+      options,
+    );
   }
 
   /** The workload a service runs, as its backend renders it (for the API's dry runs and tests). */
   workloadOf(service: ServiceRecord): WorkloadSpec {
     return workloadSpecOf(service);
-  }
-}
-
-const keepAliveMs = 15_000;
-
-/** A durable event log as Server-Sent Events: replay after `afterSeq`, then follow until it ends. */
-export async function* streamEvents(source: {
-  read: (
-    afterSeq: number,
-  ) => Promise<{ seq: number; at: string; type: string; message: string; data: Record<string, unknown> }[]>;
-  /** True when no more events can come (the owner is gone, or done). */
-  ended: () => Promise<boolean>;
-  topic: string;
-  notifier: Notifier;
-  afterSeq: number;
-  follow: boolean;
-  signal: AbortSignal;
-}): AsyncIterable<string> {
-  let after = source.afterSeq;
-  let quietSince = Date.now();
-  for (let round = 0; round < 1_000_000 && !source.signal.aborted; round++) {
-    const events = await source.read(after);
-    for (const event of events) {
-      yield `id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
-      after = event.seq;
-      quietSince = Date.now();
-    }
-    if (events.length === 100) continue;
-    if (!source.follow || (await source.ended())) {
-      // One last read: events written just before the end.
-      for (const event of await source.read(after))
-        yield `id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
-      return;
-    }
-    if (Date.now() - quietSince >= keepAliveMs) {
-      yield ': keep-alive\n\n';
-      quietSince = Date.now();
-    }
-    await source.notifier.wait(source.topic, 1000, source.signal);
   }
 }

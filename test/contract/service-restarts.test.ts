@@ -32,16 +32,16 @@ describe.each(testEngines())('services across restarts of Atrium (%s)', (engine)
       log: createLogger('silent'),
       build: { version: '0.0.0-test', commit: null, builtAt: null },
     });
-    await again.serviceController.start();
-    await again.serviceController.settled(serviceId);
-    await again.serviceController.close();
+    await again.serviceReconciler.start();
+    await again.serviceReconciler.settled(serviceId);
+    await again.serviceReconciler.close();
   };
 
   it('records a service lost once, not again at every start', async () => {
     const { serviceId } = await launch(t, alice.auth, 'user-alice', echo);
     await waitForService(t, alice.auth, 'user-alice', serviceId, (s) => s.status === 'running');
     // Atrium stops (its workloads keep running); then the service's supervisor dies.
-    await t.services.serviceController.close();
+    await t.services.serviceReconciler.close();
     const state = readServiceState(t.config.dataDir, serviceId);
     if (!state) throw new Error('the service has no supervisor state');
     process.kill(state.supervisor.pid, 'SIGKILL');

@@ -11,7 +11,7 @@ import {
   toNullableNumber,
   toNumber,
 } from '../../src/db/database.js';
-import { insertProjectMember } from '../../src/db/projects.js';
+import { insertProjectMember } from '../../src/db/members.js';
 import { DomainError } from '../../src/errors.js';
 import { insertUser } from '../../src/db/users.js';
 import { testEngines } from '../fixtures/databases.js';

@@ -1,28 +1,28 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { isUniqueViolation, toNumber } from '../../src/db/database.js';
 import {
-  countOwners,
   deleteProject,
-  deleteProjectMember,
   findPersonalProject,
   findProjectForUser,
-  findProjectMember,
-  findQuota,
   insertProject,
-  insertProjectMember,
   listAllProjects,
-  listProjectMembers,
   listUserProjects,
   lockProject,
   projectExists,
   updateProject,
-  updateProjectMemberRole,
-  updateQuotaLimits,
   userProjectsForProfile,
   type ProjectFilter,
   type ProjectView,
-  type QuotaAmounts,
 } from '../../src/db/projects.js';
+import {
+  countOwners,
+  deleteProjectMember,
+  findProjectMember,
+  insertProjectMember,
+  listProjectMembers,
+  updateProjectMemberRole,
+} from '../../src/db/members.js';
+import { findQuota, updateQuotaLimits, type QuotaAmounts } from '../../src/db/quotas.js';
 import type { Page, PageRequest } from '../../src/db/pagination.js';
 import { testEngines } from '../fixtures/databases.js';
 import {

@@ -278,9 +278,9 @@ describe('a kubernetes region through the API (real API server, node agent)', ()
       log: createLogger('silent'),
       build: { version: '0.0.0-test', commit: null, builtAt: null },
     });
-    await again.serviceController.start();
-    await again.serviceController.settled(id);
-    await again.serviceController.close();
+    await again.serviceReconciler.start();
+    await again.serviceReconciler.settled(id);
+    await again.serviceReconciler.close();
     const events = await listEvents(t.database.knex, 'service', id, 0, 1000);
     expect(events.map((e) => e.type)).toContain('adopted');
     expect((await service(id)).status).toBe('running');

@@ -6,7 +6,7 @@ import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { iso } from '../clock.js';
-import { adjustQuotaUsage, findQuota } from '../db/projects.js';
+import { findQuota } from '../db/quotas.js';
 import { appendEvent } from '../db/events.js';
 import * as q from '../db/services.js';
 import type { ServiceRecord, ServiceStatus } from '../db/services.js';
@@ -19,8 +19,9 @@ import type {
 } from '../backends/cluster/types.js';
 import { topics, type Notifier } from './notifier.js';
 import { operationProblem, type OperationService } from './operations.js';
+import { giveBack, holds } from './service-quota.js';
 
-export interface ServiceControllerDeps {
+export interface ServiceReconcilerDeps {
   db: Knex;
   clock: Clock;
   log: Logger;
@@ -28,41 +29,6 @@ export interface ServiceControllerDeps {
   backends: ReadonlyMap<string, ClusterBackend>;
   operations: OperationService;
   notifier: Notifier;
-}
-
-/** What a service holds of its project's quota in each status it can settle in. */
-const holds: Record<ServiceStatus, { slot: boolean; compute: boolean } | null> = {
-  pending: { slot: true, compute: true },
-  starting: { slot: true, compute: true },
-  running: { slot: true, compute: true },
-  suspending: { slot: true, compute: true },
-  suspended: { slot: true, compute: false },
-  failed: { slot: false, compute: false },
-  lost: { slot: false, compute: false },
-  // While deleting, a service keeps what it held until it is gone.
-  deleting: null,
-};
-
-/** Gives back to the project's quota the service slot and/or the compute the service held. */
-async function giveBack(
-  trx: Knex.Transaction,
-  service: ServiceRecord,
-  release: { slot: boolean; compute: boolean },
-  at: string,
-): Promise<void> {
-  if (!release.slot && !release.compute) return;
-  const { cpuMillis, memoryBytes, gpu } = service.resources;
-  await adjustQuotaUsage(
-    trx,
-    service.projectId,
-    {
-      services: release.slot ? -1 : 0,
-      cpuMillis: release.compute ? -cpuMillis : 0,
-      memoryBytes: release.compute ? -memoryBytes : 0,
-      gpu: release.compute ? -gpu : 0,
-    },
-    at,
-  );
 }
 
 /** Whether applying `changes` would alter any recorded field of the service. */
@@ -91,7 +57,7 @@ export function workloadSpecOf(service: ServiceRecord): WorkloadSpec {
   };
 }
 
-export class ServiceController {
+export class ServiceReconciler {
   private readonly chains = new Map<string, Promise<void>>();
   /** Consecutive failed steps per service, and the timers of their retries. */
   private readonly failures = new Map<string, number>();
@@ -99,7 +65,7 @@ export class ServiceController {
   private started = false;
   private closed = false;
 
-  constructor(private readonly deps: ServiceControllerDeps) {}
+  constructor(private readonly deps: ServiceReconcilerDeps) {}
 
   backendOf(regionId: string): ClusterBackend | undefined {
     return this.deps.backends.get(regionId);
@@ -181,7 +147,7 @@ export class ServiceController {
     const previous = this.chains.get(serviceId) ?? Promise.resolve();
     const next = previous
       .then(work)
-      .catch((err: unknown) => this.deps.log.error({ err, serviceId }, 'service controller: step failed'))
+      .catch((err: unknown) => this.deps.log.error({ err, serviceId }, 'service reconciler: step failed'))
       .finally(() => {
         if (this.chains.get(serviceId) === next) this.chains.delete(serviceId);
       });
