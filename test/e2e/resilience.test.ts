@@ -371,6 +371,7 @@ describe.each(testEngines())('crashes and shutdowns (%s)', (engine) => {
     const attempts: Attempt[] = [];
     for (let round = 0; round < rounds; round++) {
       let writing = true;
+      let answered = 0;
       const writers = Array.from({ length: 6 }, async () => {
         for (let i = 0; i < 10_000 && writing; i++) {
           const attempt: Attempt = {
@@ -382,12 +383,14 @@ describe.each(testEngines())('crashes and shutdowns (%s)', (engine) => {
           attempts.push(attempt);
           try {
             attempt.answered = await create(attempt);
+            answered++;
           } catch {
             return; // the server is gone
           }
         }
       });
-      await sleep(150 + round * 60);
+      // Killed once writes are flowing (however slow the machine), with more in flight.
+      for (let i = 0; i < 1200 && answered < 2 + round * 2; i++) await sleep(50);
       server.proc.kill('SIGKILL');
       writing = false;
       await Promise.all(writers);
@@ -467,7 +470,8 @@ describe.each(testEngines())('crashes and shutdowns (%s)', (engine) => {
         agent.destroy();
       }
     });
-    await sleep(800);
+    // Signalled once requests are flowing on every connection (however slow the machine).
+    for (let i = 0; i < 1200 && results.filter((r) => r.status === 201).length < 8; i++) await sleep(50);
     signalledAt = Date.now();
     server.proc.kill('SIGTERM');
     const code = await server.stop(30_000);
