@@ -1,15 +1,12 @@
 import type { Handler, Reply } from '../http/operation.js';
+import { arrayPage, type PlanDefinition, type PlanResults, type AnyMetric } from '../services/model.js';
 import type { components } from '../../generated/openapi.js';
-import type { PlanDefinition } from '../backends/benchmark/definitions.js';
-import type { PlanResults } from '../backends/benchmark/run-plan.js';
-import type { AnyMetric } from '../backends/benchmark/types.js';
 import {
   benchmarkPlanEtag,
   type BenchmarkPlanRecord,
   type BenchmarkRunRecord,
 } from '../services/benchmarks.js';
 import { metricDetails, resultsCsv, type MetricDetail } from './present-benchmarks.js';
-import { arrayPage } from '../db/pagination.js';
 import { pageOf } from './paging.js';
 import { page } from './present.js';
 import { accepted, answerAccepted } from './waiting.js';

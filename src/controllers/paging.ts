@@ -1,5 +1,5 @@
-import type { PageRequest } from '../db/pagination.js';
 import { pageSizeDefault } from '../services/platform.js';
+import type { PageRequest } from '../services/model.js';
 
 /** The shared list parameters; the spec bounds `limit` and the validator applies its default. */
 export function pageOf(query: { limit?: number; cursor?: string }): PageRequest {

@@ -1,7 +1,7 @@
 // Benchmark results for people: every scored metric joined with its raw measurement, and the
 // results as CSV rows.
-import type { PlanResults } from '../backends/benchmark/run-plan.js';
 import type { BenchmarkRunRecord } from '../services/benchmarks.js';
+import type { PlanResults } from '../services/model.js';
 
 /** One row of a run's results: a metric of a section of a QPI, with every number that scores it. */
 export interface ResultRow extends Omit<MetricDetail, 'score'> {

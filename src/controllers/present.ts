@@ -1,23 +1,29 @@
 // Domain objects → API representations (components/schemas of the spec). The only place that knows
 // both shapes; controllers call these and nothing else to build bodies.
 import type { FileRecord } from '../services/files.js';
-import { functionTimeoutMs, type ModuleFunction } from '../backends/modules/manifest.js';
-import type { ModuleSourceStatus } from '../db/modules.js';
+import {
+  functionTimeoutMs,
+  type ModuleFunction,
+  type ModuleSourceStatus,
+  type ApiToken,
+  type User,
+  type ProjectView,
+  type ProjectMember,
+  type Quota,
+  type Catalog,
+  type PackageDetail,
+  type PackageSummary,
+  type StoredPackageVersion,
+  type AuditEvent,
+  type OperationRecord,
+  type ServiceRecord,
+  type Page,
+} from '../services/model.js';
 import type { LoadedModuleView } from '../services/modules.js';
 import type { PipelineRecord } from '../services/pipelines.js';
 import type { JobView, RunView } from '../services/runs.js';
 import type { components } from '../../generated/openapi.js';
-import type { ApiToken } from '../db/tokens.js';
-import type { User } from '../db/users.js';
-import type { ProjectView } from '../db/projects.js';
-import type { ProjectMember } from '../db/members.js';
-import type { Quota } from '../db/quotas.js';
-import type { Catalog, PackageDetail, PackageSummary, StoredPackageVersion } from '../db/catalogs.js';
-import type { AuditEvent } from '../db/audit.js';
-import type { OperationRecord } from '../db/operations.js';
-import type { ServiceRecord } from '../db/services.js';
 import type { DryRun } from '../services/services.js';
-import type { Page } from '../db/pagination.js';
 import type { RegionConfig } from '../config.js';
 import { formatBytes, formatCpu } from '../quantities.js';
 

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import type { OperationRecord } from '../db/operations.js';
+import type { OperationRecord } from '../services/model.js';
 import type { AuthenticatedContext } from '../http/operation.js';
 import { apiBasePath } from '../services/platform.js';
 import { presentOperation } from './present.js';

@@ -1,7 +1,7 @@
 import type { Knex } from 'knex';
 import type { CatalogIssue, LoadedVersion } from '../backends/catalog/source.js';
 import type { PackageVersionSpec } from '../backends/catalog/manifest.js';
-import { compareVersionsDescending, latestVersion } from '../backends/catalog/manifest.js';
+import { compareVersionsDescending, latestVersion } from '../versions.js';
 import { escapeLike } from './users.js';
 import { keysetPage, type Page, type PageRequest } from './pagination.js';
 import { parseJson, toNumber, type Engine } from './database.js';

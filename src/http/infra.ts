@@ -1,8 +1,8 @@
 // Endpoints outside the API base path: liveness, readiness, metrics, the spec and its docs.
 import express, { type Router } from 'express';
+import type { Database } from '../services/model.js';
 import swaggerUiDist from 'swagger-ui-dist';
 import type { Registry } from 'prom-client';
-import type { Database } from '../db/database.js';
 import { DomainError } from '../errors.js';
 import { sendProblem } from './problem.js';
 

@@ -2,7 +2,7 @@
 // new event as it is recorded, until its owner can have no more. The HTTP layer writes it as
 // Server-Sent Events (http/sse.ts); services only say where the events are and when they end.
 import type { StoredEvent } from '../db/events.js';
-import type { Notifier } from './notifier.js';
+import type { Notifier } from '../notifier.js';
 
 /** How long a followed feed stays silent before it yields `null` (for a keep-alive). */
 export const feedQuietMs = 15_000;

@@ -16,7 +16,7 @@ import type { Page, PageRequest } from '../db/pagination.js';
 import { appendEvent, listEvents } from '../db/events.js';
 import { newId } from '../ids.js';
 import { followEvents, type EventFeed } from './event-feed.js';
-import { topics, type Notifier } from './notifier.js';
+import { topics, type Notifier } from '../notifier.js';
 import type { Principal } from './principal.js';
 import { produced } from './changes.js';
 

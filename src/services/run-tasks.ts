@@ -33,7 +33,7 @@ import { newId } from '../ids.js';
 import { batchExecution, jobWorkDir, runBatchJob } from './batch-jobs.js';
 import type { FileRecord, FileService } from './files.js';
 import type { ModuleService } from './modules.js';
-import { topics, type Notifier } from './notifier.js';
+import { topics, type Notifier } from '../notifier.js';
 import { operationProblem, type OperationService } from './operations.js';
 
 export const runTaskKind = 'run-task';

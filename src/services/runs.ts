@@ -23,7 +23,7 @@ import { batchExecution, jobWorkDir } from './batch-jobs.js';
 import { followEvents, type EventFeed } from './event-feed.js';
 import type { FileService } from './files.js';
 import type { ModuleService } from './modules.js';
-import { topics, type Notifier } from './notifier.js';
+import { topics, type Notifier } from '../notifier.js';
 import type { OperationService } from './operations.js';
 import type { PipelineService } from './pipelines.js';
 import type { Principal } from './principal.js';

@@ -7,7 +7,7 @@ import { appendEvent } from '../db/events.js';
 import type { OperationRecord } from '../db/operations.js';
 import * as q from '../db/services.js';
 import type { ServiceRecord } from '../db/services.js';
-import { topics, type Notifier } from './notifier.js';
+import { topics, type Notifier } from '../notifier.js';
 import type { OperationService } from './operations.js';
 import type { Principal } from './principal.js';
 import type { ServiceReconciler } from './service-reconciler.js';

@@ -17,7 +17,7 @@ import type {
   WorkloadSpec,
   WorkloadStatus,
 } from '../backends/cluster/types.js';
-import { topics, type Notifier } from './notifier.js';
+import { topics, type Notifier } from '../notifier.js';
 import { operationProblem, type OperationService } from './operations.js';
 import { giveBack, holds } from './service-quota.js';
 

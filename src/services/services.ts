@@ -20,7 +20,7 @@ import { parseBytes, parseCpu } from '../quantities.js';
 import type { CatalogService } from './catalogs.js';
 import { checkIfMatch, etagFor } from './etag.js';
 import { followEvents, type EventFeed } from './event-feed.js';
-import { topics, type Notifier } from './notifier.js';
+import { topics, type Notifier } from '../notifier.js';
 import type { OperationService } from './operations.js';
 import type { Principal } from './principal.js';
 import type { ProjectService } from './projects.js';

@@ -13,7 +13,7 @@ import { migrate, openDatabase, type Database } from '../../src/db/database.js';
 import { createLogger } from '../../src/log.js';
 import { repoRoot } from '../../src/paths.js';
 import { systemClock } from '../../src/clock.js';
-import { Notifier } from '../../src/services/notifier.js';
+import { Notifier } from '../../src/notifier.js';
 import { createTestDatabase, testEngines, type TestDatabase } from '../fixtures/databases.js';
 import { cliPath, requireBuild } from '../fixtures/process.js';
 

@@ -288,16 +288,3 @@ export function parseManifest(document: unknown): PackageVersionSpec {
     run: m.run,
   };
 }
-
-/** Newest first by semantic version precedence. */
-export function compareVersionsDescending(a: string, b: string): number {
-  return semver.rcompare(a, b);
-}
-
-/** The version a launch gets by default: the highest release, or the highest pre-release if there is no release. */
-export function latestVersion(versions: string[]): string {
-  const sorted = [...versions].sort(compareVersionsDescending);
-  const latest = sorted.find((v) => semver.prerelease(v) === null) ?? sorted[0];
-  if (latest === undefined) throw new RangeError('a package has at least one version');
-  return latest;
-}

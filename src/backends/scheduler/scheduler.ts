@@ -12,7 +12,7 @@ import * as q from '../../db/jobs.js';
 import type { JobRecord, JobStatus } from '../../db/jobs.js';
 import { conflict, notFound } from '../../errors.js';
 import { newId, randomBase62 } from '../../ids.js';
-import type { Notifier } from '../../services/notifier.js';
+import type { Notifier } from '../../notifier.js';
 
 export type { JobRecord, JobStatus } from '../../db/jobs.js';
 

@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import { hostname } from 'node:os';
 import { randomBase62 } from '../../ids.js';
-import type { Notifier } from '../../services/notifier.js';
+import type { Notifier } from '../../notifier.js';
 import {
   JobFailure,
   jobsTopic,

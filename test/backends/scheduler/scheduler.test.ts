@@ -8,7 +8,7 @@ import {
   type Claim,
   type JobHandler,
 } from '../../../src/backends/scheduler/scheduler.js';
-import { Notifier } from '../../../src/services/notifier.js';
+import { Notifier } from '../../../src/notifier.js';
 import { createLogger } from '../../../src/log.js';
 import { testEngines } from '../../fixtures/databases.js';
 import {

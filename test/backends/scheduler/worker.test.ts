@@ -7,7 +7,7 @@ import { Scheduler, type JobRecord } from '../../../src/backends/scheduler/sched
 import { Worker } from '../../../src/backends/scheduler/worker.js';
 import { systemClock } from '../../../src/clock.js';
 import { createLogger } from '../../../src/log.js';
-import { Notifier } from '../../../src/services/notifier.js';
+import { Notifier } from '../../../src/notifier.js';
 import { testEngines } from '../../fixtures/databases.js';
 import { openMigratedDatabase, type MigratedDatabase } from '../../db/builders.js';
 

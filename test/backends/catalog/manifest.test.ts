@@ -2,13 +2,9 @@ import { describe, expect, it } from '@jest/globals';
 import { readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import {
-  ManifestError,
-  compareVersionsDescending,
-  latestVersion,
-  parseManifest,
-} from '../../../../src/backends/catalog/manifest.js';
-import { demoCatalogPath } from '../../../../src/paths.js';
+import { ManifestError, parseManifest } from '../../../src/backends/catalog/manifest.js';
+import { compareVersionsDescending, latestVersion } from '../../../src/versions.js';
+import { demoCatalogPath } from '../../../src/paths.js';
 
 type Document = Record<string, unknown>;
 

@@ -1,7 +1,7 @@
 // What a failing database means to a client, decided at the database's edge.
 import { describe, expect, it } from '@jest/globals';
-import { translateDatabaseError } from '../../../src/db/database.js';
-import { DomainError } from '../../../src/errors.js';
+import { translateDatabaseError } from '../../src/db/database.js';
+import { DomainError } from '../../src/errors.js';
 
 const kindOf = (error: unknown) => (error instanceof DomainError ? error.kind : 'passed on');
 

@@ -1,9 +1,9 @@
 import { unauthorized } from '../errors.js';
-import type { Principal } from '../services/principal.js';
-import type { TokenService } from '../services/tokens.js';
-import type { UserService } from '../services/users.js';
-import type { OidcVerifier } from './oidc.js';
-import { isAtriumToken } from './secrets.js';
+import type { Principal } from './principal.js';
+import type { TokenService } from './tokens.js';
+import type { UserService } from './users.js';
+import type { OidcVerifier } from '../auth/oidc.js';
+import { isAtriumToken } from '../auth/secrets.js';
 
 /** Turns an Authorization header into a principal: an Atrium API token, or an OIDC access token. */
 export class Authenticator {

@@ -3,9 +3,9 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
-import { DirectoryCatalogSource } from '../../../../src/backends/catalog/directory-source.js';
-import type { CatalogContents } from '../../../../src/backends/catalog/source.js';
-import { demoCatalogPath } from '../../../../src/paths.js';
+import { DirectoryCatalogSource } from '../../../src/backends/catalog/directory-source.js';
+import type { CatalogContents } from '../../../src/backends/catalog/source.js';
+import { demoCatalogPath } from '../../../src/paths.js';
 
 let root: string;
 
