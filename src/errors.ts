@@ -26,6 +26,16 @@ export const problemKinds = {
 } as const;
 
 export type ProblemKind = keyof typeof problemKinds;
+
+// The kinds of failure only operations report (in their `error`), never a response; their status
+// is what the request would have answered had it waited for the outcome.
+export const operationProblemKinds = {
+  'launch-failed': { status: 502, title: 'The service could not start' },
+  cancelled: { status: 409, title: 'The operation was cancelled' },
+  'task-failed': { status: 422, title: 'A task of the run failed' },
+} as const;
+
+export type OperationProblemKind = keyof typeof operationProblemKinds;
 export const problemTypeBase = 'https://atrium.dev/problems/';
 
 export interface FieldError {

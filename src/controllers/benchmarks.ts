@@ -1,3 +1,4 @@
+import { apiBasePath } from '../services/platform.js';
 import type { Handler, Reply } from '../http/operation.js';
 import { arrayPage, type PlanDefinition, type PlanResults, type AnyMetric } from '../services/model.js';
 import type { components } from '../../generated/openapi.js';
@@ -151,7 +152,7 @@ export const createBenchmarkPlan: Handler<'createBenchmarkPlan'> = async ({ para
     status: 201 as const,
     body: presentPlan(plan),
     etag: benchmarkPlanEtag(plan),
-    location: `/api/v1/projects/${plan.projectId}/benchmark-plans/${plan.id}`,
+    location: `${apiBasePath}/projects/${plan.projectId}/benchmark-plans/${plan.id}`,
   });
   ctx.answerWith(created);
   return created(await ctx.services.benchmarks.createPlan(ctx.principal, params.projectId, body));

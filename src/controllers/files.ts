@@ -1,3 +1,4 @@
+import { apiBasePath } from '../services/platform.js';
 import type { Handler, Reply } from '../http/operation.js';
 import { DomainError } from '../errors.js';
 import { fileEtag, type UploadRequest } from '../services/files.js';
@@ -98,7 +99,7 @@ export const uploadFile: Handler<'uploadFile'> = async (
     status: 201,
     body: presentFile(file),
     etag: fileEtag(file),
-    location: `/api/v1/projects/${file.projectId}/files/${file.id}`,
+    location: `${apiBasePath}/projects/${file.projectId}/files/${file.id}`,
   };
 };
 

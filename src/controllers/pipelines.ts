@@ -1,3 +1,4 @@
+import { apiBasePath } from '../services/platform.js';
 import type { Handler } from '../http/operation.js';
 import { pipelineEtag } from '../services/pipelines.js';
 import { pageOf } from './paging.js';
@@ -20,7 +21,7 @@ export const createPipeline: Handler<'createPipeline'> = async ({ params, body }
     status: 201 as const,
     body: presentPipeline(pipeline),
     etag: pipelineEtag(pipeline),
-    location: `/api/v1/projects/${pipeline.projectId}/pipelines/${pipeline.id}`,
+    location: `${apiBasePath}/projects/${pipeline.projectId}/pipelines/${pipeline.id}`,
   });
   ctx.answerWith(created);
   return created(await ctx.services.pipelines.create(ctx.principal, params.projectId, body));

@@ -149,8 +149,8 @@ export class BenchmarkService {
     return q.listPlans(this.deps.db, projectId, page);
   }
 
-  private async writablePlan(principal: Principal, projectId: string, planId: string) {
-    return this.deps.projects.findChangeable(
+  private async changeablePlan(principal: Principal, projectId: string, planId: string) {
+    return this.deps.projects.changeable(
       principal,
       projectId,
       () => this.findPlan(projectId, planId),
@@ -165,7 +165,7 @@ export class BenchmarkService {
     changes: Record<string, unknown>,
     ifMatch: string | undefined,
   ): Promise<BenchmarkPlanRecord> {
-    const plan = await this.writablePlan(principal, projectId, planId);
+    const plan = await this.changeablePlan(principal, projectId, planId);
     checkIfMatch(ifMatch, benchmarkPlanEtag(plan), `plan ${planId}`);
     const definition = this.validatePlan({ ...plan.definition, ...changes });
     const updated = await q
@@ -181,7 +181,7 @@ export class BenchmarkService {
   }
 
   async deletePlan(principal: Principal, projectId: string, planId: string, ifMatch: string | undefined) {
-    const plan = await this.writablePlan(principal, projectId, planId);
+    const plan = await this.changeablePlan(principal, projectId, planId);
     checkIfMatch(ifMatch, benchmarkPlanEtag(plan), `plan ${planId}`);
     await q.deletePlan(this.deps.db, projectId, planId);
   }
@@ -291,8 +291,8 @@ export class BenchmarkService {
   }
 
   /** A run that `principal` may cancel or delete: theirs, or any as a project owner or administrator. */
-  private async actionableRun(principal: Principal, projectId: string, runId: string) {
-    return this.deps.projects.findChangeable(
+  private async changeableRun(principal: Principal, projectId: string, runId: string) {
+    return this.deps.projects.changeable(
       principal,
       projectId,
       () => this.findRun(projectId, runId),
@@ -301,7 +301,7 @@ export class BenchmarkService {
   }
 
   async deleteRun(principal: Principal, projectId: string, runId: string): Promise<void> {
-    const run = await this.actionableRun(principal, projectId, runId);
+    const run = await this.changeableRun(principal, projectId, runId);
     if (run.status === 'queued' || run.status === 'running') {
       throw conflict(`benchmark run ${runId} has not ended; cancel it first`);
     }
@@ -313,7 +313,7 @@ export class BenchmarkService {
    * same transaction), a running one by its worker, which stops the runner.
    */
   async cancelRun(principal: Principal, projectId: string, runId: string): Promise<BenchmarkRunRecord> {
-    const run = await this.actionableRun(principal, projectId, runId);
+    const run = await this.changeableRun(principal, projectId, runId);
     if ((run.status !== 'queued' && run.status !== 'running') || !run.jobId) {
       throw conflict(
         `benchmark run ${runId} has already ${run.status === 'cancelled' ? 'been cancelled' : run.status}`,

@@ -219,8 +219,8 @@ export class FileService {
   }
 
   /** Whoever uploaded a file, the project's owners and administrators may change or delete it. */
-  private async writable(principal: Principal, projectId: string, fileId: string): Promise<FileRecord> {
-    return this.deps.projects.findChangeable(
+  private async changeable(principal: Principal, projectId: string, fileId: string): Promise<FileRecord> {
+    return this.deps.projects.changeable(
       principal,
       projectId,
       () => this.find(projectId, fileId),
@@ -235,7 +235,7 @@ export class FileService {
     changes: { name?: string | undefined; tags?: string[] | undefined },
     ifMatch: string | undefined,
   ): Promise<FileRecord> {
-    const file = await this.writable(principal, projectId, fileId);
+    const file = await this.changeable(principal, projectId, fileId);
     checkIfMatch(ifMatch, fileEtag(file), `file ${fileId}`);
     const updated = await q.updateFile(
       this.deps.db,
@@ -256,7 +256,7 @@ export class FileService {
     ifMatch: string | undefined,
   ): Promise<void> {
     const { db, clock } = this.deps;
-    const file = await this.writable(principal, projectId, fileId);
+    const file = await this.changeable(principal, projectId, fileId);
     checkIfMatch(ifMatch, fileEtag(file), `file ${fileId}`);
     await db.transaction(async (trx) => {
       const run = await q.activeRunUsing(trx, file);

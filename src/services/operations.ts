@@ -6,8 +6,10 @@ import {
   DomainError,
   forbidden,
   notFound,
+  operationProblemKinds,
   problemKinds,
   problemTypeBase,
+  type OperationProblemKind,
   type ProblemKind,
 } from '../errors.js';
 import * as q from '../db/operations.js';
@@ -23,23 +25,15 @@ import { produced } from './changes.js';
 /** The longest `Prefer: wait` honoured, in seconds. */
 export const maxWaitSeconds = 60;
 
-// The kinds of failure only operations report; their status is what the request would have
-// answered had it waited for the outcome.
-const operationKinds = {
-  'launch-failed': { status: 502, title: 'The service could not start' },
-  cancelled: { status: 409, title: 'The operation was cancelled' },
-  'task-failed': { status: 422, title: 'A task of the run failed' },
-} as const;
-
 /** An operation's error: a problem document, as the API's errors are. */
 export function operationProblem(
-  kind: ProblemKind | keyof typeof operationKinds,
+  kind: ProblemKind | OperationProblemKind,
   detail: string,
   extra: Record<string, unknown> = {},
 ) {
   const { status, title } =
-    kind in operationKinds
-      ? operationKinds[kind as keyof typeof operationKinds]
+    kind in operationProblemKinds
+      ? operationProblemKinds[kind as OperationProblemKind]
       : problemKinds[kind as ProblemKind];
   return { type: `${problemTypeBase}${kind}`, title, status, detail, ...extra };
 }

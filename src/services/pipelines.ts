@@ -122,12 +122,12 @@ export class PipelineService {
     return q.listPipelines(this.deps.db, projectId, filter, page);
   }
 
-  private async writable(
+  private async changeable(
     principal: Principal,
     projectId: string,
     pipelineId: string,
   ): Promise<PipelineRecord> {
-    return this.deps.projects.findChangeable(
+    return this.deps.projects.changeable(
       principal,
       projectId,
       () => this.find(projectId, pipelineId),
@@ -147,7 +147,7 @@ export class PipelineService {
     },
     ifMatch: string | undefined,
   ): Promise<PipelineRecord> {
-    const pipeline = await this.writable(principal, projectId, pipelineId);
+    const pipeline = await this.changeable(principal, projectId, pipelineId);
     checkIfMatch(ifMatch, pipelineEtag(pipeline), `pipeline ${pipelineId}`);
     const tasks = changes.tasks ? await this.validateTasks(changes.tasks) : undefined;
     const { name, description, enabled } = changes;
@@ -164,7 +164,7 @@ export class PipelineService {
   }
 
   async delete(principal: Principal, projectId: string, pipelineId: string, ifMatch: string | undefined) {
-    const pipeline = await this.writable(principal, projectId, pipelineId);
+    const pipeline = await this.changeable(principal, projectId, pipelineId);
     checkIfMatch(ifMatch, pipelineEtag(pipeline), `pipeline ${pipelineId}`);
     if (!(await q.deletePipeline(this.deps.db, projectId, pipelineId, pipeline.version))) {
       checkIfMatch('"stale"', pipelineEtag(pipeline), `pipeline ${pipelineId}`);

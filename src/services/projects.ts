@@ -55,7 +55,7 @@ export class ProjectService {
    * a viewer, and so may the project's owners and administrators; anyone else is refused with
    * `refusal`.
    */
-  async findChangeable<T extends { createdBy: string | null }>(
+  async changeable<T extends { createdBy: string | null }>(
     principal: Principal,
     projectId: string,
     find: () => Promise<T>,

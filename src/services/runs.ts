@@ -155,8 +155,8 @@ export class RunService {
   }
 
   /** Whoever started a run, the project's owners and administrators may act on it. */
-  private async actionable(principal: Principal, projectId: string, runId: string): Promise<RunRecord> {
-    return this.deps.projects.findChangeable(
+  private async changeable(principal: Principal, projectId: string, runId: string): Promise<RunRecord> {
+    return this.deps.projects.changeable(
       principal,
       projectId,
       () => this.find(projectId, runId),
@@ -208,7 +208,7 @@ export class RunService {
   }
 
   async cancel(principal: Principal, projectId: string, runId: string): Promise<RunView> {
-    const run = await this.actionable(principal, projectId, runId);
+    const run = await this.changeable(principal, projectId, runId);
     if (run.status !== 'running')
       throw conflict(
         `run ${runId} has already ${run.status === 'cancelled' ? 'been cancelled' : run.status}`,
@@ -225,7 +225,7 @@ export class RunService {
 
   async retry(principal: Principal, projectId: string, runId: string): Promise<OperationRecord> {
     const { db, operations, scheduler } = this.deps;
-    const run = await this.actionable(principal, projectId, runId);
+    const run = await this.changeable(principal, projectId, runId);
     if (run.status !== 'failed' && run.status !== 'cancelled') {
       throw conflict(`run ${runId} is ${run.status}; only a failed or cancelled run can be retried`);
     }
@@ -248,7 +248,7 @@ export class RunService {
 
   async delete(principal: Principal, projectId: string, runId: string): Promise<void> {
     const { db, clock } = this.deps;
-    const run = await this.actionable(principal, projectId, runId);
+    const run = await this.changeable(principal, projectId, runId);
     const batch = this.deps.batches.get(await projectRegion(this.deps.db, projectId));
     if (run.status === 'running') throw conflict(`run ${runId} is running; cancel it first`);
     const jobs = await jobsOfRun(db, runId);
