@@ -205,6 +205,7 @@ export async function countProjectServices(db: Knex, projectId: string): Promise
  * Changes a project's stored-file usage by `bytes`, admitted (when growing) only within its storage
  * limit, in one conditional statement like adjustQuotaUsage. Returns false when over the limit.
  */
+/** The region a project runs in ('' when the project does not exist). */
 export async function projectRegion(db: Knex, projectId: string): Promise<string> {
   const row = (await db('projects').where({ id: projectId }).first('region_id')) as
     { region_id: string } | undefined;

@@ -122,5 +122,3 @@ export async function adjustStorageUsage(
     0
   );
 }
-
-/** The region a project runs in ('' when the project does not exist). */

@@ -43,7 +43,6 @@ interface ReplyMeta {
   contentType?: string;
 }
 
-/** One of the operation's documented success responses, with its typed body. */
 /** Whether a response may also be sent in a media type other than JSON (CSV, say). */
 type OtherMediaType<R> = R extends { content: infer C }
   ? Exclude<keyof C, 'application/json'> extends never
@@ -51,6 +50,7 @@ type OtherMediaType<R> = R extends { content: infer C }
     : true
   : false;
 
+/** One of the operation's documented success responses, with its typed body. */
 export type Reply<K extends OperationId> = {
   [S in SuccessStatus<K>]: JsonBody<Responses<K>[S]> extends undefined
     ? { status: S } & ReplyMeta

@@ -46,10 +46,6 @@ export class ProjectService {
   constructor(private readonly deps: ProjectServiceDeps) {}
 
   /**
-   * The project, when the principal may act in it with at least `role`. Someone who is not a member
-   * gets the same 404 as for a project that does not exist; administrators pass every check.
-   */
-  /**
    * Something made in a project (a file, a pipeline, a run, a plan), found by `find` once the
    * project is visible, that `principal` may change or act on: its maker may, while still more than
    * a viewer, and so may the project's owners and administrators; anyone else is refused with
@@ -68,6 +64,10 @@ export class ProjectService {
     return made;
   }
 
+  /**
+   * The project, when the principal may act in it with at least `role`. Someone who is not a member
+   * gets the same 404 as for a project that does not exist; administrators pass every check.
+   */
   async access(principal: Principal, projectId: string, role: ProjectRole): Promise<ProjectView> {
     const project = await q.findProjectForUser(this.deps.db, projectId, principal.user.id);
     if (!project || (project.role === null && !principal.user.admin)) throw notFound('project', projectId);
