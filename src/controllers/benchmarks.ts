@@ -51,13 +51,13 @@ const presentPlan = (p: BenchmarkPlanRecord): Schemas['BenchmarkPlan'] => ({
   id: p.id,
   project_id: p.projectId,
   builtin: false,
-  ...presentDefinition(p.definition as unknown as PlanDefinition),
+  ...presentDefinition(p.definition),
   created_at: p.createdAt,
   updated_at: p.updatedAt,
 });
 
 const presentRun = (r: BenchmarkRunRecord): Schemas['BenchmarkRun'] => {
-  const results = r.results as unknown as PlanResults | null;
+  const { results } = r;
   return {
     id: r.id,
     project_id: r.projectId,

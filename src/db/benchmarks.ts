@@ -1,5 +1,7 @@
 // Benchmark plans saved in projects, and benchmark runs with their results.
 import type { Knex } from 'knex';
+import type { PlanDefinition, ResolvedPlan } from '../backends/benchmark/definitions.js';
+import type { PlanResults } from '../backends/benchmark/run-plan.js';
 import { parseJson, toNumber } from './database.js';
 import { keysetPage, type Page, type PageRequest } from './pagination.js';
 
@@ -7,7 +9,8 @@ export interface BenchmarkPlanRecord {
   id: string;
   projectId: string;
   name: string;
-  definition: Record<string, unknown>;
+  /** As validated when it was saved (parsePlan). */
+  definition: PlanDefinition;
   createdBy: string;
   version: number;
   createdAt: string;
@@ -29,7 +32,7 @@ const planFromRow = (row: PlanRow): BenchmarkPlanRecord => ({
   id: row.id,
   projectId: row.project_id,
   name: row.name,
-  definition: parseJson<Record<string, unknown>>(row.definition),
+  definition: parseJson<PlanDefinition>(row.definition),
   createdBy: row.created_by,
   version: toNumber(row.version),
   createdAt: row.created_at,
@@ -77,7 +80,7 @@ export async function updatePlan(
   db: Knex,
   projectId: string,
   id: string,
-  definition: Record<string, unknown>,
+  definition: PlanDefinition,
   expectedVersion: number,
   at: string,
 ): Promise<boolean> {
@@ -102,12 +105,13 @@ export interface BenchmarkRunRecord {
   id: string;
   projectId: string;
   planName: string;
-  plan: Record<string, unknown>;
+  /** The plan as resolved for this run (its QPIs' metrics and parameters filled in). */
+  plan: ResolvedPlan;
   runner: string;
   status: BenchmarkRunStatus;
   operationId: string | null;
   jobId: string | null;
-  results: Record<string, unknown> | null;
+  results: PlanResults | null;
   score: number | null;
   error: Record<string, unknown> | null;
   createdBy: string;
@@ -138,12 +142,12 @@ const runFromRow = (row: RunRow): BenchmarkRunRecord => ({
   id: row.id,
   projectId: row.project_id,
   planName: row.plan_name,
-  plan: parseJson<Record<string, unknown>>(row.plan),
+  plan: parseJson<ResolvedPlan>(row.plan),
   runner: row.runner,
   status: row.status,
   operationId: row.operation_id,
   jobId: row.job_id,
-  results: row.results === null ? null : parseJson<Record<string, unknown>>(row.results),
+  results: row.results === null ? null : parseJson<PlanResults>(row.results),
   score: row.score === null ? null : toNumber(row.score),
   error: row.error === null ? null : parseJson<Record<string, unknown>>(row.error),
   createdBy: row.created_by,

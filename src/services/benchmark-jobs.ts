@@ -161,7 +161,7 @@ export class BenchmarkJobs {
       run.id,
       {
         status: 'succeeded',
-        results: results as unknown as Record<string, unknown>,
+        results,
         score: results.scores.score,
         finishedAt: now,
       },

@@ -230,7 +230,7 @@ export class BenchmarkService {
       id: newId('brun'),
       projectId,
       planName: plan.name,
-      plan: plan as unknown as Record<string, unknown>,
+      plan,
       runner,
       status: 'queued',
       operationId: null,
@@ -333,7 +333,7 @@ export class BenchmarkService {
   ): Promise<{ run: BenchmarkRunRecord; results: PlanResults }> {
     const run = await this.visibleRun(principal, projectId, runId);
     if (!run.results) throw conflict(`benchmark run ${runId} is ${run.status}; it has no results yet`);
-    return { run, results: run.results as unknown as PlanResults };
+    return { run, results: run.results };
   }
 
   async compare(
