@@ -7,31 +7,9 @@ import type { AnyHandler, PublicContext } from './operation.js';
 import { locals, openapiMatch } from './locals.js';
 import { readMultipartFile } from './multipart.js';
 import type { RequestChecks } from './request-checks.js';
+import { methods, type ApiDocument, type ParameterObject, type ParameterOrRef } from './spec-document.js';
 
-const methods = ['get', 'put', 'post', 'patch', 'delete'] as const;
-type Method = (typeof methods)[number];
-
-interface ParameterObject {
-  name: string;
-  in: string;
-}
-type ParameterOrRef = ParameterObject | { $ref: string };
-type SecurityRequirement = Record<string, string[]>;
-interface OperationObject {
-  operationId?: string;
-  'x-controller'?: string;
-  security?: SecurityRequirement[];
-  parameters?: ParameterOrRef[];
-  responses?: Record<string, unknown>;
-}
-type PathItem = Partial<Record<Method, OperationObject>> & { parameters?: ParameterOrRef[] };
-
-/** The parts of a bundled OpenAPI document that binding reads. */
-export interface ApiDocument {
-  paths?: Record<string, PathItem>;
-  security?: SecurityRequirement[];
-  components?: { parameters?: Record<string, ParameterObject> };
-}
+export type { ApiDocument } from './spec-document.js';
 
 export interface SpecOperation {
   operationId: string;

@@ -5,7 +5,7 @@
 import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import { DomainError, type FieldError } from '../errors.js';
-import type { ApiDocument } from './dispatch.js';
+import type { ApiDocument } from './spec-document.js';
 
 const specId = 'urn:atrium:openapi';
 
