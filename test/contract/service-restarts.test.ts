@@ -45,7 +45,7 @@ describe.each(testEngines())('services across restarts of Atrium (%s)', (engine)
     const state = readServiceState(t.config.dataDir, serviceId);
     if (!state) throw new Error('the service has no supervisor state');
     process.kill(state.supervisor.pid, 'SIGKILL');
-    for (let i = 0; i < 200 && processRuns(state.supervisor); i++) await sleep(25);
+    for (let i = 0; i < 2400 && processRuns(state.supervisor); i++) await sleep(25);
 
     for (let start = 0; start < 3; start++) await restart(serviceId);
 

@@ -109,7 +109,7 @@ describe.each(testEngines())('scheduler under SIGKILL (%s)', (engine) => {
     );
     const worker = startWorker();
     const exited = new Promise<number | null>((resolve) => worker.on('exit', (code) => resolve(code)));
-    for (let i = 0; i < 300 && (await scheduler.find(job.id))?.status !== 'running'; i++) await sleep(50);
+    for (let i = 0; i < 1200 && (await scheduler.find(job.id))?.status !== 'running'; i++) await sleep(50);
     expect((await scheduler.find(job.id))?.status).toBe('running');
     worker.kill('SIGTERM');
     expect(await exited).toBe(0);

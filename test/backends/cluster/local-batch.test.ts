@@ -92,8 +92,13 @@ describe('LocalBatchBackend', () => {
   it('cancels a running workload and follows its log until it ends', async () => {
     const s = spec('console.log("started"); setInterval(() => console.log("tick"), 50)');
     await backend.start(s);
-    const followed = collect(backend.logs(s.jobId, { follow: true }));
-    await sleep(200);
+    // Followed from the start; cancelled once the log shows it running (however slow the machine).
+    let seen = '';
+    const followed = (async () => {
+      for await (const chunk of backend.logs(s.jobId, { follow: true })) seen += chunk;
+      return seen;
+    })();
+    for (let i = 0; i < 600 && !seen.includes('tick\n'); i++) await sleep(50);
     await backend.cancel(s.jobId);
     const status = await backend.status(s.jobId);
     expect(status).toMatchObject({ phase: 'failed', message: 'cancelled' });
@@ -114,7 +119,7 @@ describe('LocalBatchBackend', () => {
     `;
     const proc = spawn(process.execPath, ['--input-type=module', '-e', starter], { stdio: 'ignore' });
     let pid = 0;
-    for (let i = 0; i < 200 && !pid; i++) {
+    for (let i = 0; i < 1200 && !pid; i++) {
       await sleep(50);
       try {
         pid = Number(readFileSync(pidFile, 'utf8'));
@@ -125,7 +130,7 @@ describe('LocalBatchBackend', () => {
     expect(pid).toBeGreaterThan(0);
     expect(isAlive(pid)).toBe(true);
     proc.kill('SIGKILL');
-    for (let i = 0; i < 100 && isAlive(pid); i++) await sleep(50);
+    for (let i = 0; i < 1200 && isAlive(pid); i++) await sleep(50);
     expect(isAlive(pid)).toBe(false);
     expect((await backend.status('job_orphan'))?.phase).toBe('failed');
   });

@@ -200,7 +200,7 @@ describe('the Kubernetes backend', () => {
       const deployments = fake.hold('deployments');
       const services = fake.hold('services');
       const launches = [launch(a as WorkloadSpec), launch(b as WorkloadSpec)];
-      for (let i = 0; i < 400 && deployments.waiting() < 2; i++) await new Promise((r) => setTimeout(r, 25));
+      for (let i = 0; i < 2400 && deployments.waiting() < 2; i++) await new Promise((r) => setTimeout(r, 25));
       expect(deployments.waiting()).toBe(2);
       deployments.release();
       const refusedId = await waitFor(async () => {
