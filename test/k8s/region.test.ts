@@ -115,6 +115,19 @@ describe('a kubernetes region through the API (real API server, node agent)', ()
       120_000,
     );
 
+  /** Polls an operation until it is no longer running; returns it. */
+  const operationEnd = async (id: string, what: string, timeoutMs: number) =>
+    eventually(
+      what,
+      async () => {
+        const body = (
+          await t.http.get(`/api/v1/operations/${id}`).set('Authorization', owner.auth).expect(200)
+        ).body as OperationBody;
+        return body.status === 'running' ? null : body;
+      },
+      timeoutMs,
+    );
+
   const objectsOf = async (serviceId: string) => {
     const labelSelector = `atrium.dev/service=${serviceId}`;
     const { apps, core } = cluster.admin;
@@ -369,19 +382,7 @@ describe('a kubernetes region through the API (real API server, node agent)', ()
           .set('Prefer', 'wait=60')
           .send({ pipeline_id: pipeline.body.id, input_file_ids: [file.body.id] })
           .expect(202);
-        const op = await eventually(
-          'the run to end',
-          async () => {
-            const body = (
-              await t.http
-                .get(`/api/v1/operations/${started.body.id}`)
-                .set('Authorization', owner.auth)
-                .expect(200)
-            ).body as OperationBody;
-            return body.status === 'running' ? null : body;
-          },
-          120_000,
-        );
+        const op = await operationEnd(started.body.id, 'the run to end', 120_000);
         expect(op).toMatchObject({ status: 'succeeded' });
         const [output] = (op.result?.output_file_ids as string[] | undefined) ?? [];
         const content = await t.http
@@ -415,19 +416,7 @@ describe('a kubernetes region through the API (real API server, node agent)', ()
           .set('Authorization', owner.auth)
           .send({ plan: plan.body.id })
           .expect(202);
-        const op = await eventually(
-          'the benchmark run to end',
-          async () => {
-            const body = (
-              await t.http
-                .get(`/api/v1/operations/${started.body.id}`)
-                .set('Authorization', owner.auth)
-                .expect(200)
-            ).body as OperationBody;
-            return body.status === 'running' ? null : body;
-          },
-          150_000,
-        );
+        const op = await operationEnd(started.body.id, 'the benchmark run to end', 150_000);
         expect(op).toMatchObject({ status: 'succeeded' });
         const results = await t.http
           .get(`${project}/benchmark-runs/${started.body.target.id}/results`)

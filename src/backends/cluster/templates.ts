@@ -10,3 +10,12 @@ export function renderTemplate(text: string, values: Record<string, string>): st
     return value;
   });
 }
+
+/** An option as the text a placeholder stands for (JSON for anything but a string; empty when unset). */
+export function optionText(value: unknown): string {
+  return typeof value === 'string'
+    ? value
+    : value === undefined || value === null
+      ? ''
+      : JSON.stringify(value);
+}

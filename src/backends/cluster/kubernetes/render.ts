@@ -23,7 +23,7 @@ import type {
 import type { ClusterRunSpec } from '../../catalog/manifest.js';
 import { DomainError } from '../../../errors.js';
 import { formatBytes, formatCpu } from '../../../quantities.js';
-import { renderTemplate } from '../templates.js';
+import { optionText, renderTemplate } from '../templates.js';
 import type { BatchWorkloadSpec, WorkloadSpec } from '../types.js';
 import {
   annotationKeys,
@@ -106,14 +106,6 @@ function serviceAnnotations(spec: WorkloadSpec): Record<string, string> {
     [annotationKeys.projectId]: spec.projectId,
     [annotationKeys.packageRef]: `${spec.package.catalogId}/${spec.package.name}@${spec.package.version}`,
   };
-}
-
-function optionText(value: unknown): string {
-  return typeof value === 'string'
-    ? value
-    : value === undefined || value === null
-      ? ''
-      : JSON.stringify(value);
 }
 
 /** The environment variable a secret option is handed over in, to command and args `$(…)`. */

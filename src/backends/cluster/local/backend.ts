@@ -7,7 +7,7 @@ import { mkdir, open, readdir, readFile, rm, rmdir, stat, writeFile } from 'node
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { localCapabilities } from './settings.js';
-import { renderTemplate } from '../templates.js';
+import { optionText, renderTemplate } from '../templates.js';
 import type { Logger } from 'pino';
 import { DomainError } from '../../../errors.js';
 import { repoRoot } from '../../../paths.js';
@@ -179,14 +179,6 @@ async function freePort(): Promise<number> {
       );
     });
   });
-}
-
-function optionText(value: unknown): string {
-  return typeof value === 'string'
-    ? value
-    : value === undefined || value === null
-      ? ''
-      : JSON.stringify(value);
 }
 
 export class LocalBackend implements ClusterBackend {
