@@ -32,7 +32,7 @@ import { QuotaService } from './quotas.js';
 import { RegionService } from './regions.js';
 import { ServiceReconciler } from './service-reconciler.js';
 import { ServiceManager } from './services.js';
-import { TokenService } from './tokens.js';
+import { CredentialCache, TokenService } from './tokens.js';
 import { UserService } from './users.js';
 
 export interface Services {
@@ -75,8 +75,15 @@ export function createServices({ config, database, clock, log, build }: ServiceD
   const regional = createRegionBackends(config, log);
   const regions = new RegionService(config.regions);
   const projects = new ProjectService({ db, clock, regions });
-  const users = new UserService({ db, clock, projects, adminGroups: config.auth.oidc?.adminGroups ?? [] });
-  const tokens = new TokenService({ db, clock });
+  const credentials = new CredentialCache();
+  const users = new UserService({
+    db,
+    clock,
+    projects,
+    adminGroups: config.auth.oidc?.adminGroups ?? [],
+    onUserChanged: () => credentials.clear(),
+  });
+  const tokens = new TokenService({ db, clock, cache: credentials });
   const oidc = config.auth.oidc ? new OidcVerifier(config.auth.oidc) : null;
   const catalogs = new CatalogService({
     db,

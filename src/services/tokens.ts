@@ -15,6 +15,45 @@ export type { ApiToken } from '../db/tokens.js';
 
 const lastUsedResolutionMs = 60_000;
 
+/**
+ * Valid tokens recently seen, by secret hash, so that a request does not pay a hash lookup in the
+ * database each time. Only successful lookups are kept (a token made a moment ago by another
+ * process is found at once), for `ttlMs` at most; the process that revokes a token or changes a
+ * user clears it at once, other API processes see the change within `ttlMs`. Bounded in size.
+ */
+export class CredentialCache {
+  private readonly entries = new Map<string, { token: ApiToken; user: User; until: number }>();
+
+  constructor(
+    private readonly ttlMs = 5_000,
+    private readonly maxEntries = 10_000,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  get(secretHash: string): { token: ApiToken; user: User } | undefined {
+    const entry = this.entries.get(secretHash);
+    if (!entry) return undefined;
+    if (entry.until <= this.now()) {
+      this.entries.delete(secretHash);
+      return undefined;
+    }
+    return { token: entry.token, user: entry.user };
+  }
+
+  set(secretHash: string, found: { token: ApiToken; user: User }): void {
+    if (this.ttlMs <= 0) return;
+    if (!this.entries.has(secretHash) && this.entries.size >= this.maxEntries) {
+      this.entries.delete(this.entries.keys().next().value as string);
+    }
+    this.entries.set(secretHash, { ...found, until: this.now() + this.ttlMs });
+  }
+
+  /** Forgets everything: a token was revoked or a user changed. */
+  clear(): void {
+    this.entries.clear();
+  }
+}
+
 export interface TokenRequest {
   name: string;
   scopes?: TokenScope[] | undefined;
@@ -22,7 +61,7 @@ export interface TokenRequest {
 }
 
 export class TokenService {
-  constructor(private readonly deps: { db: Knex; clock: Clock }) {}
+  constructor(private readonly deps: { db: Knex; clock: Clock; cache?: CredentialCache }) {}
 
   /** Creates a token for the principal's user; it cannot carry scopes the principal lacks. */
   async create(principal: Principal, request: TokenRequest): Promise<{ token: ApiToken; secret: string }> {
@@ -82,12 +121,19 @@ export class TokenService {
   async revoke(principal: Principal, tokenId: string): Promise<void> {
     await this.get(principal, tokenId);
     await q.revokeUserToken(this.deps.db, principal.user.id, tokenId, iso(this.deps.clock()));
+    this.deps.cache?.clear();
   }
 
   /** The token and user a secret belongs to, if it is valid now. */
   async authenticate(secret: string): Promise<{ token: ApiToken; user: User }> {
-    const found = await q.findTokenBySecretHash(this.deps.db, hashSecret(secret));
-    if (!found) throw unauthorized('the API token is not valid');
+    const hash = hashSecret(secret);
+    const { cache } = this.deps;
+    let found = cache?.get(hash);
+    if (!found) {
+      const stored = await q.findTokenBySecretHash(this.deps.db, hash);
+      if (!stored) throw unauthorized('the API token is not valid');
+      found = stored;
+    }
     const { token } = found;
     const now = this.deps.clock();
     if (token.revokedAt) throw unauthorized('the API token has been revoked');
@@ -96,7 +142,9 @@ export class TokenService {
     if (!token.lastUsedAt || now.getTime() - Date.parse(token.lastUsedAt) > lastUsedResolutionMs) {
       // Bookkeeping: a database that cannot take it now (full, busy) must not fail the request.
       await q.touchToken(this.deps.db, token.id, iso(now)).catch(() => undefined);
+      found = { token: { ...token, lastUsedAt: iso(now) }, user: found.user };
     }
+    cache?.set(hash, found);
     return found;
   }
 }

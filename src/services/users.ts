@@ -20,11 +20,15 @@ export interface UserServiceDeps {
   projects: ProjectService;
   /** Identity-provider groups whose members are administrators. */
   adminGroups: readonly string[];
+  /** Called after a user's profile or administration changes (cached credentials are dropped). */
+  onUserChanged?: () => void;
 }
 
 export class UserService {
   /** Users known to have their personal project, so that onboarding costs nothing after the first request. */
   private readonly onboarded = new Set<string>();
+  /** When this process last recorded each user as seen (a cached user's lastSeenAt lags). */
+  private readonly seenAt = new Map<string, number>();
 
   constructor(private readonly deps: UserServiceDeps) {}
 
@@ -45,9 +49,12 @@ export class UserService {
       this.onboarded.add(user.id);
     }
     const now = this.deps.clock();
-    if (!user.lastSeenAt || now.getTime() - Date.parse(user.lastSeenAt) > lastSeenResolutionMs) {
+    const last = Math.max(user.lastSeenAt ? Date.parse(user.lastSeenAt) : 0, this.seenAt.get(user.id) ?? 0);
+    if (now.getTime() - last > lastSeenResolutionMs) {
       // Bookkeeping: a database that cannot take it now (full, busy) must not fail the request.
       await q.touchUserLastSeen(this.deps.db, user.id, iso(now)).catch(() => undefined);
+      if (this.seenAt.size >= maxOnboardedCache) this.seenAt.clear();
+      this.seenAt.set(user.id, now.getTime());
     }
   }
 
@@ -63,6 +70,7 @@ export class UserService {
         JSON.stringify([...existing.groups].sort()) !== JSON.stringify([...profile.groups].sort());
       if (!changed) return existing;
       await q.updateUserProfile(db, existing.id, profile, iso(clock()));
+      this.deps.onUserChanged?.();
       return { ...existing, ...profile };
     }
     for (let attempt = 0; attempt < 5; attempt++) {
@@ -102,6 +110,7 @@ export class UserService {
     if (existing) {
       if (options.admin && !existing.admin) {
         await q.updateUserProfile(db, existing.id, { admin: true }, iso(clock()));
+        this.deps.onUserChanged?.();
         return { user: { ...existing, admin: true }, created: false };
       }
       return { user: existing, created: false };
@@ -167,6 +176,7 @@ export class UserService {
     }
     if (changes.admin !== undefined) {
       await q.updateUserProfile(this.deps.db, userId, { admin: changes.admin }, iso(this.deps.clock()));
+      this.deps.onUserChanged?.();
     }
     return this.get(principal, userId);
   }

@@ -292,19 +292,39 @@ describe.each(testEngines())('identity (%s)', (engine) => {
     });
   });
 
-  it('rejects an expired token (401)', async () => {
-    const { user } = await t.services.users.ensureLocalUser('expiring');
-    const { token, secret } = await t.services.tokens.issue(user, {
-      name: 'soon',
-      expiresAt: new Date(Date.now() + 1000).toISOString(),
-    });
-    await t.http.get('/api/v1/me').set('Authorization', `Bearer ${secret}`).expect(200);
-    await t.database
-      .knex('api_tokens')
-      .where({ id: token.id })
-      .update({ expires_at: new Date(Date.now() - 1000).toISOString() });
-    const res = await t.http.get('/api/v1/me').set('Authorization', `Bearer ${secret}`);
-    expectProblem(res, 401, 'unauthorized');
-    expect(res.body.detail).toMatch(/expired/);
+  it('rejects an expired token (401), even one it has just accepted', async () => {
+    // A clock the test moves: the token is checked against it on every request, cached or not.
+    let offsetMs = 0;
+    const own = await createTestApp(engine, { clock: () => new Date(Date.now() + offsetMs) });
+    try {
+      const { user } = await own.services.users.ensureLocalUser('expiring');
+      const { secret } = await own.services.tokens.issue(user, {
+        name: 'soon',
+        expiresAt: new Date(Date.now() + 60_000).toISOString(),
+      });
+      await own.http.get('/api/v1/me').set('Authorization', `Bearer ${secret}`).expect(200);
+      offsetMs = 61_000;
+      const res = await own.http.get('/api/v1/me').set('Authorization', `Bearer ${secret}`);
+      expectProblem(res, 401, 'unauthorized');
+      expect(res.body.detail).toMatch(/expired/);
+    } finally {
+      await own.close();
+    }
+  });
+
+  it('looks a token up in the database once, not on every request', async () => {
+    const { token } = await t.login('cached-caller');
+    const auth = `Bearer ${token}`;
+    await t.http.get('/api/v1/me').set('Authorization', auth).expect(200);
+    const queries: string[] = [];
+    const onQuery = (q: { sql: string }) => queries.push(q.sql);
+    t.database.knex.on('query', onQuery);
+    try {
+      await t.http.get('/api/v1/me').set('Authorization', auth).expect(200);
+      await t.http.get('/api/v1/me').set('Authorization', auth).expect(200);
+    } finally {
+      t.database.knex.off('query', onQuery);
+    }
+    expect(queries.filter((sql) => /api_tokens/.test(sql))).toEqual([]);
   });
 });
