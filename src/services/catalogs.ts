@@ -27,8 +27,19 @@ export interface CatalogServiceDeps {
   openSource: (catalog: CatalogSourceConfig) => CatalogSource;
 }
 
+/**
+ * How long this process serves a catalog page from memory. A catalog changes only when it is
+ * loaded (start, refresh): the process that loads it forgets its pages at once; another API process
+ * sharing the database serves its cached pages for at most this long after a refresh there.
+ */
+const pageCacheTtlMs = 2_000;
+const pageCacheEntries = 500;
+
 export class CatalogService {
   private loaded = false;
+  private readonly pages = new Map<string, { page: Page<PackageSummary>; until: number }>();
+  /** Counts loads: a page read while a load ran is not kept. */
+  private generation = 0;
 
   constructor(private readonly deps: CatalogServiceDeps) {}
 
@@ -76,9 +87,25 @@ export class CatalogService {
     filter: PackageFilter,
     page: PageRequest,
   ): Promise<Page<PackageSummary>> {
+    const key = JSON.stringify([
+      catalogId,
+      filter.keywords ?? null,
+      filter.q ?? null,
+      page.limit,
+      page.cursor ?? null,
+    ]);
+    const now = performance.now();
+    const cached = this.pages.get(key);
+    if (cached && cached.until > now) return cached.page;
+    const generation = this.generation;
     const result = await q.listPackages(this.deps.db, catalogId, filter, page);
     // Only an empty page can hide an unknown catalog: look it up then, not on every request.
     if (result.items.length === 0) await this.get(catalogId);
+    if (generation !== this.generation) return result;
+    if (!cached && this.pages.size >= pageCacheEntries) {
+      this.pages.delete(this.pages.keys().next().value as string);
+    }
+    this.pages.set(key, { page: result, until: now + pageCacheTtlMs });
     return result;
   }
 
@@ -98,8 +125,16 @@ export class CatalogService {
   }
 
   private async load(catalog: CatalogSourceConfig): Promise<void> {
-    const { db, engine, clock, log } = this.deps;
-    const at = iso(clock());
+    try {
+      await this.loadContents(catalog, iso(this.deps.clock()));
+    } finally {
+      this.generation += 1;
+      this.pages.clear();
+    }
+  }
+
+  private async loadContents(catalog: CatalogSourceConfig, at: string): Promise<void> {
+    const { db, engine, log } = this.deps;
     try {
       const contents = await this.deps.openSource(catalog).load();
       const status = contents.issues.length > 0 ? 'degraded' : 'ok';

@@ -264,6 +264,27 @@ describe.each(testEngines())('catalogs (%s)', (engine) => {
       await t.http.get('/api/v1/catalogs/lab/packages/spark/versions/3.5.0').expect(200);
     });
 
+    it('serves a package page from memory until the catalog is loaded again, and the refreshed list at once', async () => {
+      const names = async () =>
+        (await t.http.get('/api/v1/catalogs/lab/packages?limit=100').expect(200)).body.items.map(
+          (p: { name: string }) => p.name,
+        );
+      const before = await names();
+      const queries: string[] = [];
+      const onQuery = (q: { sql: string }) => queries.push(q.sql);
+      t.database.knex.on('query', onQuery);
+      try {
+        expect(await names()).toEqual(before);
+      } finally {
+        t.database.knex.off('query', onQuery);
+      }
+      expect(queries).toEqual([]);
+      lab.add({ name: 'zeppelin', version: '0.11.0', title: 'Zeppelin', keywords: ['notebook'] });
+      expect(await names()).toEqual(before);
+      await t.http.post('/api/v1/catalogs/lab/refreshes').set('Authorization', admin.auth).expect(200);
+      expect(await names()).toEqual([...before, 'zeppelin'].sort());
+    });
+
     it('keeps serving the previous packages when the source has vanished, marking the catalog in error', async () => {
       const tmp = new CatalogDir().add({ name: 'solo', version: '1.0.0' });
       const t2 = await createTestApp(engine, {
