@@ -45,6 +45,13 @@ export interface InfraDeps {
   ready: () => Promise<{ ready: boolean; reason?: string }>;
 }
 
+const infraPaths = new Set(['/healthz', '/readyz', '/metrics', '/openapi.json', '/docs']);
+
+/** Whether infraRouter answers `path` (the API's requests skip it). */
+export function isInfraPath(path: string): boolean {
+  return infraPaths.has(path) || path.startsWith('/docs/');
+}
+
 export function infraRouter({ apiDoc, database, metrics, ready }: InfraDeps): Router {
   const router = express.Router();
   const specText = JSON.stringify(apiDoc);

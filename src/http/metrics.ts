@@ -1,6 +1,6 @@
-import type { RequestHandler } from 'express';
 import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
-import { afterResponse, openapiMatch } from './locals.js';
+import { openapiMatch } from './locals.js';
+import type { RequestObserver } from './middleware.js';
 
 /**
  * Prometheus metrics of one app: requests labelled by operationId (never by raw URL, which would
@@ -23,16 +23,13 @@ export function createMetrics() {
     registers: [registry],
   });
 
-  const middleware: RequestHandler = (req, res, next) => {
-    const stop = duration.startTimer();
-    afterResponse(res, () => {
-      const operation =
-        openapiMatch(req)?.schema.operationId ?? (req.route ? String(req.route.path) : 'unmatched');
-      requests.inc({ operation, method: req.method, status: String(res.statusCode) });
-      stop({ operation });
-    });
-    next();
+  /** Counts a request once answered (requestContext calls it). */
+  const observe: RequestObserver = (req, res, seconds) => {
+    const operation =
+      openapiMatch(req)?.schema.operationId ?? (req.route ? String(req.route.path) : 'unmatched');
+    requests.inc({ operation, method: req.method, status: String(res.statusCode) });
+    duration.observe({ operation }, seconds);
   };
 
-  return { registry, middleware };
+  return { registry, observe };
 }

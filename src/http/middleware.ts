@@ -7,29 +7,38 @@ import { afterResponse, locals, openapiMatch } from './locals.js';
 
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** What happened to a request, once it has been answered (metrics). */
+export type RequestObserver = (req: Request, res: Response, seconds: number) => void;
+
 /**
- * Gives every request an id (the client's `X-Request-Id` when it is sane), a child logger, and one
- * structured log line when it ends. Authorization headers and query strings are never logged.
+ * Gives every request an id (the client's `X-Request-Id` when it is sane), a child logger (made
+ * the first time something logs), and one structured log line when it ends; `observe` (metrics)
+ * hears of it then too. Authorization headers and query strings are never logged.
  */
-export function requestContext(log: Logger): RequestHandler {
+export function requestContext(log: Logger, observe?: RequestObserver): RequestHandler {
   return (req, res, next) => {
     const incoming = req.get('X-Request-Id');
     const requestId = incoming && requestIdPattern.test(incoming) ? incoming : randomUUID();
     const started = process.hrtime.bigint();
     res.setHeader('X-Request-Id', requestId);
-    const child = log.child({ request_id: requestId });
-    locals(res).requestId = requestId;
-    locals(res).log = child;
-    locals(res).clientIp = req.ip ?? '';
+    let child: Logger | undefined;
+    const childLog = () => (child ??= log.child({ request_id: requestId }));
+    const state = locals(res);
+    state.requestId = requestId;
+    Object.defineProperty(state, 'log', { get: childLog, configurable: true, enumerable: true });
+    state.clientIp = req.ip ?? '';
     afterResponse(res, () => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      observe?.(req, res, seconds);
       const level = res.statusCode === 500 ? 'error' : res.statusCode >= 500 ? 'warn' : 'info';
-      child[level](
+      if (!log.isLevelEnabled(level)) return;
+      childLog()[level](
         {
           method: req.method,
           path: req.path,
           operation: openapiMatch(req)?.schema.operationId,
           status: res.statusCode,
-          duration_ms: Number(process.hrtime.bigint() - started) / 1e6,
+          duration_ms: seconds * 1000,
           user_id: locals(res).principal?.user.id,
         },
         'request',
@@ -170,11 +179,15 @@ export function jsonBodyLimits(limit: number): RequestHandler {
   };
 }
 
-/** Query and path parameters the validator coerced into a number that is not finite (`Infinity`, `1e999`). */
-export function rejectNonFiniteParameters(req: Request, _res: Response, next: NextFunction): void {
+/**
+ * The validation problem for query and path parameters the validator coerced into a number that is
+ * not finite (`Infinity`, `1e999`), if there are any.
+ */
+export function nonFiniteParameters(req: Request): DomainError | null {
   const faults: { location: 'query' | 'path'; pointer: string; message: string }[] = [];
   const scan = (location: 'query' | 'path', values: Record<string, unknown> | undefined) => {
-    for (const [name, value] of Object.entries(values ?? {})) {
+    for (const name in values) {
+      const value = values[name];
       const list = Array.isArray(value) ? value : [value];
       if (list.some((v) => typeof v === 'number' && !Number.isFinite(v))) {
         faults.push({ location, pointer: `/${name}`, message: 'must be a finite number' });
@@ -183,15 +196,11 @@ export function rejectNonFiniteParameters(req: Request, _res: Response, next: Ne
   };
   scan('query', req.query as Record<string, unknown>);
   scan('path', openapiMatch(req)?.pathParams);
-  if (faults.length === 0) return next();
-  next(
-    new DomainError(
-      'validation',
-      `${faults.map((f) => f.pointer.slice(1)).join(', ')}: must be a finite number`,
-      {
-        errors: faults,
-      },
-    ),
+  if (faults.length === 0) return null;
+  return new DomainError(
+    'validation',
+    `${faults.map((f) => f.pointer.slice(1)).join(', ')}: must be a finite number`,
+    { errors: faults },
   );
 }
 
