@@ -94,7 +94,8 @@ interface ServiceRow {
 }
 
 function serviceFromRow(row: ServiceRow): ServiceRecord {
-  return {
+  let runSpec: RunSpecs | undefined;
+  const record: Omit<ServiceRecord, 'runSpec'> = {
     id: row.id,
     projectId: row.project_id,
     regionId: row.region_id,
@@ -108,7 +109,6 @@ function serviceFromRow(row: ServiceRow): ServiceRecord {
     shared: Boolean(row.shared),
     options: parseJson<Record<string, unknown>>(row.options),
     secretOptions: parseJson<string[]>(row.secret_options),
-    runSpec: parseJson<RunSpecs>(row.run_spec),
     sourceDir: row.source_dir,
     resources: {
       cpuMillis: toNumber(row.cpu_millis),
@@ -131,6 +131,12 @@ function serviceFromRow(row: ServiceRow): ServiceRecord {
     updatedAt: row.updated_at,
     startedAt: row.started_at,
   };
+  // The run spec (the manifest's run section) is the largest column and no page shows it: parsed
+  // when first read.
+  return Object.defineProperty(record, 'runSpec', {
+    get: () => (runSpec ??= parseJson<RunSpecs>(row.run_spec)),
+    enumerable: true,
+  }) as ServiceRecord;
 }
 
 function servicesQuery(db: Knex) {

@@ -136,7 +136,7 @@ export class BenchmarkService {
   }
 
   async getPlan(principal: Principal, projectId: string, planId: string): Promise<BenchmarkPlanRecord> {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+    await this.deps.projects.readable(principal, projectId);
     return this.findPlan(projectId, planId);
   }
 
@@ -145,7 +145,7 @@ export class BenchmarkService {
     projectId: string,
     page: PageRequest,
   ): Promise<Page<BenchmarkPlanRecord>> {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+    await this.deps.projects.readable(principal, projectId);
     return q.listPlans(this.deps.db, projectId, page);
   }
 
@@ -272,7 +272,7 @@ export class BenchmarkService {
   }
 
   private async visibleRun(principal: Principal, projectId: string, runId: string) {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+    await this.deps.projects.readable(principal, projectId);
     return this.findRun(projectId, runId);
   }
 
@@ -286,7 +286,7 @@ export class BenchmarkService {
     filter: { planName?: string | undefined; status?: BenchmarkRunStatus | undefined },
     page: PageRequest,
   ): Promise<Page<BenchmarkRunRecord>> {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+    await this.deps.projects.readable(principal, projectId);
     return q.listRuns(this.deps.db, projectId, filter, page);
   }
 

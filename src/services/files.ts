@@ -193,7 +193,7 @@ export class FileService {
   }
 
   async get(principal: Principal, projectId: string, fileId: string): Promise<FileRecord> {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+    await this.deps.projects.readable(principal, projectId);
     return this.find(projectId, fileId);
   }
 
@@ -203,7 +203,7 @@ export class FileService {
     filter: FileFilter,
     page: PageRequest,
   ): Promise<Page<FileRecord>> {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+    await this.deps.projects.readable(principal, projectId);
     return q.listFiles(this.deps.db, projectId, filter, page);
   }
 

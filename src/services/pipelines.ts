@@ -102,7 +102,7 @@ export class PipelineService {
 
   /** A pipeline of the project (any member may read it). */
   async get(principal: Principal, projectId: string, pipelineId: string): Promise<PipelineRecord> {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+    await this.deps.projects.readable(principal, projectId);
     return this.find(projectId, pipelineId);
   }
 
@@ -118,7 +118,7 @@ export class PipelineService {
     filter: { enabled?: boolean | undefined },
     page: PageRequest,
   ): Promise<Page<PipelineRecord>> {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+    await this.deps.projects.readable(principal, projectId);
     return q.listPipelines(this.deps.db, projectId, filter, page);
   }
 

@@ -42,8 +42,51 @@ export interface ProjectServiceDeps {
   regions: RegionService;
 }
 
+/**
+ * How long this process trusts a user's role in a project for read access. A change of membership
+ * or a project made or deleted here clears what it knows at once; another API process sharing the
+ * database decides reads on the old role for at most this long. Writes always read the role afresh.
+ */
+const readRoleTtlMs = 2_000;
+const readRoleEntries = 10_000;
+
 export class ProjectService {
+  private readonly readRoles = new Map<string, { role: ProjectRole | null; until: number }>();
+  /** Counts membership changes: a role read while one ran is not kept. */
+  private generation = 0;
+
   constructor(private readonly deps: ProjectServiceDeps) {}
+
+  /** Forgets every cached role: called after any change of projects or members. */
+  private changed(): void {
+    this.generation += 1;
+    this.readRoles.clear();
+  }
+
+  /**
+   * The principal's role in a project they may read (null for an administrator who is not a
+   * member); the same 404 as `access` otherwise. Cached briefly (see readRoleTtlMs): for reads only.
+   */
+  async readable(principal: Principal, projectId: string): Promise<ProjectRole | null> {
+    const key = `${principal.user.id}\u0000${projectId}`;
+    const now = performance.now();
+    const cached = this.readRoles.get(key);
+    let role: ProjectRole | null | undefined = cached && cached.until > now ? cached.role : undefined;
+    if (role === undefined) {
+      const generation = this.generation;
+      const project = await q.findProjectForUser(this.deps.db, projectId, principal.user.id);
+      if (!project) throw notFound('project', projectId);
+      role = project.role;
+      if (generation === this.generation) {
+        if (!cached && this.readRoles.size >= readRoleEntries) {
+          this.readRoles.delete(this.readRoles.keys().next().value as string);
+        }
+        this.readRoles.set(key, { role, until: now + readRoleTtlMs });
+      }
+    }
+    if (role === null && !principal.user.admin) throw notFound('project', projectId);
+    return role;
+  }
 
   /**
    * Something made in a project (a file, a pipeline, a run, a plan), found by `find` once the
@@ -101,6 +144,7 @@ export class ProjectService {
         await db.transaction((trx) =>
           q.insertProject(trx, project, user.id, regions.defaultQuota(region.id)),
         );
+        this.changed();
         return;
       } catch (error) {
         if (!isUniqueViolation(error)) throw error;
@@ -145,6 +189,7 @@ export class ProjectService {
       if (isUniqueViolation(error)) throw conflict(`project "${input.id}" already exists`);
       throw error;
     }
+    this.changed();
     return created;
   }
 
@@ -178,7 +223,9 @@ export class ProjectService {
     const { db, clock } = this.deps;
     const project = await this.access(principal, projectId, 'owner');
     checkIfMatch(ifMatch, projectEtag(project), `project "${projectId}"`);
-    if (!(await q.updateProject(db, projectId, changes, project.version, iso(clock())))) {
+    const updated = await q.updateProject(db, projectId, changes, project.version, iso(clock()));
+    this.changed();
+    if (!updated) {
       throw preconditionFailed(`project "${projectId}"`);
     }
     return this.access(principal, projectId, 'viewer');
@@ -192,8 +239,9 @@ export class ProjectService {
     if (await q.countProjectServices(this.deps.db, projectId)) {
       throw conflict(`project "${projectId}" still has services; delete them first`);
     }
-    if (!(await q.deleteProject(this.deps.db, projectId, project.version)))
-      throw preconditionFailed(`project "${projectId}"`);
+    const deleted = await q.deleteProject(this.deps.db, projectId, project.version);
+    this.changed();
+    if (!deleted) throw preconditionFailed(`project "${projectId}"`);
   }
 
   async listMembers(
@@ -231,6 +279,7 @@ export class ProjectService {
       await members.updateProjectMemberRole(trx, projectId, userId, role);
       return false;
     });
+    this.changed();
     const member = await members.findProjectMember(db, projectId, userId);
     if (!member) throw new DomainError('conflict', 'the member was removed concurrently');
     return { member, created };
@@ -249,5 +298,6 @@ export class ProjectService {
       }
       await members.deleteProjectMember(trx, projectId, userId);
     });
+    this.changed();
   }
 }

@@ -17,7 +17,7 @@ export class QuotaService {
   constructor(private readonly deps: { db: Knex; clock: Clock; projects: ProjectService }) {}
 
   async get(principal: Principal, projectId: string): Promise<Quota> {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+    await this.deps.projects.readable(principal, projectId);
     return this.read(projectId);
   }
 
@@ -27,7 +27,7 @@ export class QuotaService {
     limits: Partial<QuotaValuesConfig>,
     ifMatch: string | undefined,
   ): Promise<Quota> {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+    await this.deps.projects.readable(principal, projectId);
     requireAdmin(principal);
     const current = await this.read(projectId);
     checkIfMatch(ifMatch, quotaEtag(current), `the quota of project "${projectId}"`);

@@ -150,7 +150,7 @@ export class RunService {
   }
 
   private async visible(principal: Principal, projectId: string, runId: string): Promise<RunRecord> {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+    await this.deps.projects.readable(principal, projectId);
     return this.find(projectId, runId);
   }
 
@@ -174,7 +174,7 @@ export class RunService {
     filter: { pipelineId?: string | undefined; status?: RunStatus | undefined },
     page: PageRequest,
   ): Promise<Page<RunView>> {
-    await this.deps.projects.access(principal, projectId, 'viewer');
+    await this.deps.projects.readable(principal, projectId);
     const result = await q.listRuns(this.deps.db, projectId, filter, page);
     return {
       items: await Promise.all(result.items.map((run) => this.view(run))),

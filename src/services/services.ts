@@ -85,22 +85,26 @@ export class ServiceManager {
     projectId: string,
     serviceId: string,
     mode: 'read' | 'write',
-  ): Promise<{ project: ProjectView; service: ServiceRecord }> {
-    const project = await this.deps.projects.access(principal, projectId, 'viewer');
+  ): Promise<{ service: ServiceRecord }> {
+    // Reads may decide on a role cached for a moment; writes read it afresh.
+    const role =
+      mode === 'read'
+        ? await this.deps.projects.readable(principal, projectId)
+        : (await this.deps.projects.access(principal, projectId, 'viewer')).role;
     const service = await q.findService(this.deps.db, serviceId);
     const admin = principal.user.admin;
     const mine = service?.ownerUserId === principal.user.id;
     if (
       !service ||
       service.projectId !== projectId ||
-      !(admin || project.role === 'owner' || mine || service.shared)
+      !(admin || role === 'owner' || mine || service.shared)
     ) {
       throw notFound('service', serviceId);
     }
-    if (mode === 'write' && !(admin || project.role === 'owner' || (mine && project.role !== 'viewer'))) {
+    if (mode === 'write' && !(admin || role === 'owner' || (mine && role !== 'viewer'))) {
       throw forbidden('only the service owner, the project owners and administrators may change a service');
     }
-    return { project, service };
+    return { service };
   }
 
   private backendFor(regionId: string) {
@@ -255,8 +259,8 @@ export class ServiceManager {
     filter: { statuses?: ServiceStatus[] | undefined; packageName?: string | undefined },
     page: PageRequest,
   ): Promise<Page<ServiceRecord>> {
-    const project = await this.deps.projects.access(principal, projectId, 'viewer');
-    const seesAll = principal.user.admin || project.role === 'owner';
+    const role = await this.deps.projects.readable(principal, projectId);
+    const seesAll = principal.user.admin || role === 'owner';
     return q.listProjectServices(
       this.deps.db,
       projectId,

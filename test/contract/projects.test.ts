@@ -498,15 +498,29 @@ describe.each(testEngines())('projects (%s)', (engine) => {
         .set('Authorization', owner.auth)
         .send({ role: 'member' });
       await t.http.get('/api/v1/projects/vision').set('Authorization', temp.auth).expect(200);
+      // Reads decide on a role kept for a moment: the second list asks the database no role.
+      await t.http.get('/api/v1/projects/vision/services').set('Authorization', temp.auth).expect(200);
+      const queries: string[] = [];
+      const onQuery = (q: { sql: string }) => queries.push(q.sql);
+      t.database.knex.on('query', onQuery);
+      try {
+        await t.http.get('/api/v1/projects/vision/files').set('Authorization', temp.auth).expect(200);
+      } finally {
+        t.database.knex.off('query', onQuery);
+      }
+      expect(queries.filter((sql) => /project_members/.test(sql))).toEqual([]);
       await t.http
         .delete(`/api/v1/projects/vision/members/${temp.user.id}`)
         .set('Authorization', owner.auth)
         .expect(204);
-      expectProblem(
-        await t.http.get('/api/v1/projects/vision').set('Authorization', temp.auth),
-        404,
-        'not-found',
-      );
+      // … and forget it the moment the membership changes.
+      for (const path of [
+        '/api/v1/projects/vision',
+        '/api/v1/projects/vision/services',
+        '/api/v1/projects/vision/files',
+      ]) {
+        expectProblem(await t.http.get(path).set('Authorization', temp.auth), 404, 'not-found');
+      }
     });
 
     it('lets a member leave on their own', async () => {
