@@ -204,6 +204,20 @@ const configSchema = z
       })
       .strict()
       .prefault({}),
+    // What one API process keeps in memory between requests, and for how long at most. The process
+    // that changes a thing forgets it at once; other processes sharing the database see the change
+    // within these times (0: never kept, every request asks the database).
+    cache: z
+      .object({
+        // Valid API tokens and their users (a revoke made by another process).
+        credentialsMs: z.number().int().min(0).max(60_000).default(5_000),
+        // A user's role in a project, for read access (writes always read it afresh).
+        readRolesMs: z.number().int().min(0).max(60_000).default(2_000),
+        // Public catalog package pages (a catalog refresh made by another process).
+        catalogPagesMs: z.number().int().min(0).max(60_000).default(2_000),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

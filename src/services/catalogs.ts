@@ -25,14 +25,15 @@ export interface CatalogServiceDeps {
   catalogs: readonly CatalogSourceConfig[];
   /** Opens the source of a configured catalog (a directory today). */
   openSource: (catalog: CatalogSourceConfig) => CatalogSource;
+  /**
+   * How long this process serves a package page from memory (config cache.catalogPagesMs). A
+   * catalog changes only when it is loaded (start, refresh): the process that loads it forgets its
+   * pages at once; another API process sharing the database serves cached pages for at most this
+   * long after a refresh there.
+   */
+  pageCacheTtlMs?: number;
 }
 
-/**
- * How long this process serves a catalog page from memory. A catalog changes only when it is
- * loaded (start, refresh): the process that loads it forgets its pages at once; another API process
- * sharing the database serves its cached pages for at most this long after a refresh there.
- */
-const pageCacheTtlMs = 2_000;
 const pageCacheEntries = 500;
 
 export class CatalogService {
@@ -101,11 +102,12 @@ export class CatalogService {
     const result = await q.listPackages(this.deps.db, catalogId, filter, page);
     // Only an empty page can hide an unknown catalog: look it up then, not on every request.
     if (result.items.length === 0) await this.get(catalogId);
-    if (generation !== this.generation) return result;
+    const ttl = this.deps.pageCacheTtlMs ?? 2_000;
+    if (generation !== this.generation || ttl <= 0) return result;
     if (!cached && this.pages.size >= pageCacheEntries) {
       this.pages.delete(this.pages.keys().next().value as string);
     }
-    this.pages.set(key, { page: result, until: now + pageCacheTtlMs });
+    this.pages.set(key, { page: result, until: now + ttl });
     return result;
   }
 

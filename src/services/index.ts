@@ -74,8 +74,8 @@ export function createServices({ config, database, clock, log, build }: ServiceD
   const db = database.knex;
   const regional = createRegionBackends(config, log);
   const regions = new RegionService(config.regions);
-  const projects = new ProjectService({ db, clock, regions });
-  const credentials = new CredentialCache();
+  const projects = new ProjectService({ db, clock, regions, readRoleTtlMs: config.cache.readRolesMs });
+  const credentials = new CredentialCache(config.cache.credentialsMs);
   const users = new UserService({
     db,
     clock,
@@ -92,6 +92,7 @@ export function createServices({ config, database, clock, log, build }: ServiceD
     log,
     catalogs: config.catalogs,
     openSource: (catalog) => new DirectoryCatalogSource(catalog.path),
+    pageCacheTtlMs: config.cache.catalogPagesMs,
   });
   const notifier = new Notifier();
   const operations = new OperationService({ db, clock, notifier });

@@ -40,14 +40,15 @@ export interface ProjectServiceDeps {
   db: Knex;
   clock: Clock;
   regions: RegionService;
+  /**
+   * How long this process trusts a user's role in a project for read access (config
+   * cache.readRolesMs). A change of membership or a project made or deleted here clears what it
+   * knows at once; another API process sharing the database decides reads on the old role for at
+   * most this long. Writes always read the role afresh.
+   */
+  readRoleTtlMs?: number;
 }
 
-/**
- * How long this process trusts a user's role in a project for read access. A change of membership
- * or a project made or deleted here clears what it knows at once; another API process sharing the
- * database decides reads on the old role for at most this long. Writes always read the role afresh.
- */
-const readRoleTtlMs = 2_000;
 const readRoleEntries = 10_000;
 
 export class ProjectService {
@@ -65,7 +66,7 @@ export class ProjectService {
 
   /**
    * The principal's role in a project they may read (null for an administrator who is not a
-   * member); the same 404 as `access` otherwise. Cached briefly (see readRoleTtlMs): for reads only.
+   * member); the same 404 as `access` otherwise. Cached briefly (deps.readRoleTtlMs): for reads only.
    */
   async readable(principal: Principal, projectId: string): Promise<ProjectRole | null> {
     const key = `${principal.user.id}\u0000${projectId}`;
@@ -81,7 +82,8 @@ export class ProjectService {
         if (!cached && this.readRoles.size >= readRoleEntries) {
           this.readRoles.delete(this.readRoles.keys().next().value as string);
         }
-        this.readRoles.set(key, { role, until: now + readRoleTtlMs });
+        const ttl = this.deps.readRoleTtlMs ?? 2_000;
+        if (ttl > 0) this.readRoles.set(key, { role, until: now + ttl });
       }
     }
     if (role === null && !principal.user.admin) throw notFound('project', projectId);
