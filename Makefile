@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NODE_MODULES := node_modules/.package-lock.json
 
-.PHONY: run test test-k8s lint generate bench bench-accuracy clean build typecheck
+.PHONY: run test test-k8s lint generate bench bench-profile bench-soak bench-accuracy clean build typecheck
 
 $(NODE_MODULES): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -36,6 +36,14 @@ typecheck: $(NODE_MODULES)
 
 bench: dist/.built
 	ATRIUM_BENCH_DATABASE_URL=$${ATRIUM_BENCH_DATABASE_URL:-$$(node scripts/bench/find-postgres.mjs)} node scripts/bench/run.mjs
+
+# Where a request's CPU goes: top self-time functions and packages per figure (scripts/bench/profile.mjs).
+bench-profile: dist/.built
+	ATRIUM_BENCH_DATABASE_URL=$${ATRIUM_BENCH_DATABASE_URL:-$$(node scripts/bench/find-postgres.mjs)} node scripts/bench/profile.mjs
+
+# Five minutes of mixed requests, the server's memory read after each slice (scripts/bench/soak.mjs).
+bench-soak: dist/.built
+	node scripts/bench/soak.mjs
 
 # Each benchmark metric next to a standard Debian tool, with the ratios (scripts/bench/accuracy.mjs).
 bench-accuracy: dist/.built

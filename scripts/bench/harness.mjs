@@ -11,6 +11,8 @@ import { measure } from './load.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const serverScript = join(here, 'server.mjs');
+/** Where make bench installs drivers it compares (scripts/bench/drivers.mjs). */
+export const driversDir = join(here, '..', '..', '.bench', 'drivers');
 
 const startupTimeoutMs = 180_000;
 const stopTimeoutMs = 10_000;
@@ -73,7 +75,9 @@ const running = new Set();
 export async function startServer(label, options) {
   const child = fork(serverScript, [JSON.stringify(options)], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    execArgv: [],
+    // --expose-gc: memory figures are read after a full collection.
+    execArgv: ['--expose-gc'],
+    env: { ...process.env, BENCH_DRIVERS_DIR: driversDir },
   });
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   const server = {
@@ -90,6 +94,23 @@ export async function startServer(label, options) {
       });
       child.send({ type: 'cpu' });
       return withTimeout(reply, ipcTimeoutMs, `asking ${label} for its CPU usage`);
+    },
+    /** Its resident set and heap, in bytes, after a full collection. */
+    async memory() {
+      return server.ask({ type: 'memory', gc: true }, 'memory');
+    },
+    /** Asks the child for `type` and waits for `reply` (make bench-profile). */
+    async ask(message, reply) {
+      const answered = new Promise((resolve) => {
+        const onMessage = (m) => {
+          if (m?.type !== reply) return;
+          child.off('message', onMessage);
+          resolve(m);
+        };
+        child.on('message', onMessage);
+      });
+      child.send(message);
+      return withTimeout(answered, apiTimeoutMs, `asking ${label} for ${message.type}`);
     },
     async stop() {
       running.delete(server);
@@ -274,6 +295,7 @@ const fixed = (digits) => (value) => (Number.isFinite(value) ? value.toFixed(dig
 export const ms = fixed(2);
 export const ratio = fixed(2);
 export const count = (value) => String(Math.round(value));
+export const mib = (bytes) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 export const percent = (value) => `${Math.round(value * 100)} %`;
 export const range = (result) => `${count(result.rpsMin)}–${count(result.rpsMax)}`;
 

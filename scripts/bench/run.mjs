@@ -78,6 +78,7 @@ import {
   cleanUp,
   count,
   measureCases,
+  mib,
   ms,
   onCleanUp,
   percent,
@@ -87,6 +88,7 @@ import {
   startServer,
   withPostgresDatabase,
 } from './harness.mjs';
+import { ensureBetterSqlite3 } from './drivers.mjs';
 import { figureLaunchLatency } from './launch.mjs';
 import { fetchOnce } from './load.mjs';
 import { figureQueueThroughput } from './queue.mjs';
@@ -155,6 +157,8 @@ function readSettings() {
     jobs: numberSetting('BENCH_JOBS', 2000, { min: 10, max: 1_000_000, integer: true }),
     workerConcurrency: numberSetting('BENCH_WORKER_CONCURRENCY', 8, { min: 1, max: 64, integer: true }),
     postgresAdminUrl: process.env.ATRIUM_BENCH_DATABASE_URL || null,
+    // BENCH_FIGURES=1,4: only those figures (all by default).
+    figures: new Set(listSetting('BENCH_FIGURES', '1,2,3,4,5,6,7,8', { min: 1, max: 8 })),
     realPaths: Object.keys(JSON.parse(readFileSync(bundledSpec, 'utf8')).paths).length,
   };
 }
@@ -200,36 +204,51 @@ async function figureBareVsAtrium(settings, engineName, database) {
       catalogId,
       extraPaths: 0,
     });
-    servers.push(atrium);
+    servers.push({ name: 'Atrium', server: atrium });
+    const uncached = await startServer(`Atrium, page cache off (${engineName})`, {
+      kind: 'atrium',
+      ...database,
+      catalogId,
+      extraPaths: 0,
+      cache: { catalogPagesMs: 0 },
+    });
+    servers.push({ name: 'Atrium, page cache off', server: uncached });
     const bare = await startServer(`bare node:http (${engineName})`, { kind: 'bare', ...database });
-    servers.push(bare);
-    await expectSamePage(atrium, bare);
-    const [bareResult, atriumResult] = await measureCases(
+    servers.unshift({ name: 'bare node:http', server: bare });
+    let driverNote = null;
+    if (engineName === 'SQLite') {
+      driverNote = await ensureBetterSqlite3();
+      if (!driverNote) {
+        const better = await startServer('bare node:http, better-sqlite3', {
+          kind: 'bare',
+          ...database,
+          driver: 'better-sqlite3',
+        });
+        servers.splice(1, 0, { name: 'bare, better-sqlite3', server: better });
+      }
+    }
+    for (const { server } of servers.slice(1)) await expectSamePage(bare, server);
+    const idle = await Promise.all(servers.map(({ server }) => server.memory()));
+    const results = await measureCases(
       settings,
-      [bare, atrium].map((server) => ({ server, path: packagesPath })),
+      servers.map(({ server }) => ({ server, path: packagesPath })),
     );
-    const row = (name, r) => [
+    const after = await Promise.all(servers.map(({ server }) => server.memory()));
+    const base = results[0];
+    const row = (name, r, i) => [
       name,
       count(r.rps),
       range(r),
       ms(r.p50),
       ms(r.p99),
-      count(r.requests),
       count(r.errors),
       percent(r.serverCpu),
       count(r.cpuPerRequest),
       percent(r.generatorCpu),
-    ];
-    const ratioRow = (name, r, base) => [
-      name,
-      ratio(r.rps / base.rps),
-      '',
-      ratio(r.p50 / base.p50),
-      ratio(r.p99 / base.p99),
-      '',
-      '',
-      '',
-      ratio(r.cpuPerRequest / base.cpuPerRequest),
+      i === 0 ? '' : ratio(r.rps / base.rps),
+      i === 0 ? '' : ratio(base.cpuPerRequest / r.cpuPerRequest),
+      mib(idle[i].rss),
+      mib(after[i].rss),
     ];
     printTable(
       [
@@ -238,20 +257,40 @@ async function figureBareVsAtrium(settings, engineName, database) {
         'req/s range',
         'p50 ms',
         'p99 ms',
-        'requests',
         'errors',
         'server CPU',
         'CPU µs/req',
         'load-gen CPU',
+        'req/s ÷ bare',
+        'bare CPU ÷ CPU',
+        'RSS idle',
+        'RSS after',
       ],
-      [
-        row('bare node:http', bareResult),
-        row('Atrium', atriumResult),
-        ratioRow('Atrium / bare', atriumResult, bareResult),
-      ],
+      servers.map(({ name }, i) => row(name, results[i], i)),
     );
+    console.log(
+      '  (÷ bare: above 1 is faster than bare; "Atrium" serves the page from memory between catalog loads, ' +
+        '"page cache off" makes the query on every request as bare does; RSS after a full GC, idle = before the warm-up' +
+        `${engineName === 'PostgreSQL' ? "; the database server's CPU is not in CPU µs/req" : ''})`,
+    );
+    if (engineName === 'SQLite') {
+      const better = servers.findIndex(({ name }) => name === 'bare, better-sqlite3');
+      if (better < 0) console.log(`  (better-sqlite3 not measured: ${driverNote})`);
+      else {
+        // What the driver would buy Atrium: the query's CPU saved, on the page that makes it.
+        const saved = base.cpuPerRequest - results[better].cpuPerRequest;
+        const uncachedCpu =
+          results[servers.findIndex(({ name }) => name === 'Atrium, page cache off')].cpuPerRequest;
+        console.log(
+          `  driver: better-sqlite3 saves ${count(saved)} µs/req on the bare server (${ratio(base.cpuPerRequest / results[better].cpuPerRequest)}×); ` +
+            `on Atrium's page with its query that would be ${ratio(uncachedCpu / Math.max(1, uncachedCpu - saved))}×, ` +
+            'and nothing on the cached page (no query): a switch is worth it at ≥ 1.50×',
+        );
+      }
+    }
+    console.log('');
   } finally {
-    await Promise.all(servers.map((server) => server.stop()));
+    await Promise.all(servers.map(({ server }) => server.stop()));
   }
 }
 
@@ -356,26 +395,33 @@ async function main() {
         'rate limiter off, log level silent, response validation off\n' +
         `express-openapi-validator route lookup: ${routeLookupKind()}\n`,
     );
-    await figureBareVsAtrium(settings, 'SQLite', sqlite);
-    await figureSpecSize(settings, sqlite);
-    await figureLaunchLatency(settings, scratch);
-    await figureServiceList(settings, 'SQLite', {
-      ...sqlite,
-      databaseUrl: `sqlite://${join(scratch, 'service-list.db')}`,
-    });
+    const want = (n) => settings.figures.has(n);
+    if (want(1)) await figureBareVsAtrium(settings, 'SQLite', sqlite);
+    if (want(2)) await figureSpecSize(settings, sqlite);
+    if (want(3)) await figureLaunchLatency(settings, scratch);
+    if (want(4)) {
+      await figureServiceList(settings, 'SQLite', {
+        ...sqlite,
+        databaseUrl: `sqlite://${join(scratch, 'service-list.db')}`,
+      });
+    }
     const queueEngines = [
       { label: 'SQLite', databaseUrl: `sqlite://${join(scratch, 'queue.db')}`, dataDir: scratch },
     ];
     if (settings.postgresAdminUrl) {
-      await withPostgresDatabase(settings.postgresAdminUrl, scratch, async (postgres) => {
-        await figureBareVsAtrium(settings, 'PostgreSQL', postgres);
-        await figureServiceList(settings, 'PostgreSQL', postgres);
-      });
-      await withPostgresDatabase(settings.postgresAdminUrl, scratch, (postgres) =>
-        figureQueueThroughput(settings, [...queueEngines, { label: 'PostgreSQL', ...postgres }]),
-      );
+      if (want(1) || want(4)) {
+        await withPostgresDatabase(settings.postgresAdminUrl, scratch, async (postgres) => {
+          if (want(1)) await figureBareVsAtrium(settings, 'PostgreSQL', postgres);
+          if (want(4)) await figureServiceList(settings, 'PostgreSQL', postgres);
+        });
+      }
+      if (want(5)) {
+        await withPostgresDatabase(settings.postgresAdminUrl, scratch, (postgres) =>
+          figureQueueThroughput(settings, [...queueEngines, { label: 'PostgreSQL', ...postgres }]),
+        );
+      }
     } else {
-      await figureQueueThroughput(settings, queueEngines);
+      if (want(5)) await figureQueueThroughput(settings, queueEngines);
       console.log(
         '(PostgreSQL skipped: set ATRIUM_BENCH_DATABASE_URL to an admin postgres:// URL to include it)',
       );

@@ -4,25 +4,46 @@
 //    "adminToken":…}
 //       the compiled app (dist/), built as src/server.ts builds it, from the real spec padded with
 //       N synthetic paths; with adminToken (optional), that token is registered for the admin user,
-//       as ATRIUM_ADMIN_TOKEN is (the service controller is not started: no service runs);
+//       as ATRIUM_ADMIN_TOKEN is (the service controller is not started: no service runs); with
+//       cache (optional), those settings of the config's `cache`;
 //   {"kind":"bare","databaseUrl":…,"dataDir":…}  node:http answering only the package list, with
 //       the same knex query shape over the same database.
 // It listens on 127.0.0.1, port 0, sends {type: 'listening', port, createAppMs} over IPC, answers
-// {type: 'cpu'} with its CPU usage, and exits on SIGTERM or when run.mjs goes away.
+// {type: 'cpu'} with its CPU usage and {type: 'memory', gc} with its RSS and heap (after a full
+// collection with gc: true), and exits on SIGTERM or when run.mjs goes away.
+// The bare server takes "driver": "better-sqlite3" (default "sqlite3", knex's client for SQLite),
+// resolved from BENCH_DRIVERS_DIR (make bench installs it there: see scripts/bench/drivers.mjs).
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { createApp, loadBundledSpec } from '../../dist/src/app.js';
-import { bootstrapAdmin } from '../../dist/src/bootstrap.js';
-import { readBuildInfo } from '../../dist/src/build-info.js';
-import { systemClock } from '../../dist/src/clock.js';
-import { loadConfig } from '../../dist/src/config.js';
-import { controllers } from '../../dist/src/controllers/index.js';
-import { migrate, openDatabase } from '../../dist/src/db/database.js';
-import { createLogger } from '../../dist/src/log.js';
-import { createServices } from '../../dist/src/services/index.js';
-import { benchController, padSpec } from './padded-spec.mjs';
+// Atrium's modules are imported by the Atrium server only: the bare one loads knex and its driver,
+// nothing else, so that its memory is that of a bare process.
+import { openDatabase } from '../../dist/src/db/database.js';
 
-async function startAtrium({ databaseUrl, dataDir, catalogId, catalogDir, extraPaths, adminToken }) {
+async function startAtrium({ databaseUrl, dataDir, catalogId, catalogDir, extraPaths, adminToken, cache }) {
+  const [
+    { createApp, loadBundledSpec },
+    { bootstrapAdmin },
+    { readBuildInfo },
+    { systemClock },
+    { loadConfig },
+    { controllers },
+    { migrate },
+    { createLogger },
+    { createServices },
+    { benchController, padSpec },
+  ] = await Promise.all([
+    import('../../dist/src/app.js'),
+    import('../../dist/src/bootstrap.js'),
+    import('../../dist/src/build-info.js'),
+    import('../../dist/src/clock.js'),
+    import('../../dist/src/config.js'),
+    import('../../dist/src/controllers/index.js'),
+    import('../../dist/src/db/database.js'),
+    import('../../dist/src/log.js'),
+    import('../../dist/src/services/index.js'),
+    import('./padded-spec.mjs'),
+  ]);
   const config = loadConfig({
     env: {},
     overrides: {
@@ -32,6 +53,8 @@ async function startAtrium({ databaseUrl, dataDir, catalogId, catalogDir, extraP
       log: { level: 'silent' },
       server: { host: '127.0.0.1', port: 0, rateLimit: { enabled: false } },
       catalogs: [{ id: catalogId, name: 'Benchmark catalog', path: catalogDir }],
+      // e.g. {"catalogPagesMs": 0}: the catalog page then makes its query on every request.
+      ...(cache ? { cache } : {}),
     },
   });
   const log = createLogger(config.log.level);
@@ -70,8 +93,30 @@ const packageListPath = /^\/api\/v1\/catalogs\/([^/]+)\/packages$/;
 const parseJson = (value) => (typeof value === 'string' ? JSON.parse(value) : value);
 
 /** What Atrium's listPackages does with no filter and no cursor, and nothing else. */
-async function startBare({ databaseUrl, dataDir }) {
-  const database = openDatabase(databaseUrl, dataDir);
+async function openBareDatabase({ databaseUrl, dataDir, driver }) {
+  if (driver !== 'better-sqlite3') return openDatabase(databaseUrl, dataDir);
+  const { createRequire } = await import('node:module');
+  const require = createRequire(import.meta.url);
+  const knexFactory = require('knex');
+  const BetterSqlite3Client = require('knex/lib/dialects/better-sqlite3/index.js');
+  // knex's own better-sqlite3 client, given the driver from where make bench installed it.
+  const Driver = createRequire(`${process.env.BENCH_DRIVERS_DIR}/`)('better-sqlite3');
+  class Client extends BetterSqlite3Client {
+    _driver() {
+      return Driver;
+    }
+  }
+  const knex = knexFactory({
+    client: Client,
+    connection: { filename: databaseUrl.replace(/^sqlite:\/\//, '') },
+    useNullAsDefault: true,
+  });
+  await knex.raw('pragma journal_mode = wal');
+  return { knex, close: () => knex.destroy() };
+}
+
+async function startBare(options) {
+  const database = await openBareDatabase(options);
   const { knex } = database;
   const handler = async (req, res) => {
     try {
@@ -152,8 +197,32 @@ async function main() {
   };
   process.on('SIGTERM', stop);
   process.on('disconnect', stop);
-  process.on('message', (message) => {
+  let profiler = null;
+  process.on('message', async (message) => {
     if (message?.type === 'cpu') process.send({ type: 'cpu', usage: process.cpuUsage() });
+    // Resident memory, after a full collection when asked (the children run with --expose-gc).
+    if (message?.type === 'memory') {
+      if (message.gc && typeof globalThis.gc === 'function') globalThis.gc();
+      const { rss, heapUsed } = process.memoryUsage();
+      process.send({ type: 'memory', rss, heapUsed });
+    }
+    // make bench-profile: a CPU profile of the requests only (start-up left out).
+    if (message?.type === 'profile-start') {
+      const { Session } = await import('node:inspector/promises');
+      profiler = new Session();
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.setSamplingInterval', { interval: message.intervalUs ?? 200 });
+      await profiler.post('Profiler.start');
+      process.send({ type: 'profile-started' });
+    }
+    if (message?.type === 'profile-stop' && profiler) {
+      const { profile } = await profiler.post('Profiler.stop');
+      profiler.disconnect();
+      profiler = null;
+      writeFileSync(message.file, JSON.stringify(profile));
+      process.send({ type: 'profile-stopped' });
+    }
   });
   process.send({ type: 'listening', port: server.address().port, createAppMs: target.createAppMs });
 }

@@ -20,6 +20,7 @@ import { parse as parseYaml } from 'yaml';
 import {
   BenchFailure,
   callApi,
+  mib,
   count,
   measureCases,
   ms,
@@ -86,7 +87,7 @@ function serviceRows(newId, projectId, owners, total) {
 }
 
 /** Writes every project's rows in one transaction; returns how long it took (ms). */
-async function insertServices(database, owners, projects) {
+export async function insertServices(database, owners, projects) {
   const { openDatabase } = await import('../../dist/src/db/database.js');
   const { insertService } = await import('../../dist/src/db/services.js');
   const { newId } = await import('../../dist/src/ids.js');
@@ -166,12 +167,16 @@ export async function figureServiceList(settings, engineName, database) {
       `project (${engineName}; as the admin unless said; ratios to ${counts[0]} services)`,
   );
   const token = `atr_${randomBytes(16).toString('hex')}`;
+  // The catalog page is measured on the same server for comparison, with its page cache off: it
+  // then makes one query per request, as a services page does once authentication and the
+  // caller's role come from memory.
   const server = await startServer(`Atrium (${engineName}, service lists)`, {
     kind: 'atrium',
     ...database,
     catalogId: 'bench',
     extraPaths: 0,
     adminToken: token,
+    cache: { catalogPagesMs: 0 },
   });
   try {
     const { port } = server;
@@ -221,7 +226,8 @@ export async function figureServiceList(settings, engineName, database) {
         ...p,
       })),
     ].map((c) => ({ ...c, server }));
-    const results = await measureCases(settings, cases);
+    const catalogCase = { server, path: `/api/v1/catalogs/bench/packages?limit=${pageSize}` };
+    const [catalogResult, ...results] = await measureCases(settings, [catalogCase, ...cases]);
     const rows = cases.map((c, i) => {
       const result = results[i];
       const baseline = results[cases.findIndex((other) => other.request === c.request)];
@@ -238,8 +244,24 @@ export async function figureServiceList(settings, engineName, database) {
         ratio(result.rps / baseline.rps),
         ratio(result.p99 / baseline.p99),
         ratio(result.cpuPerRequest / baseline.cpuPerRequest),
+        ratio(result.cpuPerRequest / catalogResult.cpuPerRequest),
       ];
     });
+    rows.unshift([
+      'catalog page (public, its one query)',
+      '',
+      '',
+      count(catalogResult.rps),
+      range(catalogResult),
+      ms(catalogResult.p50),
+      ms(catalogResult.p99),
+      count(catalogResult.errors),
+      count(catalogResult.cpuPerRequest),
+      '',
+      '',
+      '',
+      '1.00',
+    ]);
     printTable(
       [
         'request',
@@ -254,8 +276,14 @@ export async function figureServiceList(settings, engineName, database) {
         'req/s ratio',
         'p99 ratio',
         'CPU/req ratio',
+        'CPU/req ÷ catalog',
       ],
       rows,
+    );
+    const memory = await server.memory();
+    console.log(
+      `  server memory after these pages, ${counts.reduce((a, b) => a + b, 0)} services stored: ` +
+        `RSS ${mib(memory.rss)}, heap ${mib(memory.heapUsed)} (after a full GC)`,
     );
     console.log(
       `  (${counts.reduce((a, b) => a + b, 0)} service rows inserted in ${count(insertMs)} ms; page p holds ` +

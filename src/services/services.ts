@@ -8,7 +8,6 @@ import { iso } from '../clock.js';
 import { conflict, DomainError, forbidden, notFound, unprocessable } from '../errors.js';
 import { appendEvent, listEvents } from '../db/events.js';
 import type { Page, PageRequest } from '../db/pagination.js';
-import { type ProjectView } from '../db/projects.js';
 import { adjustQuotaUsage, findQuota, type UsageDelta } from '../db/quotas.js';
 import * as q from '../db/services.js';
 import type { ServiceRecord, ServiceStatus } from '../db/services.js';
