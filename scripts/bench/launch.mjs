@@ -7,14 +7,16 @@
 // directory or command line) is killed by PID and reported, and so is everything on a failure.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { dirname, join, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import {
   BenchFailure,
   callApi,
+  cleanUp,
   ms,
   onCleanUp,
   printTable,
@@ -42,6 +44,10 @@ const healthRetryMs = 5;
 const exitTimeoutMs = 5_000;
 const leftoverGraceMs = 2_000;
 const eventsTimeoutMs = 2_000;
+// A pause before each measured launch or direct spawn, so that neither is charged with what the
+// other left running: the direct spawn's process ending, or the spare supervisor Atrium starts once
+// a launch is running (so that the next launch need not wait for Node.js to start).
+const settleMs = 500;
 const outputKeptBytes = 20_000;
 
 // ---- Processes ------------------------------------------------------------------------------------
@@ -250,9 +256,11 @@ const at = (timestamp) => Date.parse(timestamp);
 
 /**
  * One launch, timed from the request to the 202 (which, with Prefer: wait, comes once the operation
- * is done); then the service's events, for where the time went.
+ * is done); then the service's events, for where the time went. The wall clock (Date.now) is read
+ * too, to set the request and the answer against the server's timestamps (the same clock).
  */
 async function launchOnce(atrium, token, launched) {
+  const sentAt = Date.now();
   const started = performance.now();
   const response = await callApi(atrium.port, 'POST', servicesPath, {
     token,
@@ -261,6 +269,7 @@ async function launchOnce(atrium, token, launched) {
     expect: [202],
   });
   const elapsed = performance.now() - started;
+  const answeredAt = Date.now();
   const operation = response.body;
   const serviceId = operation.target?.id;
   if (serviceId) launched.add(serviceId);
@@ -273,24 +282,29 @@ async function launchOnce(atrium, token, launched) {
         `${JSON.stringify(operation).slice(0, 600)}\n  the service: ${JSON.stringify(service?.body).slice(0, 600)}`,
     );
   }
-  const { spawned, ready } = await launchEvents(atrium, token, serviceId);
+  const { supervising, spawned, ready } = await launchEvents(atrium, token, serviceId);
   const created = at(operation.created_at);
   const finished = at(operation.finished_at);
+  // NaN where an event is missing: that launch is left out of the breakdown (and counted).
+  const between = (from, to) => (from && to ? at(to.at) - at(from.at) : NaN);
   return {
     serviceId,
     client: elapsed,
+    toCreated: created - sentAt,
     server: finished - created,
-    // NaN where an event is missing: that launch is left out of the breakdown (and counted).
-    toSpawned: spawned ? at(spawned.at) - created : NaN,
-    toReady: spawned && ready ? at(ready.at) - at(spawned.at) : NaN,
+    toSupervising: supervising ? at(supervising.at) - created : NaN,
+    toSpawned: between(supervising, spawned),
+    toReady: between(spawned, ready),
     toNoticed: ready ? finished - at(ready.at) : NaN,
+    toAnswered: answeredAt - finished,
   };
 }
 
 /**
- * The service's "started" (process spawned) and "running" (ready) events, with the supervisor's
- * timestamps. They may be recorded a moment after the operation succeeds, so they are waited for,
- * briefly; either is undefined if it does not come.
+ * The supervisor's first event ("starting", once it has read its spec and made the cgroups; the
+ * reconciler's own "starting" carries no phase), its "started" (process spawned) and its "running"
+ * (ready), with the supervisor's timestamps. They may be recorded a moment after the operation
+ * succeeds, so they are waited for, briefly; any is undefined if it does not come.
  */
 async function launchEvents(atrium, token, serviceId) {
   const deadline = performance.now() + eventsTimeoutMs;
@@ -304,9 +318,12 @@ async function launchEvents(atrium, token, serviceId) {
         })
       ).body,
     );
+    const supervising = events.find((event) => event.type === 'starting' && event.data?.phase);
     const spawned = events.find((event) => event.type === 'started');
     const ready = events.find((event) => event.type === 'running');
-    if ((spawned && ready) || performance.now() > deadline) return { spawned, ready };
+    if ((supervising && spawned && ready) || performance.now() > deadline) {
+      return { supervising, spawned, ready };
+    }
     await sleep(50);
   }
 }
@@ -375,22 +392,18 @@ export async function figureLaunchLatency(settings, scratch) {
     if (killed.length > 0) console.error(`killed ${killed.length} processes left under ${dataDir}`);
   });
 
-  const samples = {
-    direct: [],
-    client: [],
-    server: [],
-    toSpawned: [],
-    toReady: [],
-    toNoticed: [],
-    delete: [],
-  };
+  const steps = ['toCreated', 'toSupervising', 'toSpawned', 'toReady', 'toNoticed', 'toAnswered'];
+  const samples = { direct: [], client: [], server: [], delete: [] };
+  for (const step of steps) samples[step] = [];
   const leftBehind = [];
   let warmup = null;
-  const runDirect = () => {
+  const runDirect = async () => {
+    await sleep(settleMs);
     unlessStopping();
     return spawnDirectly(directChildren);
   };
   const runAtrium = async () => {
+    await sleep(settleMs);
     unlessStopping();
     const launch = await launchOnce(atrium, token, launched);
     const deleted = await deleteOnce(atrium, token, launch.serviceId, launched);
@@ -419,8 +432,7 @@ export async function figureLaunchLatency(settings, scratch) {
         continue;
       }
       samples.direct.push(direct);
-      for (const key of ['client', 'server', 'toSpawned', 'toReady', 'toNoticed', 'delete'])
-        samples[key].push(launch[key]);
+      for (const key of ['client', 'server', ...steps, 'delete']) samples[key].push(launch[key]);
     }
   } catch (error) {
     if (error instanceof BenchFailure && atrium) {
@@ -458,15 +470,29 @@ export async function figureLaunchLatency(settings, scratch) {
     [
       row('node echo.mjs spawned directly, until /healthz answers', samples.direct, true),
       row(`POST …/services, Prefer: wait=${waitSeconds}, until the 202 (succeeded)`, samples.client, true),
+      row('  request sent → operation created (auth, validation, admission)', samples.toCreated),
       row('  server side: operation created_at → finished_at', samples.server, true),
-      row('    created → echo process spawned (event "started")', samples.toSpawned),
-      row('    spawned → /healthz answered the supervisor (event "running")', samples.toReady),
+      row('    created → supervisor running its spec (its "starting")', samples.toSupervising),
+      row('    supervisor → echo process spawned ("started")', samples.toSpawned),
+      row('    spawned → /healthz answered the supervisor ("running")', samples.toReady, true),
       row('    ready → operation succeeded', samples.toNoticed),
+      row('  operation succeeded → 202 received', samples.toAnswered),
       row(`DELETE …/services/{id}, Prefer: wait=${waitSeconds}, until the 202 (succeeded)`, samples.delete),
     ],
   );
+  // Where the time goes: what Atrium adds before the program runs, how much longer the program
+  // takes to be ready under it than alone (the cgroup, the probe's rhythm), and what comes after.
+  const p50 = (values) => percentile(values, 0.5);
+  const before = p50(samples.toCreated) + p50(samples.toSupervising) + p50(samples.toSpawned);
+  const after = p50(samples.toNoticed) + p50(samples.toAnswered);
   const notes = [
-    `first launch (warm-up, not counted): Atrium ${ms(warmup.client)} ms, direct ${ms(warmup.direct)} ms`,
+    `where the time goes (p50s of the steps, ms): ${ms(before)} before the echo process is spawned ` +
+      `(request ${ms(p50(samples.toCreated))}, reconciler and hand-over ${ms(p50(samples.toSupervising))}, ` +
+      `spawn ${ms(p50(samples.toSpawned))}); spawn to ready ${ms(p50(samples.toReady))} against ` +
+      `${ms(base.p50)} for the whole direct spawn; ${ms(after)} from ready to the 202`,
+    `first launch (warm-up, not counted; no spare supervisor yet): Atrium ${ms(warmup.client)} ms, ` +
+      `direct ${ms(warmup.direct)} ms`,
+    `${settleMs} ms pause before each launch and each direct spawn (the machine settles in between)`,
   ];
   const incomplete = samples.toReady.filter((value) => Number.isNaN(value)).length;
   if (incomplete > 0) {
@@ -489,4 +515,36 @@ export async function figureLaunchLatency(settings, scratch) {
     );
   }
   console.log(`  ${notes.join('\n  ')}\n`);
+}
+
+// ---- Alone: `node scripts/bench/launch.mjs` ----------------------------------------------------------
+
+async function runAlone() {
+  const raw = process.env.BENCH_LAUNCHES || '20';
+  const launches = Number(raw);
+  if (!Number.isInteger(launches) || launches < 1 || launches > 1000) {
+    throw new BenchFailure(`BENCH_LAUNCHES=${raw}: expected an integer in [1, 1000]`);
+  }
+  const scratch = mkdtempSync(join(tmpdir(), 'atrium-bench-'));
+  onCleanUp(() => rmSync(scratch, { recursive: true, force: true }));
+  const onSignal = (name) => {
+    console.error(`\n${name}: stopping and cleaning up`);
+    cleanUp().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await figureLaunchLatency({ launches }, scratch);
+  } finally {
+    await cleanUp();
+  }
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  runAlone().catch((error) => {
+    console.error(
+      `\nBENCH FAILED: ${error instanceof BenchFailure ? error.message : (error?.stack ?? error)}`,
+    );
+    cleanUp().finally(() => process.exit(1));
+  });
 }
