@@ -19,6 +19,19 @@ function readState(root: string, serviceId: string): StateFile | null {
   return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as StateFile) : null;
 }
 
+/** The cpu quota and period of a service's cgroup (µs), as cgroup v1 or v2 keeps them. */
+function cpuLimit(serviceId: string, how: string | null): { quota: number; period: number } {
+  if (how === 'cgroup v1') {
+    const read = (file: string) =>
+      Number(readFileSync(`/sys/fs/cgroup/cpu/atrium-${serviceId}/${file}`, 'utf8').trim());
+    return { quota: read('cpu.cfs_quota_us'), period: read('cpu.cfs_period_us') };
+  }
+  const [quota, period] = readFileSync(`/sys/fs/cgroup/atrium-${serviceId}/cpu.max`, 'utf8')
+    .trim()
+    .split(' ');
+  return { quota: Number(quota), period: Number(period) };
+}
+
 function localHarness(root: string) {
   const lastChild = new Map<string, { pid: number; startTime: string | null }>();
   const options = {
@@ -106,14 +119,23 @@ describe('local runtime specifics', () => {
         expect(
           readFileSync(`/sys/fs/cgroup/memory/atrium-${spec.serviceId}/memory.limit_in_bytes`, 'utf8').trim(),
         ).toBe(String(128 * 1024 * 1024));
-        expect(
-          readFileSync(`/sys/fs/cgroup/cpu/atrium-${spec.serviceId}/cpu.cfs_quota_us`, 'utf8').trim(),
-        ).toBe('10000');
       }
+      // 100 millicores: 10 ms in every 100 ms once ready.
+      expect(cpuLimit(spec.serviceId, state.limits.how)).toEqual({ quota: 10_000, period: 100_000 });
     } else {
       expect(state?.limits.reason).toMatch(/cgroup/);
       expect(cgroups).not.toContain(`atrium-${spec.serviceId}`);
     }
+  });
+
+  it('limits cpu to the same share over a 1 s period while the program starts, so its start is not throttled in 10 ms slices', async () => {
+    const spec = probeSpec({ mode: 'never-ready' });
+    ids.push(spec.serviceId);
+    await backend.apply(spec);
+    await waitForStatus(backend, spec.serviceId, (s) => s?.tasks[0]?.status === 'running');
+    const state = readState(root, spec.serviceId);
+    if (!state?.limits.applied) return;
+    expect(cpuLimit(spec.serviceId, state.limits.how)).toEqual({ quota: 100_000, period: 1_000_000 });
   });
 
   it('caps the log file, keeping the latest lines', async () => {
