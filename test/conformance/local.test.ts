@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
@@ -30,6 +30,26 @@ function cpuLimit(serviceId: string, how: string | null): { quota: number; perio
     .trim()
     .split(' ');
   return { quota: Number(quota), period: Number(period) };
+}
+
+/** Spare supervisors this test process started, not yet given a service (none works under `root`). */
+function idleSpares(root: string): number[] {
+  return readdirSync('/proc')
+    .filter((entry) => /^[0-9]+$/.test(entry))
+    .filter((pid) => {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+        return (
+          ppid === process.pid &&
+          readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('--spare') &&
+          !readlinkSync(`/proc/${pid}/cwd`).startsWith(root)
+        );
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
 }
 
 function localHarness(root: string) {
@@ -136,6 +156,44 @@ describe('local runtime specifics', () => {
     const state = readState(root, spec.serviceId);
     if (!state?.limits.applied) return;
     expect(cpuLimit(spec.serviceId, state.limits.how)).toEqual({ quota: 100_000, period: 1_000_000 });
+  });
+
+  it('hands a launch to a spare supervisor started once the previous launch was running, which then works in the service directory', async () => {
+    const first = probeSpec();
+    ids.push(first.serviceId);
+    await backend.apply(first);
+    await waitForStatus(backend, first.serviceId, (s) => s?.phase === 'running');
+    for (let i = 0; i < 100 && idleSpares(root).length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const [spare] = idleSpares(root);
+    expect(spare).toBeDefined();
+    const second = probeSpec();
+    ids.push(second.serviceId);
+    await backend.apply(second);
+    const status = await waitForStatus(backend, second.serviceId, (s) => s?.phase === 'running');
+    expect(readState(root, second.serviceId)?.supervisor.pid).toBe(spare);
+    expect(readlinkSync(`/proc/${spare}/cwd`)).toBe(join(root, second.serviceId));
+    expect((await fetch(`${status?.endpoints[0]?.url}/healthz`)).status).toBe(200);
+  });
+
+  it('starts a supervisor afresh when the spare is gone', async () => {
+    const first = probeSpec();
+    ids.push(first.serviceId);
+    await backend.apply(first);
+    await waitForStatus(backend, first.serviceId, (s) => s?.phase === 'running');
+    for (let i = 0; i < 100 && idleSpares(root).length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const spares = idleSpares(root);
+    for (const pid of spares) process.kill(pid, 'SIGKILL');
+    const second = probeSpec();
+    ids.push(second.serviceId);
+    await backend.apply(second);
+    await waitForStatus(backend, second.serviceId, (s) => s?.phase === 'running');
+    const supervisor = readState(root, second.serviceId)?.supervisor.pid;
+    expect(spares).not.toContain(supervisor);
+    expect(readFileSync(`/proc/${supervisor}/cmdline`, 'utf8')).toContain(join(root, second.serviceId));
   });
 
   it('caps the log file, keeping the latest lines', async () => {

@@ -1,7 +1,7 @@
 // The `local` runtime: every service is a real process on this machine, run by its own supervisor
 // (supervisor.mjs) in a directory under the data dir. The supervisor outlives the API; after a
 // restart its workloads are adopted again (pid and start time checked) or reported lost.
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, watch as watchDir, type FSWatcher } from 'node:fs';
 import { mkdir, open, readdir, readFile, rm, rmdir, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -25,6 +25,10 @@ import type {
 // Plain JavaScript, not compiled: the same file runs from src/ (tests) and from dist/.
 const supervisorScript = join(repoRoot, 'src', 'backends', 'cluster', 'local', 'supervisor.mjs');
 const masked = '********';
+// How long a spare supervisor may take to acknowledge its service before it is killed and a
+// supervisor is started afresh instead: generous, since both must never run.
+const spareAnswerMs = 10_000;
+const spareDelayMs = 100;
 
 export interface LocalBackendOptions {
   /** Where service directories live (the data dir's `services/`). */
@@ -194,8 +198,17 @@ export class LocalBackend implements ClusterBackend {
       supervisorPid: number | null;
       /** Wakes polling as soon as the supervisor writes (the interval stays, as a fallback). */
       watcher: FSWatcher | null;
+      /** A spare supervisor is to be started once this workload is past starting. */
+      replaceSpare: boolean;
     }
   >();
+  /**
+   * A supervisor started ahead of need, idle until a launch hands it a service directory: a launch
+   * then does not wait for Node.js to start. Started after the first launch, and again each time
+   * the launch that took it is past starting (not during it, which it would slow); killed on close.
+   */
+  private spare: ChildProcess | null = null;
+  private closed = false;
   private timer: NodeJS.Timeout | null = null;
   private polling = false;
   private readonly polls = new Map<string, Promise<void>>();
@@ -317,6 +330,19 @@ export class LocalBackend implements ClusterBackend {
     await rm(join(dir, 'state.json'), { force: true });
     const eventsBefore = await this.eventsEnd(spec.serviceId);
     await writeFile(join(dir, 'spec.json'), JSON.stringify(supervisorSpec), { mode: 0o600 });
+    const pid = (await this.handToSpare(spec.serviceId)) ?? (await this.startSupervisor(dir));
+    if (pid !== null) {
+      await writeFile(join(dir, 'supervisor.json'), JSON.stringify({ pid, startTime: startTimeOf(pid) }));
+    }
+    // Follow this run's events only: earlier runs' were told when they happened.
+    this.unwatch(spec.serviceId);
+    this.watch(spec.serviceId, eventsBefore.lastSeq, pid, eventsBefore.offset);
+    const watched = this.watched.get(spec.serviceId);
+    if (watched) watched.replaceSpare = true;
+  }
+
+  /** Starts a supervisor for the service directory `dir`; its pid. */
+  private async startSupervisor(dir: string): Promise<number | null> {
     const output = await open(join(dir, 'supervisor.log'), 'a');
     try {
       const supervisor = spawn(process.execPath, [supervisorScript, dir], {
@@ -329,18 +355,79 @@ export class LocalBackend implements ClusterBackend {
         supervisor.once('spawn', resolve);
         supervisor.once('error', reject);
       });
-      if (supervisor.pid) {
-        await writeFile(
-          join(dir, 'supervisor.json'),
-          JSON.stringify({ pid: supervisor.pid, startTime: startTimeOf(supervisor.pid) }),
-        );
-      }
-      // Follow this run's events only: earlier runs' were told when they happened.
-      this.unwatch(spec.serviceId);
-      this.watch(spec.serviceId, eventsBefore.lastSeq, supervisor.pid ?? null, eventsBefore.offset);
+      return supervisor.pid ?? null;
     } finally {
       await output.close();
     }
+  }
+
+  /** Starts a spare supervisor, unless there is one (or the backend is closed). */
+  private startSpare(): void {
+    if (this.spare || this.closed) return;
+    const spare = spawn(process.execPath, [supervisorScript, '--spare'], {
+      detached: true,
+      stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    });
+    spare.once('error', (err) => this.options.log.warn({ err }, 'local runtime: no spare supervisor'));
+    spare.once('exit', () => {
+      if (this.spare === spare) this.spare = null;
+    });
+    // Neither the process nor its channel keeps the API running.
+    spare.unref();
+    spare.channel?.unref();
+    this.spare = spare;
+  }
+
+  /**
+   * Hands the service's directory to the spare supervisor, if there is one; its pid once it has
+   * acknowledged, or null (no spare, or it did not answer: then it is killed, and with it whatever
+   * it may have started).
+   */
+  private async handToSpare(serviceId: string): Promise<number | null> {
+    const spare = this.spare;
+    this.spare = null;
+    if (!spare) return null;
+    const ended = () => spare.exitCode !== null || spare.signalCode !== null;
+    if (!spare.pid || !spare.connected || ended()) {
+      if (!ended()) spare.kill('SIGKILL');
+      return null;
+    }
+    const pid = spare.pid;
+    const dir = this.dir(serviceId);
+    spare.channel?.ref();
+    const accepted = await new Promise<boolean>((resolve) => {
+      const done = (answer: boolean) => {
+        clearTimeout(timer);
+        spare.off('message', onMessage);
+        spare.off('exit', onEnd);
+        spare.off('disconnect', onEnd);
+        resolve(answer);
+      };
+      const onMessage = (message: unknown) =>
+        done((message as { accepted?: unknown } | null)?.accepted === dir);
+      const onEnd = () => done(false);
+      const timer = setTimeout(onEnd, spareAnswerMs);
+      spare.on('message', onMessage);
+      spare.once('exit', onEnd);
+      spare.once('disconnect', onEnd);
+      spare.send({ dir }, (error) => {
+        if (error) onEnd();
+      });
+    });
+    spare.channel?.unref();
+    if (accepted) return pid;
+    this.options.log.warn({ dir }, 'local runtime: the spare supervisor did not answer; starting one afresh');
+    killGroup(pid, 'SIGKILL');
+    if (!ended()) {
+      await new Promise((resolve) => {
+        spare.once('exit', resolve);
+        setTimeout(resolve, 5000).unref();
+      });
+    }
+    const child = (await this.readState(serviceId))?.child;
+    if (child && isAlive(child.pid, child.startTime)) killGroup(child.pid, 'SIGKILL');
+    return null;
   }
 
   async stop(serviceId: string): Promise<void> {
@@ -563,6 +650,7 @@ export class LocalBackend implements ClusterBackend {
         lastPhase: null,
         supervisorPid,
         watcher,
+        replaceSpare: false,
       });
     }
     this.timer ??= setInterval(() => void this.pollAll(), this.settings.pollMs);
@@ -657,6 +745,11 @@ export class LocalBackend implements ClusterBackend {
       });
     }
     watch.lastPhase = fresh.length > 0 ? phase : status.phase;
+    if (watch.replaceSpare && watch.lastPhase !== 'starting') {
+      watch.replaceSpare = false;
+      // A moment later: forking now would hold up recording this very launch as running.
+      setTimeout(() => this.startSpare(), spareDelayMs).unref();
+    }
     if (status.phase === 'failed' || status.phase === 'stopped' || status.phase === 'lost') {
       if (!isAlive(state.supervisor.pid, state.supervisor.startTime)) {
         // The state was read after the events: the supervisor may have written its last events
@@ -747,6 +840,9 @@ export class LocalBackend implements ClusterBackend {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    this.spare?.kill('SIGKILL');
+    this.spare = null;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     for (const serviceId of [...this.watched.keys()]) this.unwatch(serviceId);

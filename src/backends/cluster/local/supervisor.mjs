@@ -1,6 +1,7 @@
-// The supervisor of one service on the local runtime, started detached by src/backends/cluster/local.ts:
+// The supervisor of one service on the local runtime, started detached by backend.ts:
 //
 //   node supervisor.mjs <service directory>
+//   node supervisor.mjs --spare      (with an IPC channel: waits, warm, to be given a directory)
 //
 // It reads <dir>/spec.json, runs the command (an argv, never a shell) in its own process group,
 // timestamps what it writes into a capped log file, probes readiness, restarts it with backoff when
@@ -9,6 +10,9 @@
 // It reports through files only, so that it outlives the API and the API can pick it up again:
 //   <dir>/state.json   its state, replaced atomically on every change;
 //   <dir>/events.jsonl one line per event, numbered.
+// A spare is started ahead of need, so that a launch does not wait for Node.js to start: once given
+// its directory it acknowledges, lets go of the channel and is a supervisor like any other; a spare
+// never given one ends with the API that started it (its channel closes).
 // It is plain JavaScript so that it runs the same from src/ (tests) and from dist/.
 import { spawn } from 'node:child_process';
 import {
@@ -26,13 +30,39 @@ import {
 } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 
-const dir = process.argv[2];
-if (!dir) {
-  process.stderr.write('usage: node supervisor.mjs <service directory>\n');
+/** A spare's directory: the first message on its channel; without one it ends with the channel. */
+function assignment() {
+  return new Promise((assigned) => {
+    const quit = () => process.exit(0);
+    // Closed already (before this ran): nothing will come.
+    if (!process.connected) quit();
+    process.once('disconnect', quit);
+    process.once('message', (message) => {
+      process.off('disconnect', quit);
+      const given = resolve(String(message?.dir ?? ''));
+      // Whatever goes wrong from here on is told where a supervisor started directly writes it.
+      process.on('uncaughtException', (error) => {
+        appendFileSync(join(given, 'supervisor.log'), `${error?.stack ?? error}\n`);
+        process.exit(1);
+      });
+      process.send({ accepted: message?.dir }, () => {
+        if (process.connected) process.disconnect();
+      });
+      assigned(given);
+    });
+  });
+}
+
+const spare = process.argv[2] === '--spare';
+if (!process.argv[2] || (spare && !process.send)) {
+  process.stderr.write('usage: node supervisor.mjs <service directory> | --spare (with an IPC channel)\n');
   process.exit(2);
 }
+const dir = spare ? await assignment() : resolve(process.argv[2]);
+// Its own directory, not the API's, is where it works (and what shows it belongs to the service).
+process.chdir(dir);
 const spec = JSON.parse(readFileSync(join(dir, 'spec.json'), 'utf8'));
 const stateFile = join(dir, 'state.json');
 const eventsFile = join(dir, 'events.jsonl');
