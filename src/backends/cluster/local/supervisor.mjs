@@ -282,25 +282,37 @@ function killGroup(signal) {
   }
 }
 
-function probe(health) {
+/** Whether something accepts connections on the port (refused at once while nothing listens). */
+function accepts(port) {
   return new Promise((resolve) => {
-    const done = (ok) => resolve(ok);
-    if (health.path === null) {
-      const socket = connect(health.port, '127.0.0.1');
-      socket.setTimeout(1000);
-      socket.once('connect', () => (socket.destroy(), done(true)));
-      socket.once('error', () => done(false));
-      socket.once('timeout', () => (socket.destroy(), done(false)));
-      return;
-    }
-    const req = request({ host: '127.0.0.1', port: health.port, path: health.path, timeout: 1000 }, (res) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.setTimeout(1000);
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+    socket.once('timeout', () => (socket.destroy(), resolve(false)));
+  });
+}
+
+/** Whether the health path answers with a 2xx or 3xx status. */
+function answers(port, path) {
+  return new Promise((resolve) => {
+    const req = request({ host: '127.0.0.1', port, path, timeout: 1000 }, (res) => {
       res.resume();
-      done(res.statusCode >= 200 && res.statusCode < 400);
+      resolve(res.statusCode >= 200 && res.statusCode < 400);
     });
-    req.once('error', () => done(false));
-    req.once('timeout', () => (req.destroy(), done(false)));
+    req.once('error', () => resolve(false));
+    req.once('timeout', () => (req.destroy(), resolve(false)));
     req.end();
   });
+}
+
+/**
+ * Whether the program is ready: its port accepts, and its health path (if any) answers. The port is
+ * tried first because a bare connect costs about a third of an HTTP request, and most probes of a
+ * starting program are refused.
+ */
+async function probe(health) {
+  return (await accepts(health.port)) && (health.path === null || (await answers(health.port, health.path)));
 }
 
 /**
