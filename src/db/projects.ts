@@ -124,9 +124,11 @@ export async function listUserProjects(
     .where('m.user_id', userId)
     .select('p.*', 'm.role');
   if (filter.kind) query.where('p.kind', filter.kind);
+  // Ordered by the membership's project id (the same value as p.id): the (user_id, project_id) index
+  // gives that order, while SQLite would sort every membership of the user to order by p.id.
   return keysetPage<ProjectRow, ProjectView>(query, page, {
     list: `projects:${userId}:${filter.kind ?? ''}`,
-    keys: ['p.id'],
+    keys: ['m.project_id'],
     direction: 'asc',
     keyOf: (row) => [row.id],
     map: projectFromRow,

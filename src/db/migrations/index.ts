@@ -4,6 +4,7 @@ import * as services from './002_services.js';
 import * as pipelines from './003_pipelines.js';
 import * as benchmarks from './004_benchmarks.js';
 import * as idempotencyAnswers from './005_idempotency_answers.js';
+import * as listIndexes from './007_list_indexes.js';
 
 // A static list, so that migrations work the same from src/ (tests) and dist/ (production), and a
 // bundler or a missing directory can never skip one. Append only.
@@ -13,6 +14,7 @@ const migrations: Record<string, Knex.Migration> = {
   '003_pipelines': pipelines,
   '004_benchmarks': benchmarks,
   '005_idempotency_answers': idempotencyAnswers,
+  '007_list_indexes': listIndexes,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
