@@ -16,7 +16,7 @@ import {
   type StoredPackageVersion,
   type AuditEvent,
   type OperationRecord,
-  type ServiceRecord,
+  type ServiceSummary,
   type Page,
 } from '../services/model.js';
 import type { LoadedModuleView } from '../services/modules.js';
@@ -167,7 +167,7 @@ export const presentAuditEvent = (e: AuditEvent): Schemas['AuditEvent'] => ({
   ip: e.ip,
 });
 
-export const presentService = (s: ServiceRecord): Schemas['Service'] => ({
+export const presentService = (s: ServiceSummary): Schemas['Service'] => ({
   id: s.id,
   project_id: s.projectId,
   region_id: s.regionId,

@@ -23,6 +23,9 @@ export interface ServiceResources {
   gpu: number;
 }
 
+/** A service as its list shows it. */
+export type ServiceSummary = Omit<ServiceRecord, 'runSpec' | 'sourceDir'>;
+
 export interface ServiceRecord {
   id: string;
   projectId: string;
@@ -94,8 +97,16 @@ interface ServiceRow {
 }
 
 function serviceFromRow(row: ServiceRow): ServiceRecord {
-  let runSpec: RunSpecs | undefined;
-  const record: Omit<ServiceRecord, 'runSpec'> = {
+  return {
+    ...summaryFromRow(row),
+    runSpec: parseJson<RunSpecs>(row.run_spec),
+    sourceDir: row.source_dir,
+  };
+}
+
+/** A service row as a list selects it: without its run spec and source directory. */
+function summaryFromRow(row: Omit<ServiceRow, 'run_spec' | 'source_dir'>): ServiceSummary {
+  return {
     id: row.id,
     projectId: row.project_id,
     regionId: row.region_id,
@@ -109,7 +120,6 @@ function serviceFromRow(row: ServiceRow): ServiceRecord {
     shared: Boolean(row.shared),
     options: parseJson<Record<string, unknown>>(row.options),
     secretOptions: parseJson<string[]>(row.secret_options),
-    sourceDir: row.source_dir,
     resources: {
       cpuMillis: toNumber(row.cpu_millis),
       memoryBytes: toNumber(row.memory_bytes),
@@ -131,18 +141,51 @@ function serviceFromRow(row: ServiceRow): ServiceRecord {
     updatedAt: row.updated_at,
     startedAt: row.started_at,
   };
-  // The run spec (the manifest's run section) is the largest column and no page shows it: parsed
-  // when first read.
-  return Object.defineProperty(record, 'runSpec', {
-    get: () => (runSpec ??= parseJson<RunSpecs>(row.run_spec)),
-    enumerable: true,
-  }) as ServiceRecord;
 }
 
 function servicesQuery(db: Knex) {
   return db('services as s')
     .join('users as u', 'u.id', 's.owner_user_id')
     .select('s.*', 'u.username as owner_username', 'u.name as owner_name');
+}
+
+/** What a page of services shows: every column but the run spec (the largest) and source directory. */
+const summaryColumns = [
+  'id',
+  'project_id',
+  'region_id',
+  'name',
+  'catalog_id',
+  'package_name',
+  'package_version',
+  'owner_user_id',
+  'shared',
+  'options',
+  'secret_options',
+  'cpu_millis',
+  'memory_bytes',
+  'gpu',
+  'status',
+  'desired_state',
+  'holds_slot',
+  'holds_compute',
+  'message',
+  'exit_code',
+  'log_tail',
+  'tasks',
+  'endpoints',
+  'backend_seq',
+  'generation',
+  'version',
+  'created_at',
+  'updated_at',
+  'started_at',
+].map((column) => `s.${column}`);
+
+function summariesQuery(db: Knex) {
+  return db('services as s')
+    .join('users as u', 'u.id', 's.owner_user_id')
+    .select(...summaryColumns, 'u.username as owner_username', 'u.name as owner_name');
 }
 
 export type NewService = Omit<
@@ -205,9 +248,9 @@ export async function listProjectServices(
   projectId: string,
   filter: ServiceFilter,
   page: PageRequest,
-): Promise<Page<ServiceRecord>> {
+): Promise<Page<ServiceSummary>> {
   const filtered = () => {
-    const query = servicesQuery(db).where('s.project_id', projectId);
+    const query = summariesQuery(db).where('s.project_id', projectId);
     if (filter.statuses?.length) query.whereIn('s.status', filter.statuses);
     if (filter.packageName) query.where('s.package_name', filter.packageName);
     return query;
@@ -217,11 +260,11 @@ export async function listProjectServices(
     keys: ['s.created_at', 's.id'],
     direction: 'desc' as const,
     keyOf: (row: ServiceRow) => [row.created_at, row.id],
-    map: serviceFromRow,
+    map: summaryFromRow,
   };
-  if (filter.visibleTo === null) return keysetPage<ServiceRow, ServiceRecord>(filtered(), page, options);
+  if (filter.visibleTo === null) return keysetPage<ServiceRow, ServiceSummary>(filtered(), page, options);
   // Theirs, and the shared ones: two index range scans merged, not an OR filtered after one scan.
-  return keysetUnionPage<ServiceRow, ServiceRecord>(
+  return keysetUnionPage<ServiceRow, ServiceSummary>(
     [filtered().where('s.owner_user_id', filter.visibleTo), filtered().where('s.shared', true)],
     page,
     { ...options, idOf: (row) => row.id },

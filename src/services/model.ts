@@ -11,7 +11,7 @@ export type { OperationRecord } from '../db/operations.js';
 export type { Page, PageRequest } from '../db/pagination.js';
 export type { ProjectView } from '../db/projects.js';
 export type { Quota } from '../db/quotas.js';
-export type { ServiceRecord } from '../db/services.js';
+export type { ServiceRecord, ServiceSummary } from '../db/services.js';
 export type { ApiToken } from '../db/tokens.js';
 export type { User } from '../db/users.js';
 export type { PlanDefinition } from '../backends/benchmark/definitions.js';

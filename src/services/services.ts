@@ -10,7 +10,7 @@ import { appendEvent, listEvents } from '../db/events.js';
 import type { Page, PageRequest } from '../db/pagination.js';
 import { adjustQuotaUsage, findQuota, type UsageDelta } from '../db/quotas.js';
 import * as q from '../db/services.js';
-import type { ServiceRecord, ServiceStatus } from '../db/services.js';
+import type { ServiceRecord, ServiceStatus, ServiceSummary } from '../db/services.js';
 import type { OperationRecord } from '../db/operations.js';
 import type { StoredPackageVersion } from '../db/catalogs.js';
 import type { LogOptions, RenderedWorkload, WorkloadSpec } from '../backends/cluster/types.js';
@@ -257,7 +257,7 @@ export class ServiceManager {
     projectId: string,
     filter: { statuses?: ServiceStatus[] | undefined; packageName?: string | undefined },
     page: PageRequest,
-  ): Promise<Page<ServiceRecord>> {
+  ): Promise<Page<ServiceSummary>> {
     const role = await this.deps.projects.readable(principal, projectId);
     const seesAll = principal.user.admin || role === 'owner';
     return q.listProjectServices(
