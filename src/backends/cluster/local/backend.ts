@@ -285,10 +285,11 @@ export class LocalBackend implements ClusterBackend {
   async apply(spec: WorkloadSpec): Promise<void> {
     const dir = this.dir(spec.serviceId);
     // Never two supervisors for one service: the one recorded at spawn, or in its state, is adopted.
-    const known = [
-      (await this.readState(spec.serviceId))?.supervisor,
-      await this.readSupervisor(spec.serviceId),
-    ];
+    const [state, recorded] = await Promise.all([
+      this.readState(spec.serviceId),
+      this.readSupervisor(spec.serviceId),
+    ]);
+    const known = [state?.supervisor, recorded];
     const alive = known.find((p) => p && isAlive(p.pid, p.startTime));
     if (alive) {
       this.watch(spec.serviceId, 0, alive.pid);
@@ -305,8 +306,7 @@ export class LocalBackend implements ClusterBackend {
       'plain',
     );
     const work = join(dir, 'work');
-    await mkdir(work, { recursive: true });
-    await mkdir(join(dir, 'logs'), { recursive: true });
+    await Promise.all([mkdir(work, { recursive: true }), mkdir(join(dir, 'logs'), { recursive: true })]);
     const health = run?.health ? portNumbers.find((p) => p.name === run.health?.port) : undefined;
     const supervisorSpec: SupervisorSpec = {
       serviceId: spec.serviceId,
@@ -327,9 +327,11 @@ export class LocalBackend implements ClusterBackend {
         cpuMillis: spec.resources.cpuMillis,
       },
     };
-    await rm(join(dir, 'state.json'), { force: true });
-    const eventsBefore = await this.eventsEnd(spec.serviceId);
-    await writeFile(join(dir, 'spec.json'), JSON.stringify(supervisorSpec), { mode: 0o600 });
+    const [eventsBefore] = await Promise.all([
+      this.eventsEnd(spec.serviceId),
+      rm(join(dir, 'state.json'), { force: true }),
+      writeFile(join(dir, 'spec.json'), JSON.stringify(supervisorSpec), { mode: 0o600 }),
+    ]);
     const pid = (await this.handToSpare(spec.serviceId)) ?? (await this.startSupervisor(dir));
     if (pid !== null) {
       await writeFile(join(dir, 'supervisor.json'), JSON.stringify({ pid, startTime: startTimeOf(pid) }));
