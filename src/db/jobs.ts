@@ -1,6 +1,10 @@
 // The scheduler's job queue, in the database. Every write of a claimed job is fenced by its lease
-// token: a worker whose lease expired (and was given to another) can change nothing any more.
+// token: a worker whose lease expired (and was given to another) can change nothing any more. The
+// hot path (enqueue, claim, finish, renew) costs a statement or two, whatever the batch: a job's
+// history events are numbered by the same UPDATE that changes it (`numberEvent`), and a batch of
+// claims, completions or renewals is one statement.
 import type { Knex } from 'knex';
+import type { Logger } from 'pino';
 import { isPostgres, parseJson, toNumber } from './database.js';
 
 export type JobStatus = 'pending' | 'queued' | 'running' | 'finished' | 'failed' | 'cancelled';
@@ -56,6 +60,7 @@ interface JobRow {
   updated_at: string;
   started_at: string | null;
   finished_at: string | null;
+  event_seq: number | string;
 }
 
 export function jobFromRow(row: JobRow): JobRecord {
@@ -102,8 +107,12 @@ export interface NewJob {
   createdAt: string;
 }
 
-export async function insertJob(trx: Knex.Transaction, job: NewJob): Promise<void> {
-  await trx('jobs').insert({
+/**
+ * Inserts a job and returns it as stored. Its history starts numbered: the caller writes the job's
+ * first event, number 1, in the same transaction (insertJobEvents).
+ */
+export async function insertJob(trx: Knex.Transaction, job: NewJob): Promise<JobRecord> {
+  const columns = {
     id: job.id,
     kind: job.kind,
     project_id: job.projectId,
@@ -116,9 +125,49 @@ export async function insertJob(trx: Knex.Transaction, job: NewJob): Promise<voi
     concurrency_key: job.concurrencyKey,
     max_attempts: job.maxAttempts,
     run_after: job.runAfter,
+    event_seq: 1,
     created_at: job.createdAt,
     updated_at: job.createdAt,
+  };
+  await trx('jobs').insert(columns);
+  return jobFromRow({
+    ...columns,
+    attempts: 0,
+    lease_token: null,
+    lease_owner: null,
+    lease_expires_at: null,
+    holds_slot: false,
+    cancel_requested: false,
+    error: null,
+    result: null,
+    started_at: null,
+    finished_at: null,
   });
+}
+
+export interface JobEvent {
+  jobId: string;
+  /** The number its job's UPDATE gave it (`numberEvent`), or 1 for a new job's first. */
+  seq: number;
+  at: string;
+  type: string;
+  message: string;
+  data: Record<string, unknown>;
+}
+
+/** Writes history events of jobs, numbered already, in one statement. */
+export async function insertJobEvents(trx: Knex.Transaction, events: JobEvent[]): Promise<void> {
+  if (events.length === 0) return;
+  await trx('job_events').insert(
+    events.map((e) => ({
+      job_id: e.jobId,
+      seq: e.seq,
+      at: e.at,
+      type: e.type,
+      message: e.message,
+      data: JSON.stringify(e.data),
+    })),
+  );
 }
 
 export async function findJob(db: Knex, id: string): Promise<JobRecord | null> {
@@ -126,22 +175,28 @@ export async function findJob(db: Knex, id: string): Promise<JobRecord | null> {
   return row ? jobFromRow(row) : null;
 }
 
+export interface ClaimCandidate {
+  id: string;
+  projectId: string | null;
+  concurrencyKey: string | null;
+}
+
 /**
- * Claims the most urgent queued job of the given kinds that may run now (not waiting on a backoff,
- * its project under its concurrent-job limit), in one statement: on SQLite its first action is a
- * write, so concurrent claimers (other processes) queue on the write lock instead of racing; on
- * PostgreSQL concurrent claimers skip each other's locked rows.
+ * The most urgent queued jobs of the given kinds that may run now (not waiting on a backoff, no
+ * other job running with their concurrency key, their project under its concurrent-job limit), at
+ * most `limit`. On PostgreSQL the rows are locked for the transaction and concurrent claimers skip
+ * them; on SQLite the transaction holds the write lock from its start (BEGIN IMMEDIATE), so no
+ * other claimer can see them before it ends.
  */
-export async function claimJob(
+export async function claimableJobs(
   trx: Knex.Transaction,
-  claim: { kinds: string[]; token: string; owner: string; now: string; leaseExpiresAt: string },
-): Promise<JobRecord | null> {
-  const candidate = trx('jobs as j')
-    .select('j.id')
+  claim: { kinds: string[]; now: string; limit: number },
+): Promise<ClaimCandidate[]> {
+  const query = trx('jobs as j')
+    .select('j.id', 'j.project_id', 'j.concurrency_key')
     .where('j.status', 'queued')
     .where('j.run_after', '<=', claim.now)
     .whereIn('j.kind', claim.kinds)
-    // One job at a time per concurrency key: none whose key another running job holds.
     .where((w) =>
       w
         .whereNull('j.concurrency_key')
@@ -163,22 +218,49 @@ export async function claimJob(
       { column: 'j.created_at', order: 'asc' },
       { column: 'j.id', order: 'asc' },
     ])
-    .limit(1);
-  if (isPostgres(trx)) candidate.forUpdate().skipLocked();
+    .limit(claim.limit);
+  if (isPostgres(trx)) query.forUpdate().skipLocked();
+  const rows = (await query) as { id: string; project_id: string | null; concurrency_key: string | null }[];
+  return rows.map((r) => ({ id: r.id, projectId: r.project_id, concurrencyKey: r.concurrency_key }));
+}
+
+/** A job as an UPDATE left it, with the number it gave the event that records the change. */
+export interface ChangedJob {
+  job: JobRecord;
+  eventSeq: number;
+}
+
+/**
+ * Leases queued jobs (chosen by claimableJobs, in this transaction) to a worker under one token,
+ * in one statement: running, one more attempt, a history event numbered. Those with a project
+ * hold one of its slots (the caller took them). Returned in the order of `ids`.
+ */
+export async function leaseJobs(
+  trx: Knex.Transaction,
+  ids: string[],
+  lease: { token: string; owner: string; now: string; expiresAt: string },
+): Promise<ChangedJob[]> {
+  if (ids.length === 0) return [];
   const rows = (await trx('jobs')
-    .where('id', candidate)
+    .whereIn('id', ids)
     .where('status', 'queued')
     .update({
       status: 'running',
       attempts: trx.raw('attempts + 1'),
-      lease_token: claim.token,
-      lease_owner: claim.owner,
-      lease_expires_at: claim.leaseExpiresAt,
-      started_at: trx.raw('coalesce(started_at, ?)', [claim.now]),
-      updated_at: claim.now,
+      lease_token: lease.token,
+      lease_owner: lease.owner,
+      lease_expires_at: lease.expiresAt,
+      holds_slot: trx.raw('project_id is not null'),
+      started_at: trx.raw('coalesce(started_at, ?)', [lease.now]),
+      event_seq: trx.raw('event_seq + 1'),
+      updated_at: lease.now,
     })
     .returning('*')) as JobRow[];
-  return rows[0] ? jobFromRow(rows[0]) : null;
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  return ids.flatMap((id) => {
+    const row = byId.get(id);
+    return row ? [{ job: jobFromRow(row), eventSeq: toNumber(row.event_seq) }] : [];
+  });
 }
 
 /** Takes one of the project's concurrent-job slots, if the limit leaves one. */
@@ -192,10 +274,16 @@ export async function takeJobSlot(trx: Knex.Transaction, projectId: string, now:
   return updated > 0;
 }
 
-export async function giveJobSlot(trx: Knex.Transaction, projectId: string, now: string): Promise<void> {
+/** Gives back `count` of the project's concurrent-job slots. */
+export async function giveJobSlot(
+  trx: Knex.Transaction,
+  projectId: string,
+  now: string,
+  count = 1,
+): Promise<void> {
   await trx('project_quotas')
     .where({ project_id: projectId })
-    .update({ used_concurrent_jobs: trx.raw('used_concurrent_jobs - 1'), updated_at: now });
+    .update({ used_concurrent_jobs: trx.raw('used_concurrent_jobs - ?', [count]), updated_at: now });
 }
 
 export interface JobChanges {
@@ -211,11 +299,14 @@ export interface JobChanges {
   releaseLease?: boolean;
   /** The attempt in progress is not counted (it was given back, not tried). */
   uncountAttempt?: boolean;
+  /** Numbers one more history event of the job (updateLeasedJob returns the number). */
+  numberEvent?: boolean;
 }
 
 function changesToRow(knex: Knex, changes: JobChanges, now: string): Record<string, unknown> {
   const row: Record<string, unknown> = { updated_at: now };
   if (changes.uncountAttempt) row.attempts = knex.raw('attempts - 1');
+  if (changes.numberEvent) row.event_seq = knex.raw('event_seq + 1');
   if (changes.status !== undefined) row.status = changes.status;
   if (changes.runAfter !== undefined) row.run_after = changes.runAfter;
   if (changes.leaseExpiresAt !== undefined) row.lease_expires_at = changes.leaseExpiresAt;
@@ -232,8 +323,8 @@ function changesToRow(knex: Knex, changes: JobChanges, now: string): Record<stri
 }
 
 /**
- * Changes a running job only if `token` still holds its lease; returns the job as it was before
- * (or null: the lease is lost, the change not made).
+ * Changes a running job only if `token` still holds its lease, in one statement; returns the job as
+ * the change left it (or null: the lease is lost, the change not made).
  */
 export async function updateLeasedJob(
   trx: Knex.Transaction,
@@ -241,13 +332,51 @@ export async function updateLeasedJob(
   token: string,
   changes: JobChanges,
   now: string,
-): Promise<JobRecord | null> {
-  const before = await trx<JobRow>('jobs').where({ id, lease_token: token, status: 'running' }).first();
-  if (!before) return null;
-  const updated = await trx('jobs')
+): Promise<ChangedJob | null> {
+  const rows = (await trx('jobs')
     .where({ id, lease_token: token, status: 'running' })
-    .update(changesToRow(trx, changes, now));
-  return updated > 0 ? jobFromRow(before) : null;
+    .update(changesToRow(trx, changes, now))
+    .returning('*')) as JobRow[];
+  return rows[0] ? { job: jobFromRow(rows[0]), eventSeq: toNumber(rows[0].event_seq) } : null;
+}
+
+/**
+ * Records jobs finished with their results, each only if its token still holds its lease, in one
+ * statement: the lease and the slot given back, a history event numbered. Returns the number of
+ * the event of each job that was changed; the others' leases were lost.
+ */
+export async function finishLeasedJobs(
+  trx: Knex.Transaction,
+  finished: { id: string; token: string; result: Record<string, unknown> }[],
+  now: string,
+): Promise<Map<string, number>> {
+  if (finished.length === 0) return new Map();
+  const results = trx.raw(
+    `case id ${finished.map(() => 'when ? then ?').join(' ')} end`,
+    finished.flatMap((f) => [f.id, JSON.stringify(f.result)]),
+  );
+  const rows = (await trx('jobs')
+    .where('status', 'running')
+    .where((w) => {
+      for (const f of finished) w.orWhere((one) => one.where({ id: f.id, lease_token: f.token }));
+    })
+    .update({
+      ...changesToRow(
+        trx,
+        {
+          status: 'finished',
+          error: null,
+          finishedAt: now,
+          releaseLease: true,
+          holdsSlot: false,
+          numberEvent: true,
+        },
+        now,
+      ),
+      result: results,
+    })
+    .returning(['id', 'event_seq'])) as { id: string; event_seq: number | string }[];
+  return new Map(rows.map((r) => [r.id, toNumber(r.event_seq)]));
 }
 
 /** Changes a job in one of the given statuses; returns it as it was before, or null. */
@@ -267,28 +396,40 @@ export async function updateJobIn(
   return updated > 0 ? jobFromRow(before) : null;
 }
 
-/** Extends a lease; null when it is lost, else whether cancellation was asked for. */
-export async function extendLease(
+/**
+ * Extends the leases of a worker's running jobs in one statement, each only while its token holds
+ * it; returns the jobs still held, with whether cancellation was asked for (a job missing from the
+ * answer lost its lease).
+ */
+export async function extendLeases(
   db: Knex,
-  id: string,
-  token: string,
+  held: { id: string; token: string }[],
   expiresAt: string,
   now: string,
-): Promise<{ cancelRequested: boolean } | null> {
+): Promise<Map<string, { cancelRequested: boolean }>> {
+  if (held.length === 0) return new Map();
   const rows = (await db('jobs')
-    .where({ id, lease_token: token, status: 'running' })
+    .where('status', 'running')
+    .whereIn(
+      'id',
+      held.map((h) => h.id),
+    )
+    .whereIn('lease_token', [...new Set(held.map((h) => h.token))])
     .update({ lease_expires_at: expiresAt, updated_at: now })
-    .returning(['cancel_requested'])) as { cancel_requested: boolean | number }[];
-  return rows[0] ? { cancelRequested: Boolean(rows[0].cancel_requested) } : null;
+    .returning(['id', 'cancel_requested'])) as { id: string; cancel_requested: boolean | number }[];
+  return new Map(rows.map((r) => [r.id, { cancelRequested: Boolean(r.cancel_requested) }]));
 }
 
-/** The jobs that depend on this one, in the given statuses. */
+/** The jobs that depend on any of these, in the given statuses. */
 export async function dependentsOf(
   trx: Knex.Transaction,
-  id: string,
+  ids: string | string[],
   statuses: JobStatus[],
 ): Promise<JobRecord[]> {
-  const rows = (await trx<JobRow>('jobs').where({ depends_on: id }).whereIn('status', statuses)) as JobRow[];
+  const rows = (await trx<JobRow>('jobs')
+    .whereIn('depends_on', typeof ids === 'string' ? [ids] : ids)
+    .whereIn('status', statuses)
+    .orderBy('id')) as JobRow[];
   return rows.map(jobFromRow);
 }
 
@@ -341,8 +482,10 @@ export async function takeJobLock(
   return inserted.length > 0;
 }
 
-export async function giveJobLocks(trx: Knex.Transaction, jobId: string): Promise<void> {
-  await trx('job_locks').where({ job_id: jobId }).delete();
+export async function giveJobLocks(trx: Knex.Transaction, jobIds: string | string[]): Promise<void> {
+  await trx('job_locks')
+    .whereIn('job_id', typeof jobIds === 'string' ? [jobIds] : jobIds)
+    .delete();
 }
 
 /**
@@ -353,4 +496,117 @@ export async function countExecutions(db: Knex, jobId: string): Promise<number> 
   const row = (await db('job_events').where({ job_id: jobId, type: 'running' }).count({ n: '*' }).first()) as
     { n: number | string } | undefined;
   return Number(row?.n ?? 0);
+}
+
+/** What the scheduler of one process tells the workers of the others (PostgreSQL's NOTIFY). */
+export interface JobNotices {
+  /** Some job became queued. */
+  queued(): void;
+  /** A running job was asked to stop. */
+  cancelRequested(jobId: string): void;
+}
+
+interface ListeningConnection {
+  query(sql: string): Promise<unknown>;
+  on(event: 'notification', listener: (message: { channel: string; payload?: string }) => void): void;
+  on(event: 'error', listener: (error: Error) => void): void;
+  on(event: 'end', listener: () => void): void;
+}
+
+interface RawConnections {
+  acquireRawConnection(): Promise<ListeningConnection>;
+  destroyRawConnection(connection: ListeningConnection): Promise<void>;
+}
+
+const queuedChannel = 'atrium_jobs';
+const cancelChannel = 'atrium_job_cancel';
+
+/** Whether the database carries job notices between processes (PostgreSQL; not SQLite). */
+export function carriesJobNotices(db: Knex): boolean {
+  return isPostgres(db);
+}
+
+/**
+ * Tells every listening process that jobs were queued, or that a running job was asked to stop,
+ * in a statement of its own after the change committed: a NOTIFY inside the change's transaction
+ * would take PostgreSQL's global notify lock through its commit, serialising every enqueue.
+ */
+export async function announceJobNotice(
+  db: Knex,
+  notice: { queued: true } | { cancelRequested: string },
+): Promise<void> {
+  if (!isPostgres(db)) return;
+  const [channel, payload] =
+    'queued' in notice ? [queuedChannel, ''] : [cancelChannel, notice.cancelRequested];
+  await db.raw('select pg_notify(?, ?)', [channel, payload]);
+}
+
+/**
+ * On PostgreSQL, hears the job notices of every process (announceJobNotice) on a connection of its own (outside the
+ * pool), connecting again after a loss with a growing delay; `queued` is called on each (re)connect
+ * too, for what was queued while nobody listened. Returns the function that stops listening; null
+ * on SQLite, which has no channel between processes.
+ */
+export function listenForJobNotices(
+  db: Knex,
+  notices: JobNotices,
+  log: Logger,
+): (() => Promise<void>) | null {
+  if (!isPostgres(db)) return null;
+  const client = db.client as unknown as RawConnections;
+  let stopped = false;
+  let current: ListeningConnection | null = null;
+  let retry: NodeJS.Timeout | undefined;
+  let delayMs = 100;
+  const reconnect = () => {
+    if (stopped) return;
+    retry = setTimeout(() => void connect(), delayMs);
+    retry.unref();
+    delayMs = Math.min(delayMs * 2, 5000);
+  };
+  const lost = (connection: ListeningConnection, err?: Error) => {
+    if (current !== connection) return;
+    current = null;
+    log.warn({ err }, 'listening for job notices: connection lost');
+    void client.destroyRawConnection(connection).catch(() => undefined);
+    reconnect();
+  };
+  const connect = async () => {
+    let connection: ListeningConnection | null = null;
+    try {
+      connection = await client.acquireRawConnection();
+      if (stopped) {
+        await client.destroyRawConnection(connection);
+        return;
+      }
+      const listening = connection;
+      current = listening;
+      listening.on('notification', (message) => {
+        if (message.channel === queuedChannel) notices.queued();
+        else if (message.channel === cancelChannel && message.payload)
+          notices.cancelRequested(message.payload);
+      });
+      listening.on('error', (err) => lost(listening, err));
+      listening.on('end', () => lost(listening));
+      await listening.query(`LISTEN ${queuedChannel}; LISTEN ${cancelChannel}`);
+      delayMs = 100;
+      notices.queued();
+    } catch (err) {
+      if (stopped) return;
+      if (connection && current === connection) {
+        lost(connection, err as Error);
+      } else {
+        log.warn({ err }, 'listening for job notices: cannot connect');
+        reconnect();
+      }
+    }
+  };
+  void connect();
+  return async () => {
+    stopped = true;
+    clearTimeout(retry);
+    const connection = current;
+    current = null;
+    if (connection) await client.destroyRawConnection(connection).catch(() => undefined);
+  };
 }

@@ -3,6 +3,13 @@
 // with a lease, renewed by heartbeats, and every write of a claimed job is fenced by its lease token,
 // so a worker that lost its lease can change nothing. Effects that must happen exactly once are made
 // by the kind's `commit` hook in the transaction that records the job finished.
+//
+// The hot path is built for throughput without giving any of that up: a worker claims several jobs
+// in one transaction, records the jobs that finish together in one transaction (each with a
+// commit hook in a savepoint of its own, so that one failing hook fails only its job), renews all
+// its leases in one statement, and is woken by new jobs (in-process, and on PostgreSQL by a NOTIFY
+// from the process that queued them) rather than polling for them.
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { Clock } from '../../clock.js';
@@ -73,7 +80,7 @@ export interface EnqueueRequest {
   id?: string;
 }
 
-/** A job claimed by a worker: the token fences its every write. */
+/** A job claimed by a worker: the token fences its every write (the jobs of one claim share it). */
 export interface Claim {
   job: JobRecord;
   token: string;
@@ -90,8 +97,30 @@ export interface SchedulerOptions {
 export const jobsTopic = 'jobs';
 export const jobTopic = (id: string) => `job:${id}`;
 
+/** A status change whose history event the job's UPDATE has numbered already. */
+interface NumberedTransition {
+  job: JobRecord;
+  seq: number;
+  from: JobStatus | null;
+  to: JobStatus;
+  message: string;
+  data?: Record<string, unknown>;
+}
+
+/** A finished job's result, for `completeAll`. */
+export interface Completion {
+  claim: Claim;
+  result: Record<string, unknown>;
+}
+
+/** The least time between two notices of queued jobs from one process to the others. */
+const announceGapMs = 5;
+
 export class Scheduler {
   private readonly handlers = new Map<string, JobHandler>();
+  /** A notice of queued jobs is on its way to other processes; `announceAgain`: one more after it. */
+  private announcing = false;
+  private announceAgain = false;
 
   constructor(
     private readonly deps: {
@@ -122,16 +151,73 @@ export class Scheduler {
     return handler;
   }
 
-  /** Wakes idle workers of this process (those of other processes see new jobs at their next poll). */
+  /**
+   * Wakes idle workers: those of this process at once; on PostgreSQL those of other processes too,
+   * through `listen`, by one notice for whatever was queued within a few milliseconds. On SQLite
+   * the others see new jobs at their next poll.
+   */
   wake(): void {
     this.deps.notifier.notify(jobsTopic);
+    if (!q.carriesJobNotices(this.deps.db)) return;
+    if (this.announcing) {
+      this.announceAgain = true;
+      return;
+    }
+    this.announcing = true;
+    void (async () => {
+      do {
+        this.announceAgain = false;
+        await q
+          .announceJobNotice(this.deps.db, { queued: true })
+          .catch((err: unknown) => this.deps.log.warn({ err }, 'announcing queued jobs failed'));
+        await sleep(announceGapMs);
+      } while (this.announceAgain);
+      this.announcing = false;
+    })();
+  }
+
+  /**
+   * Turns the job notices of every process (PostgreSQL's NOTIFY: a job queued, a running job asked
+   * to stop) into this process's wake-ups, until the function it returns is called.
+   */
+  listen(): () => Promise<void> {
+    const stop = q.listenForJobNotices(
+      this.deps.db,
+      {
+        // In-process only: passing a notice on would echo it between processes forever.
+        queued: () => this.deps.notifier.notify(jobsTopic),
+        cancelRequested: (jobId) => this.deps.notifier.notify(jobTopic(jobId)),
+      },
+      this.deps.log,
+    );
+    return stop ?? (async () => undefined);
   }
 
   private now(offsetMs = 0): string {
     return iso(new Date(this.deps.clock().getTime() + offsetMs));
   }
 
-  /** Records a transition: the job's history, the kind's hook. */
+  /** Records transitions whose events are numbered already: the jobs' history, the kinds' hooks. */
+  private async recordTransitions(trx: Knex.Transaction, transitions: NumberedTransition[]): Promise<void> {
+    const at = this.now();
+    await q.insertJobEvents(
+      trx,
+      transitions.map((t) => ({
+        jobId: t.job.id,
+        seq: t.seq,
+        at,
+        type: t.to,
+        message: t.message,
+        data: { from: t.from, ...t.data },
+      })),
+    );
+    for (const { job, from, to, message } of transitions) {
+      const hook = this.handlers.get(job.kind)?.onTransition;
+      if (hook) await hook(trx, { ...job, status: to }, { from, to, at, message });
+    }
+  }
+
+  /** Records a transition of a job changed without numbering its event: its history, the kind's hook. */
   private async transition(
     trx: Knex.Transaction,
     job: JobRecord,
@@ -172,9 +258,16 @@ export class Scheduler {
       runAfter: now,
       createdAt: now,
     };
-    await q.insertJob(trx, job);
-    const record = (await q.findJob(trx, job.id)) as JobRecord;
-    await this.transition(trx, record, null, job.status, waits ? `waiting for job ${dependsOn}` : 'queued');
+    const record = await q.insertJob(trx, job);
+    await this.recordTransitions(trx, [
+      {
+        job: record,
+        seq: 1,
+        from: null,
+        to: job.status,
+        message: waits ? `waiting for job ${dependsOn}` : 'queued',
+      },
+    ]);
     void trx.executionPromise?.then(
       () => this.wake(),
       () => undefined,
@@ -184,80 +277,112 @@ export class Scheduler {
 
   /** Claims the next job this worker can run, or null. */
   async claim(workerId: string, kinds: string[] = this.kinds()): Promise<Claim | null> {
-    if (kinds.length === 0) return null;
+    return (await this.claimMany(workerId, 1, kinds))[0] ?? null;
+  }
+
+  /**
+   * Claims up to `limit` jobs this worker can run, most urgent first, in one transaction: each gets
+   * its project slot and concurrency lock (a job whose slot or lock another took in the meantime,
+   * or an earlier job of this batch, stays queued), a lease under one token, and its history event.
+   */
+  async claimMany(workerId: string, limit: number, kinds: string[] = this.kinds()): Promise<Claim[]> {
+    if (kinds.length === 0 || limit < 1) return [];
     const token = randomBase62(32);
     const now = this.now();
-    return this.deps.db
-      .transaction(async (trx) => {
-        const job = await q.claimJob(trx, {
-          kinds,
-          token,
-          owner: workerId,
-          now,
-          leaseExpiresAt: this.now(this.deps.options.leaseMs),
-        });
-        if (!job) return null;
-        if (job.concurrencyKey && !(await q.takeJobLock(trx, job.concurrencyKey, job.id, now))) {
-          throw new SlotTaken();
+    return this.deps.db.transaction(async (trx) => {
+      const chosen: string[] = [];
+      for (const candidate of await q.claimableJobs(trx, { kinds, now, limit })) {
+        const { id, projectId, concurrencyKey } = candidate;
+        if (concurrencyKey && !(await q.takeJobLock(trx, concurrencyKey, id, now))) continue;
+        // The query excluded projects at their limit; this makes it exact under concurrency.
+        if (projectId && !(await q.takeJobSlot(trx, projectId, now))) {
+          if (concurrencyKey) await q.giveJobLocks(trx, id);
+          continue;
         }
-        if (job.projectId) {
-          // The claim excluded projects at their limit; this makes it exact under concurrency.
-          if (!(await q.takeJobSlot(trx, job.projectId, now))) {
-            throw new SlotTaken();
-          }
-          await q.updateLeasedJob(trx, job.id, token, { holdsSlot: true }, now);
-        }
-        await this.transition(trx, job, 'queued', 'running', `attempt ${job.attempts} on ${workerId}`, {
-          attempt: job.attempts,
-          worker: workerId,
-        });
-        return { job: { ...job, holdsSlot: Boolean(job.projectId) }, token, workerId };
-      })
-      .catch((error: unknown) => {
-        if (error instanceof SlotTaken) return null;
-        throw error;
+        chosen.push(id);
+      }
+      const leased = await q.leaseJobs(trx, chosen, {
+        token,
+        owner: workerId,
+        now,
+        expiresAt: this.now(this.deps.options.leaseMs),
       });
+      // The candidates are locked (PostgreSQL) or the database is (SQLite): none can have changed.
+      if (leased.length !== chosen.length) throw new Error('claimed jobs changed under their lock');
+      await this.recordTransitions(
+        trx,
+        leased.map(({ job, eventSeq }) => ({
+          job,
+          seq: eventSeq,
+          from: 'queued',
+          to: 'running',
+          message: `attempt ${job.attempts} on ${workerId}`,
+          data: { attempt: job.attempts, worker: workerId },
+        })),
+      );
+      return leased.map(({ job }) => ({ job, token, workerId }));
+    });
   }
 
   /** Renews the lease: 'ok', 'cancel' (cancellation was asked for) or 'lost' (stop, write nothing). */
   async heartbeat(claim: Claim): Promise<'ok' | 'cancel' | 'lost'> {
-    const renewed = await q.extendLease(
+    return (await this.heartbeatAll([claim])).get(claim.job.id) ?? 'lost';
+  }
+
+  /** Renews the leases of several claims in one statement; each job's state as `heartbeat` says it. */
+  async heartbeatAll(claims: Claim[]): Promise<Map<string, 'ok' | 'cancel' | 'lost'>> {
+    const held = await q.extendLeases(
       this.deps.db,
-      claim.job.id,
-      claim.token,
+      claims.map((c) => ({ id: c.job.id, token: c.token })),
       this.now(this.deps.options.leaseMs),
       this.now(),
     );
-    if (!renewed) return 'lost';
-    return renewed.cancelRequested ? 'cancel' : 'ok';
+    return new Map(
+      claims.map((c) => {
+        const renewed = held.get(c.job.id);
+        return [c.job.id, !renewed ? 'lost' : renewed.cancelRequested ? 'cancel' : 'ok'];
+      }),
+    );
   }
 
   /**
-   * Ends the claim on a job in one transaction, if the claim still holds its lease: writes
-   * `changes`, gives back the project slot and the concurrency lock the job held, then lets
-   * `record` write the rest (history, hooks, dependents). False, and nothing written, when the lease
-   * was lost meanwhile.
+   * What ending claims gives back, in the transaction that ends them: their project slots and
+   * concurrency locks. Only for claims whose fenced change was made (the lease was still held, so
+   * the job holds what its claim took).
+   */
+  private async giveBack(trx: Knex.Transaction, claims: Claim[]): Promise<void> {
+    const now = this.now();
+    const slots = new Map<string, number>();
+    for (const { job } of claims) {
+      if (job.holdsSlot && job.projectId) slots.set(job.projectId, (slots.get(job.projectId) ?? 0) + 1);
+    }
+    for (const [projectId, count] of slots) await q.giveJobSlot(trx, projectId, now, count);
+    const locked = claims.filter((c) => c.job.concurrencyKey).map((c) => c.job.id);
+    if (locked.length > 0) await q.giveJobLocks(trx, locked);
+  }
+
+  /**
+   * Ends one claim in a transaction, if the claim still holds its lease: makes `changes` (numbering
+   * the event that records them), gives back the slot and the lock, then lets `record` write the
+   * rest (history, hooks, dependents). False, and nothing written, when the lease was lost.
    */
   private async settleClaim(
     claim: Claim,
-    changes: (trx: Knex.Transaction) => Promise<q.JobChanges | null>,
-    record: (trx: Knex.Transaction, before: JobRecord) => Promise<void>,
+    changes: q.JobChanges,
+    record: (trx: Knex.Transaction, job: JobRecord, seq: number) => Promise<void>,
   ): Promise<boolean> {
     const now = this.now();
     const done = await this.deps.db.transaction(async (trx) => {
-      const wanted = await changes(trx);
-      if (!wanted) return false;
-      const before = await q.updateLeasedJob(
+      const changed = await q.updateLeasedJob(
         trx,
         claim.job.id,
         claim.token,
-        { ...wanted, releaseLease: true, holdsSlot: false },
+        { ...changes, releaseLease: true, holdsSlot: false, numberEvent: true },
         now,
       );
-      if (!before) return false;
-      if (before.holdsSlot && before.projectId) await q.giveJobSlot(trx, before.projectId, now);
-      await q.giveJobLocks(trx, before.id);
-      await record(trx, { ...before, holdsSlot: false });
+      if (!changed) return false;
+      await this.giveBack(trx, [claim]);
+      await record(trx, changed.job, changed.eventSeq);
       return true;
     });
     this.notifyJob(claim.job.id);
@@ -268,22 +393,114 @@ export class Scheduler {
    * Records the job finished, runs its commit hook and queues what waited on it, in one
    * transaction; false (and nothing written) when the lease was lost meanwhile.
    */
-  complete(claim: Claim, result: Record<string, unknown>): Promise<boolean> {
+  async complete(claim: Claim, result: Record<string, unknown>): Promise<boolean> {
+    const [outcome] = await this.completeAll([{ claim, result }]);
+    if (outcome?.status === 'rejected') throw outcome.reason;
+    return outcome?.status === 'fulfilled' && outcome.value;
+  }
+
+  /**
+   * Records jobs finished, as `complete` does each, in one transaction: per job true, false when its
+   * lease was lost meanwhile (nothing of it written), or the error of its commit hook (nothing of it
+   * written either: it stays running until its lease runs out, and is tried again). Jobs whose kind
+   * has no hooks are finished by one statement; the others each in a savepoint.
+   */
+  async completeAll(completions: Completion[]): Promise<PromiseSettledResult<boolean>[]> {
+    if (completions.length === 0) return [];
     const now = this.now();
-    return this.settleClaim(
-      claim,
-      async () => ({ status: 'finished', result, finishedAt: now, error: null }),
-      async (trx, before) => {
-        const job: JobRecord = { ...before, status: 'finished', result, finishedAt: now };
-        const commit = this.handlers.get(job.kind)?.commit;
-        if (commit) await commit(trx, job, result);
-        await this.transition(trx, job, 'running', 'finished', 'finished');
-        for (const next of await q.dependentsOf(trx, job.id, ['pending'])) {
-          await q.updateJobIn(trx, next.id, ['pending'], { status: 'queued', runAfter: now }, now);
-          await this.transition(trx, next, 'pending', 'queued', `job ${job.id} finished`);
+    const outcomes = new Map<string, PromiseSettledResult<boolean>>();
+    let freedOthers = false;
+    const hooked = (c: Completion) => {
+      const handler = this.handlers.get(c.claim.job.kind);
+      return Boolean(handler?.commit ?? handler?.onTransition);
+    };
+    await this.deps.db.transaction(async (trx) => {
+      const finished: Claim[] = [];
+      const plain = completions.filter((c) => !hooked(c));
+      const seqs = await q.finishLeasedJobs(
+        trx,
+        plain.map((c) => ({ id: c.claim.job.id, token: c.claim.token, result: c.result })),
+        now,
+      );
+      const numbered: NumberedTransition[] = [];
+      for (const { claim, result } of plain) {
+        const seq = seqs.get(claim.job.id);
+        outcomes.set(claim.job.id, { status: 'fulfilled', value: seq !== undefined });
+        if (seq === undefined) continue;
+        finished.push(claim);
+        const job = this.finishedRecord(claim.job, result, now);
+        numbered.push({ job, seq, from: 'running', to: 'finished', message: 'finished' });
+      }
+      await this.recordTransitions(trx, numbered);
+      for (const { claim, result } of completions.filter(hooked)) {
+        try {
+          const done = await trx.transaction(async (savepoint) => {
+            const changed = await q.updateLeasedJob(
+              savepoint,
+              claim.job.id,
+              claim.token,
+              {
+                status: 'finished',
+                result,
+                error: null,
+                finishedAt: now,
+                releaseLease: true,
+                holdsSlot: false,
+                numberEvent: true,
+              },
+              now,
+            );
+            if (!changed) return false;
+            const commit = this.handlers.get(changed.job.kind)?.commit;
+            if (commit) await commit(savepoint, changed.job, result);
+            await this.recordTransitions(savepoint, [
+              {
+                job: changed.job,
+                seq: changed.eventSeq,
+                from: 'running',
+                to: 'finished',
+                message: 'finished',
+              },
+            ]);
+            return true;
+          });
+          outcomes.set(claim.job.id, { status: 'fulfilled', value: done });
+          if (done) finished.push(claim);
+        } catch (error) {
+          outcomes.set(claim.job.id, { status: 'rejected', reason: error });
         }
-      },
+      }
+      await this.giveBack(trx, finished);
+      const ids = finished.map((c) => c.job.id);
+      for (const next of ids.length > 0 ? await q.dependentsOf(trx, ids, ['pending']) : []) {
+        await q.updateJobIn(trx, next.id, ['pending'], { status: 'queued', runAfter: now }, now);
+        await this.transition(trx, next, 'pending', 'queued', `job ${next.dependsOn ?? ''} finished`);
+        freedOthers = true;
+      }
+      if (finished.some(({ job }) => job.holdsSlot || job.concurrencyKey)) freedOthers = true;
+    });
+    for (const { claim } of completions) this.deps.notifier.notify(jobTopic(claim.job.id));
+    // Other processes care only when a job became claimable: queued, or its slot or lock freed.
+    if (freedOthers) this.wake();
+    else this.deps.notifier.notify(jobsTopic);
+    return completions.map(
+      ({ claim }) => outcomes.get(claim.job.id) ?? { status: 'fulfilled', value: false },
     );
+  }
+
+  /** A claimed job as finishing it leaves it. */
+  private finishedRecord(job: JobRecord, result: Record<string, unknown>, now: string): JobRecord {
+    return {
+      ...job,
+      status: 'finished',
+      result,
+      error: null,
+      finishedAt: now,
+      updatedAt: now,
+      leaseOwner: null,
+      leaseExpiresAt: null,
+      holdsSlot: false,
+    };
   }
 
   /**
@@ -293,25 +510,23 @@ export class Scheduler {
   fail(claim: Claim, failure: JobFailure): Promise<boolean> {
     const now = this.now();
     const error = { message: failure.message, retriable: failure.retriable, ...failure.data };
-    let retryAt: string | null = null;
+    // The claim's attempts are the job's: only a claim, a reap or a retry changes them, and each of
+    // those takes the lease away from this one first.
+    const { attempts, maxAttempts } = claim.job;
+    const retryAt = failure.retriable && attempts < maxAttempts ? this.now(this.backoff(attempts)) : null;
     return this.settleClaim(
       claim,
-      async (trx) => {
-        const current = await q.findJob(trx, claim.job.id);
-        if (!current) return null;
-        if (failure.retriable && current.attempts < current.maxAttempts) {
-          retryAt = this.now(this.backoff(current.attempts));
-          return { status: 'queued', runAfter: retryAt, error };
-        }
-        return { status: 'failed', error, finishedAt: now };
-      },
-      async (trx, before) => {
-        const job = { ...before, error };
+      retryAt ? { status: 'queued', runAfter: retryAt, error } : { status: 'failed', error, finishedAt: now },
+      async (trx, job, seq) => {
         if (retryAt) {
-          const message = `attempt ${before.attempts} failed: ${failure.message}`;
-          await this.transition(trx, job, 'running', 'queued', message, { error, retryAt });
+          const message = `attempt ${attempts} failed: ${failure.message}`;
+          await this.recordTransitions(trx, [
+            { job, seq, from: 'running', to: 'queued', message, data: { error, retryAt } },
+          ]);
         } else {
-          await this.transition(trx, job, 'running', 'failed', failure.message, { error });
+          await this.recordTransitions(trx, [
+            { job, seq, from: 'running', to: 'failed', message: failure.message, data: { error } },
+          ]);
           await this.cancelDependents(trx, job.id, `job ${job.id} failed`);
         }
       },
@@ -320,24 +535,22 @@ export class Scheduler {
 
   /** The worker stopped the job because cancellation was asked for. */
   cancelled(claim: Claim): Promise<boolean> {
-    return this.settleClaim(
-      claim,
-      async () => ({ status: 'cancelled', finishedAt: this.now() }),
-      async (trx, before) => {
-        await this.transition(trx, before, 'running', 'cancelled', 'cancelled while running');
-        await this.cancelDependents(trx, before.id, `job ${before.id} was cancelled`);
-      },
-    );
+    return this.settleClaim(claim, { status: 'cancelled', finishedAt: this.now() }, async (trx, job, seq) => {
+      await this.recordTransitions(trx, [
+        { job, seq, from: 'running', to: 'cancelled', message: 'cancelled while running' },
+      ]);
+      await this.cancelDependents(trx, job.id, `job ${job.id} was cancelled`);
+    });
   }
 
   /** Gives a claimed job back to the queue (the worker is stopping); the attempt does not count. */
   release(claim: Claim): Promise<boolean> {
     return this.settleClaim(
       claim,
-      async () => ({ status: 'queued', runAfter: this.now(), uncountAttempt: true }),
-      async (trx, before) => {
+      { status: 'queued', runAfter: this.now(), uncountAttempt: true },
+      async (trx, job, seq) => {
         const message = `given back by ${claim.workerId}, which is stopping`;
-        await this.transition(trx, before, 'running', 'queued', message);
+        await this.recordTransitions(trx, [{ job, seq, from: 'running', to: 'queued', message }]);
       },
     );
   }
@@ -382,7 +595,12 @@ export class Scheduler {
       await q.updateJobIn(trx, jobId, ['running'], { cancelRequested: true }, now);
       await appendEvent(trx, 'job', jobId, { at: now, type: 'cancel-requested', message: reason, data: {} });
       void trx.executionPromise?.then(
-        () => this.notifyJob(jobId),
+        () => {
+          this.notifyJob(jobId);
+          q.announceJobNotice(this.deps.db, { cancelRequested: jobId }).catch((err: unknown) =>
+            this.deps.log.warn({ err, job: jobId }, 'announcing a cancellation failed'),
+          );
+        },
         () => undefined,
       );
     } else {
@@ -528,5 +746,3 @@ export class Scheduler {
     return listEvents(this.deps.db, 'job', id, afterSeq, limit);
   }
 }
-
-class SlotTaken extends Error {}

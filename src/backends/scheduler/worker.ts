@@ -1,8 +1,16 @@
 // A worker: claims jobs up to its concurrency, runs them with their handler, renews their leases,
 // and reaps the jobs of workers that died. Inside the API process by default; `atrium worker` runs
 // one on its own. Stopping lets running jobs finish for a grace period, then gives them back.
+//
+// Round trips are shared: free slots are filled by one claim, the jobs that end together are
+// recorded by one transaction (group commit: a batch is written while the next one gathers), and
+// one timer renews every lease. The worker sleeps until a job may be waiting: woken in-process by
+// enqueues and ends, by PostgreSQL's NOTIFY from other processes, else by a poll that starts quick
+// after work (a few ms, for SQLite's other processes) and slows to `pollMs` while the queue stays
+// empty.
 import type { Logger } from 'pino';
 import { hostname } from 'node:os';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { randomBase62 } from '../../ids.js';
 import type { Notifier } from '../../notifier.js';
 import {
@@ -11,11 +19,13 @@ import {
   jobTopic,
   type AbortReason,
   type Claim,
+  type Completion,
   type Scheduler,
 } from './scheduler.js';
 
 export interface WorkerOptions {
   concurrency: number;
+  /** The longest wait between two looks at the queue when nothing wakes the worker. */
   pollMs: number;
   /** Only these kinds (default: every registered kind). */
   kinds?: string[];
@@ -24,20 +34,40 @@ export interface WorkerOptions {
 }
 
 const abandonAfterMs = 5000;
+/** The most jobs one claim or one completion transaction takes. */
+const batchLimit = 64;
+/** The first wait after the queue ran dry; it doubles while it stays dry, up to pollMs. */
+const quickPollMs = 5;
 
 export function workerId(): string {
   return `${hostname()}/${process.pid}/${randomBase62(6)}`;
 }
 
+interface Running {
+  claim: Claim;
+  controller: AbortController;
+  settled: Promise<void>;
+}
+
+interface PendingCompletion extends Completion {
+  resolve(recorded: boolean): void;
+  reject(error: unknown): void;
+}
+
 export class Worker {
   readonly id: string;
-  private readonly running = new Map<
-    string,
-    { claim: Claim; controller: AbortController; settled: Promise<void> }
-  >();
+  private readonly running = new Map<string, Running>();
   private loop: Promise<void> | null = null;
   private stopping = false;
   private readonly wakeUp = new AbortController();
+  /** Set by any wake-up since the loop last looked at the queue, so that none is missed. */
+  private woken = false;
+  private wakeLoop: (() => void) | null = null;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private renewing = false;
+  private readonly completions: PendingCompletion[] = [];
+  private recording = false;
+  private stopListening: (() => Promise<void>) | null = null;
 
   constructor(
     private readonly deps: { scheduler: Scheduler; notifier: Notifier; log: Logger },
@@ -48,6 +78,11 @@ export class Worker {
 
   start(): void {
     if (this.loop || this.options.concurrency < 1) return;
+    this.stopListening = this.deps.scheduler.listen();
+    this.hearWakeUps();
+    const { leaseMs } = this.deps.scheduler.options;
+    this.heartbeat = setInterval(() => void this.renewLeases(), Math.max(50, Math.floor(leaseMs / 3)));
+    this.heartbeat.unref();
     this.loop = this.run().catch((err: unknown) =>
       this.deps.log.error({ err, worker: this.id }, 'worker stopped'),
     );
@@ -58,10 +93,38 @@ export class Worker {
     return this.running.size;
   }
 
+  /** Keeps one wait on the jobs topic armed while the worker runs; each notification sets `woken`. */
+  private hearWakeUps(): void {
+    if (this.stopping) return;
+    void this.deps.notifier.wait(jobsTopic, 2 ** 31 - 1, this.wakeUp.signal).then((notified) => {
+      if (!notified) return;
+      this.woken = true;
+      this.wakeLoop?.();
+      this.hearWakeUps();
+    });
+  }
+
+  /** Resolves when woken (at once if it was since the last look) or after `ms`. */
+  private async sleep(ms: number): Promise<void> {
+    if (!this.woken && !this.stopping) {
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        this.wakeLoop = resolve;
+        timer = setTimeout(resolve, ms);
+        timer.unref();
+      });
+      clearTimeout(timer);
+      this.wakeLoop = null;
+    }
+    // Jobs that end together free their slots together: let them, then claim for all at once.
+    await nextTurn();
+  }
+
   private async run(): Promise<void> {
-    const { scheduler, notifier, log } = this.deps;
+    const { scheduler, log } = this.deps;
     const leaseMs = scheduler.options.leaseMs;
     let lastReap = 0;
+    let idleMs = quickPollMs;
     while (!this.stopping) {
       if (Date.now() - lastReap > leaseMs / 2) {
         lastReap = Date.now();
@@ -69,22 +132,79 @@ export class Worker {
           .reapExpired()
           .catch((err: unknown) => log.warn({ err }, 'reaping expired jobs failed'));
       }
-      let claimed = false;
-      if (this.running.size < this.options.concurrency) {
+      const free = this.options.concurrency - this.running.size;
+      if (free > 0) {
+        const wanted = Math.min(free, batchLimit);
+        this.woken = false;
+        let claims: Claim[] = [];
         try {
-          const claim = await scheduler.claim(this.id, this.options.kinds);
-          if (claim) {
-            claimed = true;
-            this.execute(claim);
-          }
+          claims = await scheduler.claimMany(this.id, wanted, this.options.kinds);
         } catch (err) {
-          log.warn({ err, worker: this.id }, 'claiming a job failed');
+          log.warn({ err, worker: this.id }, 'claiming jobs failed');
+        }
+        for (const claim of claims) this.execute(claim);
+        if (claims.length > 0) idleMs = quickPollMs;
+        // A full batch with slots to spare: more may be waiting.
+        if (claims.length === wanted && wanted < free) continue;
+        if (claims.length < wanted) {
+          // The queue ran dry: wait for a wake-up, looking again sooner while work is recent.
+          await this.sleep(Math.min(idleMs, this.options.pollMs));
+          idleMs = Math.min(idleMs * 2, this.options.pollMs);
+          continue;
         }
       }
-      if (claimed) continue;
-      // Idle or full: wait for a new job, a finished one, or the poll interval.
-      await notifier.wait(jobsTopic, this.options.pollMs, this.wakeUp.signal);
+      // Full: only a job ending (which wakes the worker) makes room; the poll is the safety net.
+      this.woken = false;
+      if (this.running.size < this.options.concurrency) continue;
+      await this.sleep(this.options.pollMs);
     }
+  }
+
+  /** Renews the lease of every running job in one statement, and stops those cancelled or lost. */
+  private async renewLeases(): Promise<void> {
+    if (this.renewing || this.running.size === 0) return;
+    this.renewing = true;
+    const running = [...this.running.values()];
+    try {
+      const states = await this.deps.scheduler.heartbeatAll(running.map((r) => r.claim));
+      for (const { claim, controller } of running) {
+        const state = states.get(claim.job.id);
+        if (controller.signal.aborted) continue;
+        if (state === 'cancel') controller.abort('cancel' satisfies AbortReason);
+        if (state === 'lost') controller.abort('lease-lost' satisfies AbortReason);
+      }
+    } catch (err) {
+      this.deps.log.warn({ err, worker: this.id }, 'heartbeat failed');
+    } finally {
+      this.renewing = false;
+    }
+  }
+
+  /** Records a job finished with the others that end about now, in one transaction. */
+  private recordFinished(claim: Claim, result: Record<string, unknown>): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.completions.push({ claim, result, resolve, reject });
+      if (this.recording) return;
+      this.recording = true;
+      setImmediate(() => void this.recordCompletions());
+    });
+  }
+
+  private async recordCompletions(): Promise<void> {
+    while (this.completions.length > 0) {
+      const batch = this.completions.splice(0, batchLimit);
+      try {
+        const outcomes = await this.deps.scheduler.completeAll(batch);
+        batch.forEach((pending, i) => {
+          const outcome = outcomes[i];
+          if (outcome?.status === 'fulfilled') pending.resolve(outcome.value);
+          else pending.reject(outcome?.reason);
+        });
+      } catch (err) {
+        for (const pending of batch) pending.reject(err);
+      }
+    }
+    this.recording = false;
   }
 
   private execute(claim: Claim): void {
@@ -92,25 +212,19 @@ export class Worker {
     const controller = new AbortController();
     const job = claim.job;
     const jobLog = log.child({ job: job.id, kind: job.kind, attempt: job.attempts });
-    const abort = (reason: AbortReason) => {
-      if (!controller.signal.aborted) controller.abort(reason);
-    };
-    // Heartbeats renew the lease and carry cancellation requests; a cancel made in this process
-    // is seen at once through the notifier.
-    const beat = async () => {
-      const state = await scheduler.heartbeat(claim).catch((err: unknown) => {
-        jobLog.warn({ err }, 'heartbeat failed');
-        return 'ok' as const;
-      });
-      if (state === 'cancel') abort('cancel');
-      if (state === 'lost') abort('lease-lost');
-    };
-    const heartbeat = setInterval(() => void beat(), Math.max(50, Math.floor(scheduler.options.leaseMs / 3)));
+    // The worker's timer renews the lease; a cancel made in this process, or announced by
+    // PostgreSQL, calls for a look at once.
     const watchCancel = async () => {
       while (!controller.signal.aborted) {
-        // Only a notification calls for a check; the interval does the regular renewals.
         const notified = await notifier.wait(jobTopic(job.id), scheduler.options.leaseMs, controller.signal);
-        if (notified && !controller.signal.aborted) await beat();
+        if (!notified || controller.signal.aborted) continue;
+        const state = await scheduler.heartbeat(claim).catch((err: unknown) => {
+          jobLog.warn({ err }, 'heartbeat failed');
+          return 'ok' as const;
+        });
+        if (controller.signal.aborted) break;
+        if (state === 'cancel') controller.abort('cancel' satisfies AbortReason);
+        if (state === 'lost') controller.abort('lease-lost' satisfies AbortReason);
       }
     };
     void watchCancel();
@@ -130,14 +244,13 @@ export class Worker {
       } catch (error) {
         outcome = { error };
       }
-      clearInterval(heartbeat);
       const reason = controller.signal.aborted ? (controller.signal.reason as AbortReason) : null;
       controller.abort('lease-lost');
       try {
         if (reason === 'cancel') await scheduler.cancelled(claim);
         else if (reason === 'shutdown') await scheduler.release(claim);
         else if (reason === 'lease-lost') jobLog.warn('lease lost: the job was given to another worker');
-        else if ('result' in outcome) await scheduler.complete(claim, outcome.result);
+        else if ('result' in outcome) await this.recordFinished(claim, outcome.result);
         else await scheduler.fail(claim, asFailure(outcome.error));
       } catch (err) {
         // The lease will expire and the job be reaped: nothing is lost.
@@ -157,6 +270,7 @@ export class Worker {
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
     this.wakeUp.abort();
+    this.wakeLoop?.();
     await this.loop;
     const all = () => Promise.all([...this.running.values()].map((r) => r.settled));
     if (this.running.size > 0) {
@@ -174,6 +288,8 @@ export class Worker {
       new Promise<void>((resolve) => (timer = setTimeout(resolve, abandonAfterMs))),
     ]);
     clearTimeout(timer);
+    clearInterval(this.heartbeat);
+    await this.stopListening?.();
   }
 }
 

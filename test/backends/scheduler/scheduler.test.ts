@@ -53,6 +53,14 @@ describe.each(testEngines())('scheduler (%s)', (engine) => {
       options: { leaseMs: 10_000, maxAttempts: 3, backoffMs: 1000, maxBackoffMs: 8000 },
     });
     scheduler.register('test', handler);
+    scheduler.register('fragile', {
+      run: async () => ({}),
+      commit: async (trx, job) => {
+        if (job.payload.breakCommit) throw new Error('the commit hook broke');
+        await trx('users').where({ id: ownerId }).update({ updated_at: clock().toISOString() });
+      },
+    });
+    scheduler.register('plain', { run: async () => ({}) });
   });
   afterAll(() => t.close());
 
@@ -149,6 +157,147 @@ describe.each(testEngines())('scheduler (%s)', (engine) => {
       await scheduler.fail(second, new JobFailure('broken', false));
       const after = await t.knex('project_quotas').where({ project_id: project.id }).first();
       expect(Number(after.used_concurrent_jobs)).toBe(0);
+    });
+  });
+
+  describe('claimMany', () => {
+    const limited = (concurrentJobs: number) =>
+      storedProject(
+        t.knex,
+        ownerId,
+        {},
+        {
+          cpuMillis: null,
+          memoryBytes: null,
+          gpu: null,
+          services: null,
+          concurrentJobs,
+          storageBytes: null,
+        },
+      );
+
+    it('claims several jobs in one call, most urgent first, and never more than asked', async () => {
+      await drain();
+      const ids: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        ids.push((await enqueue({ priority: i === 3 ? 9 : 0 })).id);
+        now += 1;
+      }
+      const claims = await scheduler.claimMany('w1', 3);
+      expect(claims.map((c) => c.job.id)).toEqual([ids[3], ids[0], ids[1]]);
+      expect(claims.every((c) => c.job.status === 'running' && c.job.attempts === 1)).toBe(true);
+      expect(new Set(claims.map((c) => c.token)).size).toBe(1);
+      const rest = await scheduler.claimMany('w2', 10);
+      expect(rest.map((c) => c.job.id)).toEqual([ids[2], ids[4]]);
+      expect(await scheduler.claimMany('w3', 10)).toEqual([]);
+      for (const claim of [...claims, ...rest]) {
+        expect((await scheduler.history(claim.job.id)).map((e) => [e.seq, e.type])).toEqual([
+          [1, 'queued'],
+          [2, 'running'],
+        ]);
+      }
+    });
+
+    it('holds a project to its limit and a concurrency key to one job within one batch', async () => {
+      await drain();
+      const project = await limited(2);
+      const inProject = [];
+      for (let i = 0; i < 3; i++) {
+        inProject.push(await enqueue({ projectId: project.id }));
+        now += 1;
+      }
+      const keyed = [await enqueue({ concurrencyKey: 'runner:one' })];
+      now += 1;
+      keyed.push(await enqueue({ concurrencyKey: 'runner:one' }));
+      const claims = await scheduler.claimMany('w1', 10);
+      expect(claims.map((c) => c.job.id).sort()).toEqual(
+        [inProject[0]?.id, inProject[1]?.id, keyed[0]?.id].sort(),
+      );
+      const quota = await t.knex('project_quotas').where({ project_id: project.id }).first();
+      expect(Number(quota.used_concurrent_jobs)).toBe(2);
+      expect(await scheduler.claimMany('w2', 10)).toEqual([]);
+      const outcomes = await scheduler.completeAll(claims.map((claim) => ({ claim, result: {} })));
+      expect(outcomes.every((o) => o.status === 'fulfilled' && o.value)).toBe(true);
+      const after = await t.knex('project_quotas').where({ project_id: project.id }).first();
+      expect(Number(after.used_concurrent_jobs)).toBe(0);
+      const next = await scheduler.claimMany('w2', 10);
+      expect(next.map((c) => c.job.id).sort()).toEqual([inProject[2]?.id, keyed[1]?.id].sort());
+    });
+  });
+
+  describe('completeAll', () => {
+    it('finishes several jobs in one transaction; a lost lease or a broken commit hook costs only its own job', async () => {
+      await drain();
+      const plain = await enqueue({ kind: 'plain' });
+      const hooked = await enqueue({ kind: 'fragile' });
+      const broken = await enqueue({ kind: 'fragile', payload: { breakCommit: true } });
+      const stale = await enqueue({ kind: 'plain' });
+      const waiting = await enqueue({ kind: 'plain', dependsOn: plain.id });
+      const claims = await scheduler.claimMany('w1', 10);
+      expect(claims).toHaveLength(4);
+      const claimOf = (id: string) => claims.find((c) => c.job.id === id) as Claim;
+      // The stale claim's lease runs out and another worker takes the job.
+      await t.knex('jobs').where({ id: stale.id }).update({ lease_expires_at: '2000-01-01T00:00:00.000Z' });
+      expect(await scheduler.reapExpired()).toBe(1);
+      now += 60_000;
+      const fresh = await claim('w2');
+      expect(fresh.job.id).toBe(stale.id);
+
+      const outcomes = await scheduler.completeAll(
+        [plain, hooked, broken, stale].map((job) => ({ claim: claimOf(job.id), result: { from: job.id } })),
+      );
+      expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+      expect(outcomes.map((o) => (o.status === 'fulfilled' ? o.value : null))).toEqual([
+        true,
+        true,
+        null,
+        false,
+      ]);
+      expect(await scheduler.find(plain.id)).toMatchObject({
+        status: 'finished',
+        result: { from: plain.id },
+      });
+      expect(await scheduler.find(hooked.id)).toMatchObject({
+        status: 'finished',
+        result: { from: hooked.id },
+      });
+      // Nothing of the broken one was written: it runs until its lease runs out, and is tried again.
+      expect(await scheduler.find(broken.id)).toMatchObject({ status: 'running', result: null });
+      expect((await scheduler.history(broken.id)).map((e) => e.type)).toEqual(['queued', 'running']);
+      expect(await scheduler.find(stale.id)).toMatchObject({ status: 'running', leaseOwner: 'w2' });
+      expect((await scheduler.find(waiting.id))?.status).toBe('queued');
+      expect((await scheduler.history(plain.id)).map((e) => [e.seq, e.type])).toEqual([
+        [1, 'queued'],
+        [2, 'running'],
+        [3, 'finished'],
+      ]);
+    });
+  });
+
+  describe('heartbeatAll', () => {
+    it('renews the leases still held, and says which were lost or asked to stop', async () => {
+      await drain();
+      const kept = await enqueue();
+      const cancelled = await enqueue();
+      const lost = await enqueue();
+      const claims = await scheduler.claimMany('w1', 3);
+      await t.knex.transaction((trx) => scheduler.cancel(trx, cancelled.id, 'the user cancelled'));
+      await t.knex('jobs').where({ id: lost.id }).update({ lease_expires_at: '2000-01-01T00:00:00.000Z' });
+      expect(await scheduler.reapExpired()).toBe(1);
+      now += 5000;
+      const states = await scheduler.heartbeatAll(claims);
+      expect(Object.fromEntries(states)).toEqual({
+        [kept.id]: 'ok',
+        [cancelled.id]: 'cancel',
+        [lost.id]: 'lost',
+      });
+      expect((await scheduler.find(kept.id))?.leaseExpiresAt).toBe(new Date(now + 10_000).toISOString());
+      // The history stays numbered in order across both ways of writing it.
+      expect((await scheduler.history(cancelled.id)).map((e) => [e.seq, e.type])).toEqual([
+        [1, 'queued'],
+        [2, 'running'],
+        [3, 'cancel-requested'],
+      ]);
     });
   });
 

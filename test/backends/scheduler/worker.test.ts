@@ -61,6 +61,45 @@ describe.each(testEngines())('worker (%s)', (engine) => {
     await worker.stop(1000);
   });
 
+  it('runs many short jobs, each once, with its whole history', async () => {
+    const worker = new Worker({ scheduler, notifier, log }, { concurrency: 8, pollMs: 50 });
+    worker.start();
+    const jobs: JobRecord[] = [];
+    for (let i = 0; i < 200; i++) jobs.push(await enqueue({}));
+    for (const job of jobs) await waitFor(job.id, (j) => j.status === 'finished', 60_000);
+    for (const job of jobs.slice(0, 20)) {
+      expect(await scheduler.find(job.id)).toMatchObject({ attempts: 1, leaseOwner: null, holdsSlot: false });
+      expect((await scheduler.history(job.id)).map((e) => [e.seq, e.type])).toEqual([
+        [1, 'queued'],
+        [2, 'running'],
+        [3, 'finished'],
+      ]);
+    }
+    await worker.stop(1000);
+  });
+
+  it('hears of jobs another process queued without waiting for its poll (PostgreSQL)', async () => {
+    if (engine !== 'postgres') return;
+    // Another process: its own scheduler and notifier, so nothing of it reaches the worker in-process.
+    const elsewhere = new Scheduler({
+      db: t.knex,
+      clock: systemClock,
+      log,
+      notifier: new Notifier(),
+      options: scheduler.options,
+    });
+    elsewhere.register('noop', noopHandler);
+    const worker = new Worker({ scheduler, notifier, log }, { concurrency: 2, pollMs: 600_000 });
+    worker.start();
+    // Its first look at the queue, and its listening, come first; then only a notice can wake it.
+    await sleep(1000);
+    const job = await t.knex.transaction((trx) =>
+      elsewhere.enqueue(trx, { kind: 'noop', projectId: null, payload: {} }),
+    );
+    await waitFor(job.id, (j) => j.status === 'finished', 60_000);
+    await worker.stop(1000);
+  });
+
   it('retries a failing job with backoff and dead-letters it after its attempts', async () => {
     const worker = new Worker({ scheduler, notifier, log }, { concurrency: 1, pollMs: 20 });
     worker.start();
