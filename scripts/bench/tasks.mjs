@@ -84,26 +84,48 @@ function processesUnder(dir) {
 }
 
 /**
- * CPU time (ms) of a process (`own`) and of its children it has waited for (`children`, which
- * includes theirs): /proc/<pid>/stat, in clock ticks of 10 ms.
+ * A process's CPU time (ms) and its parent, from /proc/<pid>/stat (clock ticks of 10 ms): `own`,
+ * and `children`: that of the children it has waited for (which includes theirs).
  */
-function cpuOf(pid) {
+function statOf(pid) {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat
     .slice(stat.lastIndexOf(')') + 2)
     .split(' ')
     .map(Number);
   const tick = 10;
-  return { own: (fields[11] + fields[12]) * tick, children: (fields[13] + fields[14]) * tick };
+  return {
+    parent: fields[1],
+    own: (fields[11] + fields[12]) * tick,
+    children: (fields[13] + fields[14]) * tick,
+  };
 }
 
-/** What the lab's processes used: the API server, the workers, and the task processes they ran. */
+/** The CPU time (ms) of what runs under `pid`: its children that ended and those that still run. */
+function childrenCpu(pid) {
+  let total = statOf(pid).children;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(entry)) continue;
+    try {
+      const child = statOf(Number(entry));
+      if (child.parent === pid) total += child.own + child.children;
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return total;
+}
+
+/**
+ * What the lab's processes used: the API server, the workers, and the task processes they run
+ * (runners and workloads, whether a worker waits for them or a runner of its own does).
+ */
 function labCpu(lab) {
-  const [server, ...workers] = lab.processes.map((p) => cpuOf(p.child.pid));
+  const [server, ...workers] = lab.processes.map((p) => p.child.pid);
   return {
-    server: server.own,
-    workers: workers.reduce((sum, w) => sum + w.own, 0),
-    tasks: workers.reduce((sum, w) => sum + w.children, 0),
+    server: statOf(server).own,
+    workers: workers.reduce((sum, pid) => sum + statOf(pid).own, 0),
+    tasks: workers.reduce((sum, pid) => sum + childrenCpu(pid), 0),
   };
 }
 
@@ -333,14 +355,14 @@ async function baselineRound(scratch, total, concurrency, children) {
   for (const dir of dirs) prepareWorkDir(dir);
   const latencies = [];
   let next = 0;
-  const cpuBefore = cpuOf(process.pid).children;
+  const cpuBefore = statOf(process.pid).children;
   const started = performance.now();
   const lane = async () => {
     while (next < total) latencies.push(await spawnWorkload(dirs[next++], children));
   };
   await Promise.all(Array.from({ length: concurrency }, lane));
   const elapsed = performance.now() - started;
-  const cpu = { tasks: (cpuOf(process.pid).children - cpuBefore) / total };
+  const cpu = { tasks: (statOf(process.pid).children - cpuBefore) / total };
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
   return { tasksPerSecond: (total * 1000) / elapsed, latencies, cpu };
 }

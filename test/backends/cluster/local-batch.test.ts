@@ -1,5 +1,6 @@
-// The local batch backend with real processes: exit status, logs, deadline, cancellation, and the
-// death pipe (a workload never outlives the process that started it).
+// The local batch backend with real processes: exit status, logs, deadline, cancellation, the
+// death pipe (a workload never outlives the process that started it), one process per workload
+// under one warm runner, and what happens when that runner dies.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,6 +32,24 @@ function spec(script: string, timeoutMs = 20_000): BatchWorkloadSpec {
     timeoutMs,
     labels: {},
   };
+}
+
+/** What /proc says of a process: its parent's pid. */
+function parentOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+}
+
+function statusFile(jobId: string): { pid: number; runnerPid: number } {
+  return JSON.parse(readFileSync(join(root, jobId, 'status.json'), 'utf8')) as {
+    pid: number;
+    runnerPid: number;
+  };
+}
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 1200 && !condition(); i++) await sleep(50);
+  if (!condition()) throw new Error(`timed out waiting for ${what}`);
 }
 
 function isAlive(pid: number): boolean {
@@ -157,4 +176,49 @@ describe('LocalBatchBackend', () => {
     );
     expect(endings.flat()).toEqual([]);
   }, 120_000);
+
+  it('starts each workload as one process, a child of one runner kept for the next', async () => {
+    const specs = [spec('setInterval(() => {}, 1000)'), spec('setInterval(() => {}, 1000)')];
+    for (const s of specs) await backend.start(s);
+    const [first, second] = specs.map((s) => statusFile(s.jobId));
+    expect(first?.runnerPid).toBe(second?.runnerPid);
+    for (const file of [first, second]) expect(parentOf(file?.pid as number)).toBe(file?.runnerPid);
+    for (const s of specs) await backend.cancel(s.jobId);
+    expect(isAlive(first?.runnerPid as number)).toBe(true);
+  });
+
+  it('gives a workload only the environment of its spec, nothing of the process that started it', async () => {
+    const s = spec('console.log(JSON.stringify(Object.keys(process.env).sort()))');
+    await backend.start(s);
+    expect(await backend.wait(s.jobId)).toMatchObject({ phase: 'succeeded' });
+    const keys = JSON.parse(await collect(backend.logs(s.jobId, {}))) as string[];
+    // The test runner's own variables (JEST_WORKER_ID and the like) stay out.
+    expect(keys).toEqual(['GREETING', 'HOME', 'LANG', 'PATH']);
+  });
+
+  it('keeps running the other workloads when one of them has its directory removed under it', async () => {
+    const long = spec('console.log("up"); setTimeout(() => console.log("done"), 1500)');
+    const removed = spec('setTimeout(() => {}, 300)');
+    await backend.start(long);
+    await backend.start(removed);
+    await backend.remove(removed.jobId);
+    expect(await backend.wait(long.jobId)).toMatchObject({ phase: 'succeeded' });
+    expect(await collect(backend.logs(long.jobId, {}))).toBe('up\ndone\n');
+  });
+
+  it('kills the workloads of a runner that dies and reports them lost; the next start gets a new runner', async () => {
+    const s = spec('setInterval(() => {}, 1000)');
+    await backend.start(s);
+    const { pid, runnerPid } = statusFile(s.jobId);
+    process.kill(runnerPid, 'SIGKILL');
+    await until(() => !isAlive(pid), 'the workload to be killed');
+    expect(await backend.wait(s.jobId)).toMatchObject({
+      phase: 'failed',
+      message: 'lost: its runner stopped without recording an exit',
+    });
+    const next = spec('process.exit(0)');
+    await backend.start(next);
+    expect(await backend.wait(next.jobId)).toMatchObject({ phase: 'succeeded' });
+    expect(statusFile(next.jobId).runnerPid).not.toBe(runnerPid);
+  });
 });
