@@ -1,13 +1,22 @@
 // End to end, through the real `atrium serve` (its in-process workers run the jobs): upload a CSV,
 // create the demo pipeline csv.clean → ml.train → ml.predict, run it, follow its events to the
-// end, and download the predictions, checked against the model the run trained.
-import { readFileSync } from 'node:fs';
+// end, and download the predictions, checked against the model the run trained. Then a task whose
+// `atrium worker` is SIGKILLed under it.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { demoModulesPath } from '../../src/paths.js';
+import { demoModulesPath, repoRoot } from '../../src/paths.js';
 import { createTestDatabase, testEngines, type TestDatabase } from '../fixtures/databases.js';
 import { EventStream } from '../fixtures/event-stream.js';
-import { requireBuild, startAtrium, type AtriumProcess } from '../fixtures/process.js';
+import {
+  cliPath,
+  requireBuild,
+  startAtrium,
+  waitForStatus,
+  type AtriumProcess,
+} from '../fixtures/process.js';
 
 const adminToken = 'atr_e2ePipelinesAdmin0123456789';
 const studentsCsv = readFileSync(join(demoModulesPath, 'ml', 'samples', 'students.csv'), 'utf8');
@@ -17,6 +26,15 @@ interface Model {
   standardization: { mean: number[]; std: number[] };
   intercept: number;
   weights: number[];
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function parseCsv(text: string): { header: string[]; rows: string[][] } {
@@ -169,5 +187,124 @@ describe.each(testEngines())('pipelines end to end (%s)', (engine) => {
       if (Number(row[col('prediction')]) === Number(row[col('passed')])) correct += 1;
     }
     expect(correct / rows.length).toBeGreaterThan(0.8);
+  }, 120_000);
+});
+
+// A task runs as one process under its worker's runner: when that `atrium worker` is SIGKILLed, the
+// task's process goes with it and the end is recorded; the job's lease runs out, another worker
+// runs it again, and the run finishes as if nothing had happened.
+describe.each(testEngines())('a pipeline task whose worker is SIGKILLed (%s)', (engine) => {
+  let db: TestDatabase;
+  let server: AtriumProcess;
+  const workers = new Set<ChildProcess>();
+  let env: Record<string, string>;
+
+  async function call(method: string, path: string, body?: unknown) {
+    const res = await fetch(`${server.url}${path}`, {
+      method,
+      headers: {
+        Authorization: `Bearer ${adminToken}`,
+        ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
+      },
+      body: body === undefined ? null : JSON.stringify(body),
+      signal: AbortSignal.timeout(60_000),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  }
+
+  function startWorker(): ChildProcess {
+    const proc = spawn(process.execPath, [cliPath, 'worker', '--concurrency', '1'], {
+      env: { PATH: process.env.PATH ?? '', ...env },
+      stdio: 'ignore',
+    });
+    workers.add(proc);
+    proc.on('exit', () => workers.delete(proc));
+    return proc;
+  }
+
+  beforeAll(async () => {
+    requireBuild();
+    db = await createTestDatabase(engine);
+    const configFile = join(db.dataDir, 'atrium.yaml');
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        modules: [
+          { id: 'demo', name: 'Demo', path: demoModulesPath },
+          { id: 'testing', name: 'Test modules', path: join(repoRoot, 'test', 'fixtures', 'modules') },
+        ],
+        scheduler: { leaseMs: 1000, pollMs: 50 },
+      }),
+    );
+    env = {
+      ATRIUM_CONFIG: configFile,
+      ATRIUM_DATA_DIR: db.dataDir,
+      ATRIUM_DATABASE_URL: db.url,
+      ATRIUM_ADMIN_TOKEN: adminToken,
+      ATRIUM_LOG_LEVEL: 'warn',
+      ATRIUM_WORKERS: '0',
+    };
+    server = await startAtrium(env);
+    await waitForStatus(`${server.url}/readyz`, 200, 60_000);
+  }, 90_000);
+
+  afterAll(async () => {
+    for (const proc of workers) proc.kill('SIGKILL');
+    await server?.stop();
+    await db?.drop();
+  });
+
+  it('takes the task’s process with its worker, records its end, and the run finishes on another worker', async () => {
+    const project = '/api/v1/projects/user-admin';
+    const uploaded = await fetch(`${server.url}${project}/files?name=notes.txt`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${adminToken}`, 'Content-Type': 'application/octet-stream' },
+      body: 'some notes\n',
+    });
+    expect(uploaded.status).toBe(201);
+    const file = (await uploaded.json()) as { id: string };
+    const pipeline = await call('POST', `${project}/pipelines`, {
+      name: 'sleepy',
+      tasks: [{ module: 'testing', function: 'sleepy', options: { seconds: 2 } }],
+    });
+    expect(pipeline.status).toBe(201);
+    const first = startWorker();
+    const started = await call('POST', `${project}/runs`, {
+      pipeline_id: pipeline.body.id,
+      input_file_ids: [file.id],
+    });
+    expect(started.status).toBe(202);
+    const runId = (started.body.target as { id: string }).id;
+
+    // The first attempt's process, once it runs.
+    const jobId = ((await call('GET', `${project}/runs/${runId}`)).body.jobs as { id: string }[])[0]?.id;
+    const statusPath = join(db.dataDir, 'jobs', `${jobId}-a1`, 'status.json');
+    const readStatus = () => {
+      try {
+        return JSON.parse(readFileSync(statusPath, 'utf8')) as { pid?: number; message?: string };
+      } catch {
+        return null;
+      }
+    };
+    for (let i = 0; i < 1200 && !readStatus()?.pid; i++) await sleep(50);
+    const pid = readStatus()?.pid as number;
+    expect(isAlive(pid)).toBe(true);
+
+    first.kill('SIGKILL');
+    for (let i = 0; i < 1200 && isAlive(pid); i++) await sleep(50);
+    expect(isAlive(pid)).toBe(false);
+    for (let i = 0; i < 1200 && !readStatus()?.message; i++) await sleep(50);
+    expect(readStatus()?.message).toBe('its worker went away');
+
+    startWorker();
+    let run = (await call('GET', `${project}/runs/${runId}`)).body;
+    for (let i = 0; i < 1200 && run.status === 'running'; i++) {
+      await sleep(100);
+      run = (await call('GET', `${project}/runs/${runId}`)).body;
+    }
+    expect(run.status).toBe('finished');
+    const [job] = run.jobs as { attempts: number; output_file_ids: string[] }[];
+    expect(job?.attempts).toBe(2);
+    expect(job?.output_file_ids).toHaveLength(1);
   }, 120_000);
 });
