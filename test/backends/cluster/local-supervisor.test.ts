@@ -102,3 +102,29 @@ describe('a spare supervisor', () => {
     expect(isAlive(supervisor.pid, supervisor.startTime)).toBe(false);
   });
 });
+
+describe('a supervisor whose directory is gone', () => {
+  it('stops its program on SIGTERM, even though it can no longer report', async () => {
+    const dir = await serviceDir('vanishing');
+    const supervisor = spawn(process.execPath, [supervisorScript, dir], {
+      detached: true,
+      stdio: ['ignore', 'ignore', 'ignore'],
+    });
+    const done = exited(supervisor);
+    const stateFile = join(dir, 'state.json');
+    const state = () =>
+      existsSync(stateFile)
+        ? (JSON.parse(readFileSync(stateFile, 'utf8')) as {
+            ready: boolean;
+            child: { pid: number; startTime: string | null } | null;
+          })
+        : null;
+    await until(() => state()?.ready === true, 'the program to be ready');
+    const { pid, startTime } = state()?.child as { pid: number; startTime: string | null };
+    expect(isAlive(pid, startTime)).toBe(true);
+    rmSync(dir, { recursive: true, force: true });
+    supervisor.kill('SIGTERM');
+    await done;
+    await until(() => !isAlive(pid, startTime), 'the program to be stopped', 30_000);
+  }, 60_000);
+});

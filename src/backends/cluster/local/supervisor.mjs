@@ -43,10 +43,7 @@ function assignment() {
       process.off('disconnect', quit);
       const given = resolve(String(message?.dir ?? ''));
       // Whatever goes wrong from here on is told where a supervisor started directly writes it.
-      process.on('uncaughtException', (error) => {
-        appendFileSync(join(given, 'supervisor.log'), `${error?.stack ?? error}\n`);
-        process.exit(1);
-      });
+      failureLog = join(given, 'supervisor.log');
       process.send({ accepted: message?.dir }, () => {
         if (process.connected) process.disconnect();
       });
@@ -54,6 +51,24 @@ function assignment() {
     });
   });
 }
+
+// A supervisor that cannot go on (its directory gone, a full disk) must not leave its program
+// running unsupervised: it kills the program's group, says why where it can, and exits.
+let failureLog = null;
+let killChildGroup = () => undefined;
+process.on('uncaughtException', (error) => {
+  try {
+    killChildGroup();
+  } finally {
+    try {
+      if (failureLog) appendFileSync(failureLog, `${error?.stack ?? error}\n`);
+      else process.stderr.write(`${error?.stack ?? error}\n`);
+    } catch {
+      // Nowhere left to say it.
+    }
+    process.exit(1);
+  }
+});
 
 const spare = process.argv[2] === '--spare';
 if (!process.argv[2] || (spare && !process.send)) {
@@ -273,6 +288,8 @@ let everReady = false;
 let restartTimes = [];
 let readinessTimer = null;
 
+killChildGroup = () => killGroup('SIGKILL');
+
 function killGroup(signal) {
   if (!child?.pid) return;
   try {
@@ -449,11 +466,14 @@ function finish(phase, message, code, signal) {
 process.on('SIGTERM', () => {
   if (stopping) return;
   stopping = true;
+  // The program is told first: reporting can fail (the directory gone), stopping must not.
+  if (child) {
+    killGroup('SIGTERM');
+    setTimeout(() => killGroup('SIGKILL'), spec.stopGraceMs).unref();
+  }
   event('stopping', 'asked to stop');
   saveState({ phase: state.phase, message: 'stopping' });
   if (!child) return finish('stopped', 'stopped', null, null);
-  killGroup('SIGTERM');
-  setTimeout(() => killGroup('SIGKILL'), spec.stopGraceMs).unref();
 });
 process.on('SIGINT', () => undefined);
 process.on('SIGHUP', () => undefined);
