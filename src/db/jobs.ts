@@ -107,11 +107,24 @@ export interface NewJob {
   createdAt: string;
 }
 
+/** The first event of a new job's history (number 1), written with it. */
+export interface FirstJobEvent {
+  at: string;
+  type: string;
+  message: string;
+  data: Record<string, unknown>;
+}
+
 /**
- * Inserts a job and returns it as stored. Its history starts numbered: the caller writes the job's
- * first event, number 1, in the same transaction (insertJobEvents).
+ * Inserts a job and the first event of its history in one statement, and returns the job as
+ * stored: on PostgreSQL a data-modifying CTE, on SQLite an insert into the view `job_enqueues`,
+ * whose trigger makes the two inserts (migration 008_jobs_enqueue).
  */
-export async function insertJob(trx: Knex.Transaction, job: NewJob): Promise<JobRecord> {
+export async function insertJob(
+  trx: Knex.Transaction,
+  job: NewJob,
+  first: FirstJobEvent,
+): Promise<JobRecord> {
   const columns = {
     id: job.id,
     kind: job.kind,
@@ -129,7 +142,32 @@ export async function insertJob(trx: Knex.Transaction, job: NewJob): Promise<Job
     created_at: job.createdAt,
     updated_at: job.createdAt,
   };
-  await trx('jobs').insert(columns);
+  const event = { at: first.at, type: first.type, message: first.message, data: JSON.stringify(first.data) };
+  if (isPostgres(trx)) {
+    await trx
+      .with('j', (w) => w.insert(columns).into('jobs').returning('id'))
+      .insert(
+        trx
+          .from('j')
+          .select(
+            'j.id',
+            trx.raw('1'),
+            trx.raw('?', [event.at]),
+            trx.raw('?', [event.type]),
+            trx.raw('?', [event.message]),
+            trx.raw('?', [event.data]),
+          ),
+      )
+      .into(trx.raw('job_events (job_id, seq, at, type, message, data)'));
+  } else {
+    await trx('job_enqueues').insert({
+      ...columns,
+      event_at: event.at,
+      event_type: event.type,
+      event_message: event.message,
+      event_data: event.data,
+    });
+  }
   return jobFromRow({
     ...columns,
     attempts: 0,
@@ -147,7 +185,7 @@ export async function insertJob(trx: Knex.Transaction, job: NewJob): Promise<Job
 
 export interface JobEvent {
   jobId: string;
-  /** The number its job's UPDATE gave it (`numberEvent`), or 1 for a new job's first. */
+  /** The number its job's UPDATE gave it (`numberEvent`). */
   seq: number;
   at: string;
   type: string;
@@ -521,7 +559,7 @@ interface RawConnections {
 const queuedChannel = 'atrium_jobs';
 const cancelChannel = 'atrium_job_cancel';
 
-/** Whether the database carries job notices between processes (PostgreSQL; not SQLite). */
+/** Whether the database carries job notices that a process sends (PostgreSQL; not SQLite). */
 export function carriesJobNotices(db: Knex): boolean {
   return isPostgres(db);
 }
@@ -542,17 +580,13 @@ export async function announceJobNotice(
 }
 
 /**
- * On PostgreSQL, hears the job notices of every process (announceJobNotice) on a connection of its own (outside the
- * pool), connecting again after a loss with a growing delay; `queued` is called on each (re)connect
- * too, for what was queued while nobody listened. Returns the function that stops listening; null
- * on SQLite, which has no channel between processes.
+ * Hears the job notices of every process until the function it returns is called. On PostgreSQL,
+ * their NOTIFY (announceJobNotice) on a connection of its own (outside the pool), connecting again
+ * after a loss with a growing delay; `queued` is called on each (re)connect too, for what was
+ * queued while nobody listened. SQLite has no channel between processes: see watchDataVersion.
  */
-export function listenForJobNotices(
-  db: Knex,
-  notices: JobNotices,
-  log: Logger,
-): (() => Promise<void>) | null {
-  if (!isPostgres(db)) return null;
+export function listenForJobNotices(db: Knex, notices: JobNotices, log: Logger): () => Promise<void> {
+  if (!isPostgres(db)) return watchDataVersion(db, notices, log);
   const client = db.client as unknown as RawConnections;
   let stopped = false;
   let current: ListeningConnection | null = null;
@@ -608,5 +642,49 @@ export function listenForJobNotices(
     const connection = current;
     current = null;
     if (connection) await client.destroyRawConnection(connection).catch(() => undefined);
+  };
+}
+
+/** How often SQLite's data_version is read: soon after a change, less often while none comes. */
+const dataVersionPollMs = { least: 2, most: 50 };
+
+/**
+ * On SQLite, `queued` whenever another connection (another process: an API enqueueing, another
+ * worker ending a job) committed a change since the last look, as `PRAGMA data_version` tells: a
+ * read of a counter, which takes no lock and writes nothing, so a worker process can look every
+ * few milliseconds where a claim would take the write lock. The looks slow down while nothing
+ * changes. A cancellation cannot be told from other changes: a running job hears of one at its
+ * next heartbeat.
+ */
+function watchDataVersion(db: Knex, notices: JobNotices, log: Logger): () => Promise<void> {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let looking: Promise<void> = Promise.resolve();
+  let last: number | null = null;
+  let delayMs = dataVersionPollMs.least;
+  const look = async () => {
+    try {
+      const rows = (await db.raw('pragma data_version')) as { data_version: number }[];
+      const version = toNumber(rows[0]?.data_version);
+      if (last !== null && version !== last) {
+        notices.queued();
+        delayMs = dataVersionPollMs.least;
+      } else {
+        delayMs = Math.min(delayMs * 2, dataVersionPollMs.most);
+      }
+      last = version;
+    } catch (err) {
+      log.warn({ err }, 'watching for job changes failed');
+      delayMs = dataVersionPollMs.most;
+    }
+    if (stopped) return;
+    timer = setTimeout(() => (looking = look()), delayMs);
+    timer.unref();
+  };
+  looking = look();
+  return async () => {
+    stopped = true;
+    clearTimeout(timer);
+    await looking;
   };
 }

@@ -154,7 +154,7 @@ export class Scheduler {
   /**
    * Wakes idle workers: those of this process at once; on PostgreSQL those of other processes too,
    * through `listen`, by one notice for whatever was queued within a few milliseconds. On SQLite
-   * the others see new jobs at their next poll.
+   * the others see the commit itself (`listen`).
    */
   wake(): void {
     this.deps.notifier.notify(jobsTopic);
@@ -178,10 +178,11 @@ export class Scheduler {
 
   /**
    * Turns the job notices of every process (PostgreSQL's NOTIFY: a job queued, a running job asked
-   * to stop) into this process's wake-ups, until the function it returns is called.
+   * to stop; on SQLite, any change another process committed) into this process's wake-ups, until
+   * the function it returns is called.
    */
   listen(): () => Promise<void> {
-    const stop = q.listenForJobNotices(
+    return q.listenForJobNotices(
       this.deps.db,
       {
         // In-process only: passing a notice on would echo it between processes forever.
@@ -190,7 +191,6 @@ export class Scheduler {
       },
       this.deps.log,
     );
-    return stop ?? (async () => undefined);
   }
 
   private now(offsetMs = 0): string {
@@ -258,16 +258,10 @@ export class Scheduler {
       runAfter: now,
       createdAt: now,
     };
-    const record = await q.insertJob(trx, job);
-    await this.recordTransitions(trx, [
-      {
-        job: record,
-        seq: 1,
-        from: null,
-        to: job.status,
-        message: waits ? `waiting for job ${dependsOn}` : 'queued',
-      },
-    ]);
+    const message = waits ? `waiting for job ${dependsOn}` : 'queued';
+    const record = await q.insertJob(trx, job, { at: now, type: job.status, message, data: { from: null } });
+    const hook = this.handlers.get(job.kind)?.onTransition;
+    if (hook) await hook(trx, record, { from: null, to: job.status, at: now, message });
     void trx.executionPromise?.then(
       () => this.wake(),
       () => undefined,
@@ -287,41 +281,53 @@ export class Scheduler {
    */
   async claimMany(workerId: string, limit: number, kinds: string[] = this.kinds()): Promise<Claim[]> {
     if (kinds.length === 0 || limit < 1) return [];
+    return this.deps.db.transaction(async (trx) => {
+      const { claims, transitions } = await this.claimIn(trx, workerId, limit, kinds);
+      await this.recordTransitions(trx, transitions);
+      return claims;
+    });
+  }
+
+  /** What `claimMany` does in its transaction, but for the history: the events to record. */
+  private async claimIn(
+    trx: Knex.Transaction,
+    workerId: string,
+    limit: number,
+    kinds: string[],
+  ): Promise<{ claims: Claim[]; transitions: NumberedTransition[] }> {
+    if (kinds.length === 0 || limit < 1) return { claims: [], transitions: [] };
     const token = randomBase62(32);
     const now = this.now();
-    return this.deps.db.transaction(async (trx) => {
-      const chosen: string[] = [];
-      for (const candidate of await q.claimableJobs(trx, { kinds, now, limit })) {
-        const { id, projectId, concurrencyKey } = candidate;
-        if (concurrencyKey && !(await q.takeJobLock(trx, concurrencyKey, id, now))) continue;
-        // The query excluded projects at their limit; this makes it exact under concurrency.
-        if (projectId && !(await q.takeJobSlot(trx, projectId, now))) {
-          if (concurrencyKey) await q.giveJobLocks(trx, id);
-          continue;
-        }
-        chosen.push(id);
+    const chosen: string[] = [];
+    for (const candidate of await q.claimableJobs(trx, { kinds, now, limit })) {
+      const { id, projectId, concurrencyKey } = candidate;
+      if (concurrencyKey && !(await q.takeJobLock(trx, concurrencyKey, id, now))) continue;
+      // The query excluded projects at their limit; this makes it exact under concurrency.
+      if (projectId && !(await q.takeJobSlot(trx, projectId, now))) {
+        if (concurrencyKey) await q.giveJobLocks(trx, id);
+        continue;
       }
-      const leased = await q.leaseJobs(trx, chosen, {
-        token,
-        owner: workerId,
-        now,
-        expiresAt: this.now(this.deps.options.leaseMs),
-      });
-      // The candidates are locked (PostgreSQL) or the database is (SQLite): none can have changed.
-      if (leased.length !== chosen.length) throw new Error('claimed jobs changed under their lock');
-      await this.recordTransitions(
-        trx,
-        leased.map(({ job, eventSeq }) => ({
-          job,
-          seq: eventSeq,
-          from: 'queued',
-          to: 'running',
-          message: `attempt ${job.attempts} on ${workerId}`,
-          data: { attempt: job.attempts, worker: workerId },
-        })),
-      );
-      return leased.map(({ job }) => ({ job, token, workerId }));
+      chosen.push(id);
+    }
+    const leased = await q.leaseJobs(trx, chosen, {
+      token,
+      owner: workerId,
+      now,
+      expiresAt: this.now(this.deps.options.leaseMs),
     });
+    // The candidates are locked (PostgreSQL) or the database is (SQLite): none can have changed.
+    if (leased.length !== chosen.length) throw new Error('claimed jobs changed under their lock');
+    return {
+      claims: leased.map(({ job }) => ({ job, token, workerId })),
+      transitions: leased.map(({ job, eventSeq }) => ({
+        job,
+        seq: eventSeq,
+        from: 'queued',
+        to: 'running',
+        message: `attempt ${job.attempts} on ${workerId}`,
+        data: { attempt: job.attempts, worker: workerId },
+      })),
+    };
   }
 
   /** Renews the lease: 'ok', 'cancel' (cancellation was asked for) or 'lost' (stop, write nothing). */
@@ -406,8 +412,23 @@ export class Scheduler {
    * has no hooks are finished by one statement; the others each in a savepoint.
    */
   async completeAll(completions: Completion[]): Promise<PromiseSettledResult<boolean>[]> {
-    if (completions.length === 0) return [];
+    return (await this.completeAndClaim(completions, { workerId: '', limit: 0 })).outcomes;
+  }
+
+  /**
+   * Records jobs finished as `completeAll` does, and claims up to `next.limit` jobs for the worker
+   * as `claimMany` does, in one transaction (one commit for a worker's round): the claim sees the
+   * slots and locks the finished jobs gave back, and the jobs they let out of pending. The history
+   * events of both are one statement. A failure of the claim fails the transaction, completions
+   * and all (their leases run out and they are tried again, as after any failure to record them).
+   */
+  async completeAndClaim(
+    completions: Completion[],
+    next: { workerId: string; limit: number; kinds?: string[] },
+  ): Promise<{ outcomes: PromiseSettledResult<boolean>[]; claims: Claim[] }> {
+    if (completions.length === 0 && next.limit < 1) return { outcomes: [], claims: [] };
     const now = this.now();
+    let claims: Claim[] = [];
     const outcomes = new Map<string, PromiseSettledResult<boolean>>();
     let freedOthers = false;
     const hooked = (c: Completion) => {
@@ -431,7 +452,6 @@ export class Scheduler {
         const job = this.finishedRecord(claim.job, result, now);
         numbered.push({ job, seq, from: 'running', to: 'finished', message: 'finished' });
       }
-      await this.recordTransitions(trx, numbered);
       for (const { claim, result } of completions.filter(hooked)) {
         try {
           const done = await trx.transaction(async (savepoint) => {
@@ -478,14 +498,22 @@ export class Scheduler {
         freedOthers = true;
       }
       if (finished.some(({ job }) => job.holdsSlot || job.concurrencyKey)) freedOthers = true;
+      const claimed = await this.claimIn(trx, next.workerId, next.limit, next.kinds ?? this.kinds());
+      claims = claimed.claims;
+      await this.recordTransitions(trx, [...numbered, ...claimed.transitions]);
     });
     for (const { claim } of completions) this.deps.notifier.notify(jobTopic(claim.job.id));
     // Other processes care only when a job became claimable: queued, or its slot or lock freed.
+    // A worker that claims with its completions knows its slots are free; one that does not
+    // hears it in-process.
     if (freedOthers) this.wake();
-    else this.deps.notifier.notify(jobsTopic);
-    return completions.map(
-      ({ claim }) => outcomes.get(claim.job.id) ?? { status: 'fulfilled', value: false },
-    );
+    else if (next.limit < 1 && completions.length > 0) this.deps.notifier.notify(jobsTopic);
+    return {
+      outcomes: completions.map(
+        ({ claim }) => outcomes.get(claim.job.id) ?? { status: 'fulfilled', value: false },
+      ),
+      claims,
+    };
   }
 
   /** A claimed job as finishing it leaves it. */

@@ -2,12 +2,12 @@
 // and reaps the jobs of workers that died. Inside the API process by default; `atrium worker` runs
 // one on its own. Stopping lets running jobs finish for a grace period, then gives them back.
 //
-// Round trips are shared: free slots are filled by one claim, the jobs that end together are
-// recorded by one transaction (group commit: a batch is written while the next one gathers), and
-// one timer renews every lease. The worker sleeps until a job may be waiting: woken in-process by
-// enqueues and ends, by PostgreSQL's NOTIFY from other processes, else by a poll that starts quick
-// after work (a few ms, for SQLite's other processes) and slows to `pollMs` while the queue stays
-// empty.
+// Round trips are shared: a round of the worker's loop records the jobs that ended since the last
+// one and fills the slots they freed (and any others) with one claim, in one transaction; one timer
+// renews every lease. The worker sleeps until a job may be waiting: woken in-process by enqueues and
+// ends, from other processes by PostgreSQL's NOTIFY or SQLite's data_version (jobs.ts,
+// listenForJobNotices), else by a poll that starts quick after work and slows to `pollMs` while the
+// queue stays empty.
 import type { Logger } from 'pino';
 import { hostname } from 'node:os';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -132,32 +132,60 @@ export class Worker {
           .reapExpired()
           .catch((err: unknown) => log.warn({ err }, 'reaping expired jobs failed'));
       }
-      const free = this.options.concurrency - this.running.size;
-      if (free > 0) {
-        const wanted = Math.min(free, batchLimit);
-        this.woken = false;
-        let claims: Claim[] = [];
-        try {
-          claims = await scheduler.claimMany(this.id, wanted, this.options.kinds);
-        } catch (err) {
-          log.warn({ err, worker: this.id }, 'claiming jobs failed');
-        }
-        for (const claim of claims) this.execute(claim);
-        if (claims.length > 0) idleMs = quickPollMs;
-        // A full batch with slots to spare: more may be waiting.
-        if (claims.length === wanted && wanted < free) continue;
-        if (claims.length < wanted) {
-          // The queue ran dry: wait for a wake-up, looking again sooner while work is recent.
-          await this.sleep(Math.min(idleMs, this.options.pollMs));
-          idleMs = Math.min(idleMs * 2, this.options.pollMs);
-          continue;
-        }
-      }
-      // Full: only a job ending (which wakes the worker) makes room; the poll is the safety net.
+      const batch = this.completions.splice(0, batchLimit);
+      // The slots of the jobs in the batch are free once they are recorded.
+      const wanted = Math.min(batchLimit, this.options.concurrency - this.running.size + batch.length);
       this.woken = false;
-      if (this.running.size < this.options.concurrency) continue;
-      await this.sleep(this.options.pollMs);
+      if (batch.length === 0 && wanted < 1) {
+        // Full: only a job ending (which wakes the worker) makes room; the poll is the safety net.
+        await this.sleep(this.options.pollMs);
+        continue;
+      }
+      const claims = await this.recordAndClaim(batch, wanted);
+      for (const claim of claims) this.execute(claim);
+      if (claims.length > 0) idleMs = quickPollMs;
+      // Jobs ended meanwhile, or a full batch with slots to spare (more may be waiting).
+      if (this.completions.length > 0 || (claims.length === wanted && wanted > 0)) continue;
+      if (claims.length < wanted) {
+        // The queue ran dry: wait for a wake-up, looking again sooner while work is recent.
+        await this.sleep(Math.min(idleMs, this.options.pollMs));
+        idleMs = Math.min(idleMs * 2, this.options.pollMs);
+      }
     }
+    this.flushCompletions();
+  }
+
+  /**
+   * Records the batch's jobs finished and claims up to `wanted` jobs, in one transaction: a
+   * worker's round costs one commit. Each job of the batch leaves the running ones as it is
+   * recorded (its slot is the claim's to fill).
+   */
+  private async recordAndClaim(batch: PendingCompletion[], wanted: number): Promise<Claim[]> {
+    try {
+      const { outcomes, claims } = await this.deps.scheduler.completeAndClaim(batch, {
+        workerId: this.id,
+        limit: wanted,
+        kinds: this.options.kinds,
+      });
+      this.settle(batch, outcomes);
+      return claims;
+    } catch (err) {
+      if (batch.length === 0) this.deps.log.warn({ err, worker: this.id }, 'claiming jobs failed');
+      this.settle(
+        batch,
+        batch.map(() => ({ status: 'rejected', reason: err })),
+      );
+      return [];
+    }
+  }
+
+  private settle(batch: PendingCompletion[], outcomes: PromiseSettledResult<boolean>[]): void {
+    batch.forEach((pending, i) => {
+      this.running.delete(pending.claim.job.id);
+      const outcome = outcomes[i];
+      if (outcome?.status === 'fulfilled') pending.resolve(outcome.value);
+      else pending.reject(outcome?.reason);
+    });
   }
 
   /** Renews the lease of every running job in one statement, and stops those cancelled or lost. */
@@ -180,28 +208,40 @@ export class Worker {
     }
   }
 
-  /** Records a job finished with the others that end about now, in one transaction. */
+  /**
+   * Records a job finished with the others that end about now, in one transaction: the loop's
+   * next round, which claims for the slots they free; once the worker is stopping, a transaction
+   * of their own.
+   */
   private recordFinished(claim: Claim, result: Record<string, unknown>): Promise<boolean> {
     return new Promise((resolve, reject) => {
       this.completions.push({ claim, result, resolve, reject });
-      if (this.recording) return;
-      this.recording = true;
-      setImmediate(() => void this.recordCompletions());
+      if (this.stopping) {
+        this.flushCompletions();
+      } else {
+        this.woken = true;
+        this.wakeLoop?.();
+      }
     });
+  }
+
+  /** Records the completions waiting, without claiming (the loop has ended). */
+  private flushCompletions(): void {
+    if (this.recording || this.completions.length === 0) return;
+    this.recording = true;
+    setImmediate(() => void this.recordCompletions());
   }
 
   private async recordCompletions(): Promise<void> {
     while (this.completions.length > 0) {
       const batch = this.completions.splice(0, batchLimit);
       try {
-        const outcomes = await this.deps.scheduler.completeAll(batch);
-        batch.forEach((pending, i) => {
-          const outcome = outcomes[i];
-          if (outcome?.status === 'fulfilled') pending.resolve(outcome.value);
-          else pending.reject(outcome?.reason);
-        });
+        this.settle(batch, await this.deps.scheduler.completeAll(batch));
       } catch (err) {
-        for (const pending of batch) pending.reject(err);
+        this.settle(
+          batch,
+          batch.map(() => ({ status: 'rejected', reason: err })),
+        );
       }
     }
     this.recording = false;
@@ -257,8 +297,8 @@ export class Worker {
         jobLog.error({ err }, 'recording the outcome of a job failed');
       }
     })().finally(() => {
-      this.running.delete(job.id);
-      notifier.notify(jobsTopic);
+      // A job recorded by the loop's round left already, its slot filled by that round's claim.
+      if (this.running.delete(job.id)) notifier.notify(jobsTopic);
     });
     this.running.set(job.id, { claim, controller, settled });
   }

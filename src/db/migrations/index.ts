@@ -5,6 +5,7 @@ import * as pipelines from './003_pipelines.js';
 import * as benchmarks from './004_benchmarks.js';
 import * as idempotencyAnswers from './005_idempotency_answers.js';
 import * as listIndexes from './007_list_indexes.js';
+import * as jobsEnqueue from './008_jobs_enqueue.js';
 
 // A static list, so that migrations work the same from src/ (tests) and dist/ (production), and a
 // bundler or a missing directory can never skip one. Append only.
@@ -15,6 +16,7 @@ const migrations: Record<string, Knex.Migration> = {
   '004_benchmarks': benchmarks,
   '005_idempotency_answers': idempotencyAnswers,
   '007_list_indexes': listIndexes,
+  '008_jobs_enqueue': jobsEnqueue,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

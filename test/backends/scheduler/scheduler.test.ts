@@ -6,6 +6,7 @@ import {
   JobFailure,
   Scheduler,
   type Claim,
+  type JobRecord,
   type JobHandler,
 } from '../../../src/backends/scheduler/scheduler.js';
 import { Notifier } from '../../../src/notifier.js';
@@ -271,6 +272,72 @@ describe.each(testEngines())('scheduler (%s)', (engine) => {
         [2, 'running'],
         [3, 'finished'],
       ]);
+    });
+  });
+
+  describe('completeAndClaim', () => {
+    it('records jobs finished and claims, in one transaction, what their ending let run', async () => {
+      await drain();
+      const project = await storedProject(
+        t.knex,
+        ownerId,
+        {},
+        {
+          cpuMillis: null,
+          memoryBytes: null,
+          gpu: null,
+          services: null,
+          concurrentJobs: 1,
+          storageBytes: null,
+        },
+      );
+      const first = await enqueue({ projectId: project.id });
+      now += 1;
+      const second = await enqueue({ projectId: project.id });
+      const keyed = await enqueue({ concurrencyKey: 'runner:two' });
+      now += 1;
+      const keyedNext = await enqueue({ concurrencyKey: 'runner:two' });
+      const waiting = await enqueue({ dependsOn: keyed.id });
+      const claims = await scheduler.claimMany('w1', 10);
+      expect(claims.map((c) => c.job.id).sort()).toEqual([first.id, keyed.id].sort());
+
+      const { outcomes, claims: next } = await scheduler.completeAndClaim(
+        claims.map((claim) => ({ claim, result: {} })),
+        { workerId: 'w1', limit: 10 },
+      );
+      expect(outcomes.every((o) => o.status === 'fulfilled' && o.value)).toBe(true);
+      // The project's slot, the key's lock and the dependent freed by the completions.
+      expect(next.map((c) => c.job.id).sort()).toEqual([second.id, keyedNext.id, waiting.id].sort());
+      expect(next.every((c) => c.job.status === 'running' && c.workerId === 'w1')).toBe(true);
+      const quota = await t.knex('project_quotas').where({ project_id: project.id }).first();
+      expect(Number(quota.used_concurrent_jobs)).toBe(1);
+      expect((await scheduler.history(first.id)).map((e) => [e.seq, e.type])).toEqual([
+        [1, 'queued'],
+        [2, 'running'],
+        [3, 'finished'],
+      ]);
+      expect((await scheduler.history(waiting.id)).map((e) => [e.seq, e.type])).toEqual([
+        [1, 'pending'],
+        [2, 'queued'],
+        [3, 'running'],
+      ]);
+    });
+
+    it('claims no more than asked, and nothing with a limit of 0', async () => {
+      await drain();
+      const jobs: JobRecord[] = [];
+      for (let i = 0; i < 3; i++) {
+        jobs.push(await enqueue({}));
+        now += 1;
+      }
+      const [only] = await scheduler.claimMany('w1', 1);
+      const { claims } = await scheduler.completeAndClaim([{ claim: only as Claim, result: {} }], {
+        workerId: 'w1',
+        limit: 1,
+      });
+      expect(claims.map((c) => c.job.id)).toEqual([jobs[1]?.id]);
+      expect((await scheduler.completeAndClaim([], { workerId: 'w1', limit: 0 })).claims).toEqual([]);
+      expect((await scheduler.find(jobs[2]?.id ?? ''))?.status).toBe('queued');
     });
   });
 

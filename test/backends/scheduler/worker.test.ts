@@ -6,6 +6,7 @@ import { noopHandler } from '../../../src/backends/scheduler/noop.js';
 import { Scheduler, type JobRecord } from '../../../src/backends/scheduler/scheduler.js';
 import { Worker } from '../../../src/backends/scheduler/worker.js';
 import { systemClock } from '../../../src/clock.js';
+import { openDatabase } from '../../../src/db/database.js';
 import { createLogger } from '../../../src/log.js';
 import { Notifier } from '../../../src/notifier.js';
 import { testEngines } from '../../fixtures/databases.js';
@@ -78,11 +79,12 @@ describe.each(testEngines())('worker (%s)', (engine) => {
     await worker.stop(1000);
   });
 
-  it('hears of jobs another process queued without waiting for its poll (PostgreSQL)', async () => {
-    if (engine !== 'postgres') return;
-    // Another process: its own scheduler and notifier, so nothing of it reaches the worker in-process.
+  it('hears of jobs another process queued without waiting for its poll', async () => {
+    // Another process: its own connection, scheduler and notifier, so nothing of it reaches the
+    // worker in-process (PostgreSQL's NOTIFY carries it, or SQLite's data_version).
+    const other = openDatabase(t.testDatabase.url, t.testDatabase.dataDir);
     const elsewhere = new Scheduler({
-      db: t.knex,
+      db: other.knex,
       clock: systemClock,
       log,
       notifier: new Notifier(),
@@ -91,13 +93,17 @@ describe.each(testEngines())('worker (%s)', (engine) => {
     elsewhere.register('noop', noopHandler);
     const worker = new Worker({ scheduler, notifier, log }, { concurrency: 2, pollMs: 600_000 });
     worker.start();
-    // Its first look at the queue, and its listening, come first; then only a notice can wake it.
-    await sleep(1000);
-    const job = await t.knex.transaction((trx) =>
-      elsewhere.enqueue(trx, { kind: 'noop', projectId: null, payload: {} }),
-    );
-    await waitFor(job.id, (j) => j.status === 'finished', 60_000);
-    await worker.stop(1000);
+    try {
+      // Its first look at the queue, and its listening, come first; then only a notice can wake it.
+      await sleep(1000);
+      const job = await other.knex.transaction((trx) =>
+        elsewhere.enqueue(trx, { kind: 'noop', projectId: null, payload: {} }),
+      );
+      await waitFor(job.id, (j) => j.status === 'finished', 60_000);
+    } finally {
+      await worker.stop(1000);
+      await other.close();
+    }
   });
 
   it('retries a failing job with backoff and dead-letters it after its attempts', async () => {
