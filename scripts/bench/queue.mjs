@@ -6,17 +6,21 @@
 //
 // Three queues, side by side in one run, each fed the same way: BENCH_JOBS jobs enqueued one per
 // transaction (as API requests would) by BENCH_ENQUEUERS concurrent producers (4) in this process.
-// - "bare queue": a knex loop doing per job only what any durable queue must (insert a row; claim
-//   one row with an UPDATE … RETURNING; mark it done), BENCH_WORKER_CONCURRENCY consumers in this
-//   process; no leases, history, fencing or wake-ups (an idle consumer polls every millisecond).
+// - "bare queue": a knex loop doing per job only what any durable queue must (insert a row in the
+//   producer's transaction; claim one row with an UPDATE … RETURNING; mark it done),
+//   BENCH_WORKER_CONCURRENCY consumers in this process; no leases, history, fencing or wake-ups (an
+//   idle consumer polls every millisecond). Its insert runs in a transaction of its own, as
+//   Atrium's enqueue does: Atrium's guarantee is that a job is queued with the writes of the
+//   request that queues it (or not at all), and a queue that offers the same must be given the
+//   same BEGIN and COMMIT, not an autocommit insert.
 // - "Atrium, in-process worker": the scheduler's enqueue, and one Worker of
 //   BENCH_WORKER_CONCURRENCY slots in this process (dist/src/backends/scheduler/worker.js), as
 //   `atrium serve` runs it. Each job is a claim (lease, attempt, history event), a no-op and a
 //   fenced completion (history event).
 // - "Atrium, N worker processes": the same enqueue here, worked by BENCH_WORKER_PROCESSES (2)
 //   `atrium worker --concurrency BENCH_WORKER_CONCURRENCY` processes (dist/src/cli.js), started
-//   and idle before the clock starts. They hear of new jobs by NOTIFY on PostgreSQL and by polling
-//   on SQLite.
+//   and idle before the clock starts. They hear of new jobs by NOTIFY on PostgreSQL and by reading
+//   SQLite's data_version every few milliseconds.
 // Workers are configured with pollMs 50 (the in-process one too). jobs/s runs from the first enqueue
 // to the last job's finished_at; "ratio" is over the bare queue's jobs/s: what Atrium's guarantees
 // cost over the database's own floor. Latencies are per job, from the database's timestamps
@@ -245,7 +249,9 @@ async function baselineRun(database, jobs, settings) {
   const startedAt = Date.now();
   let producing = true;
   const producer = produce(jobs, settings.enqueuers, () =>
-    knex('bench_queue').insert({ status: 'queued', created_at: new Date().toISOString() }),
+    knex.transaction((trx) =>
+      trx('bench_queue').insert({ status: 'queued', created_at: new Date().toISOString() }),
+    ),
   ).finally(() => (producing = false));
   const consumer = async () => {
     for (;;) {
@@ -306,7 +312,7 @@ export async function figureQueueThroughput(settings, engines) {
     try {
       await lib.migrate(database);
       const cases = [
-        ['bare queue (insert, claim, done)', (n) => baselineRun(database, n, queue)],
+        ['bare queue (insert in a transaction, claim, done)', (n) => baselineRun(database, n, queue)],
         ['Atrium, in-process worker', (n) => inProcessRun(lib, database, n, queue)],
         [
           `Atrium, ${workerProcesses} worker processes`,
