@@ -6,15 +6,20 @@
 // Atrium: BENCH_TASK_WORKERS `atrium worker --concurrency BENCH_TASK_SLOTS` processes share the
 // server's database and data directory. Runs are submitted (POST …/runs) in a closed loop that
 // keeps twice as many runs open as there are slots, so that a slot that frees finds work queued
-// (what an idle worker's poll costs is the scheduler's figure, not this one). BENCH_TASKS runs
-// per round; tasks/s is that over the first submission → the last run finished. Every run must
-// finish (a figure with failures means nothing): the bench fails otherwise, with the job's error.
+// (what an idle worker's poll costs is the scheduler's figure, not this one). BENCH_TASKS runs per
+// round. tasks/s is the steady state: from the moment as many runs finished as there are slots
+// until the window of open runs stops being full (the start, where idle workers find their first
+// jobs on their poll, and the last 2 × slots runs draining are left out). Every run must finish (a
+// figure with failures means nothing): the bench fails otherwise, with the job's error.
 // "submit → done" is the run's created_at → finished_at; "running" is its job's started_at →
-// finished_at, the part the batch backend owns (the rest is waiting in the queue).
+// finished_at, what a worker spends on it (the rest is waiting in the queue).
 // Baseline: `node text.mjs word-count` spawned directly in a prepared work directory (the
-// execution contract's input.json and input/), the same number at once as Atrium has slots,
-// timed from the spawn to the exit; each must exit 0 and write output.json. "ratio" is Atrium's
-// tasks/s over the baseline's: 1.00 would be a task costing no more than starting its program.
+// execution contract's input.json and input/), the same number at once as Atrium has slots, timed
+// from the spawn to the exit; each must exit 0 and write output.json. Its tasks/s leaves out the
+// first and the last as many as run at once. "ratio" is Atrium's tasks/s over the baseline's: 1.00
+// would be a task costing no more than starting its program. "CPU ms/task" is the CPU time per task
+// of every process involved (/proc, 10 ms ticks): the API server, the workers, and the task
+// processes (runners and workloads, ended or still running).
 // The cases take turns over BENCH_TASK_ROUNDS rounds; the median round (by tasks/s) is shown.
 //
 // Standalone: `node scripts/bench/tasks.mjs` (after `npm run build`): SQLite in a temporary
@@ -264,7 +269,7 @@ async function describeRun(lab, runId) {
  * `total` runs of the one-task pipeline, `open` of them submitted and unfinished at any time;
  * resolves with tasks/s and each run's timings, once every run has finished.
  */
-async function atriumRound(lab, knex, { pipelineId, fileId }, total, open) {
+async function atriumRound(lab, knex, { pipelineId, fileId }, total, { open, slots }) {
   const pending = new Set();
   const finished = [];
   let submitted = 0;
@@ -309,7 +314,11 @@ async function atriumRound(lab, knex, { pipelineId, fileId }, total, open) {
     .whereIn('runs.id', finished)
     .select('runs.created_at', 'runs.finished_at', 'jobs.started_at', { jobFinishedAt: 'jobs.finished_at' });
   return {
-    tasksPerSecond: (total * 1000) / elapsed,
+    tasksPerSecond: steadyRate(
+      rows.map((r) => Date.parse(r.finished_at)),
+      { skip: slots, tail: open },
+      (total * 1000) / elapsed,
+    ),
     latencies: rows.map((r) => Date.parse(r.finished_at) - Date.parse(r.created_at)),
     running: rows.map((r) => Date.parse(r.jobFinishedAt) - Date.parse(r.started_at)),
     cpu: Object.fromEntries(
@@ -346,7 +355,8 @@ function spawnWorkload(dir, children) {
     children.delete(child);
     if (how.code !== 0) throw new BenchFailure(`text.mjs word-count ended ${JSON.stringify(how)} in ${dir}`);
     JSON.parse(readFileSync(join(dir, 'output.json'), 'utf8'));
-    return performance.now() - started;
+    const ended = performance.now();
+    return { latency: ended - started, ended };
   });
 }
 
@@ -354,20 +364,39 @@ async function baselineRound(scratch, total, concurrency, children) {
   const dirs = Array.from({ length: total }, (_, i) => join(scratch, `w${i}`));
   for (const dir of dirs) prepareWorkDir(dir);
   const latencies = [];
+  const ends = [];
   let next = 0;
   const cpuBefore = statOf(process.pid).children;
   const started = performance.now();
   const lane = async () => {
-    while (next < total) latencies.push(await spawnWorkload(dirs[next++], children));
+    while (next < total) {
+      const { latency, ended } = await spawnWorkload(dirs[next++], children);
+      latencies.push(latency);
+      ends.push(ended);
+    }
   };
   await Promise.all(Array.from({ length: concurrency }, lane));
   const elapsed = performance.now() - started;
   const cpu = { tasks: (statOf(process.pid).children - cpuBefore) / total };
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-  return { tasksPerSecond: (total * 1000) / elapsed, latencies, cpu };
+  const tasksPerSecond = steadyRate(ends, { skip: concurrency, tail: concurrency }, (total * 1000) / elapsed);
+  return { tasksPerSecond, latencies, cpu };
 }
 
 // ---- The figure -------------------------------------------------------------------------------------
+
+/**
+ * Tasks/s in the steady state: between the `skip`-th end and the one `tail` before the last, when
+ * every slot had work (not while the first ones start, nor while the last ones drain); `whole`
+ * (over the whole round) when the round is too short to have such a window.
+ */
+function steadyRate(endTimes, { skip, tail }, whole) {
+  const ends = [...endTimes].sort((a, b) => a - b);
+  const first = skip - 1;
+  const last = ends.length - 1 - tail;
+  if (last - first < skip || ends[last] <= ends[first]) return whole;
+  return ((last - first) * 1000) / (ends[last] - ends[first]);
+}
 
 /** The nearest-rank percentile of `values`. */
 function percentile(values, fraction) {
@@ -432,12 +461,15 @@ async function figureEngine(settings, { label, databaseUrl, dataDir }, rows) {
     const inputs = { pipelineId: pipeline.body.id, fileId };
     const open = 2 * workers * slots;
     // Warm-up, not counted: every worker has claimed, every code path has run once.
-    await atriumRound(lab, database.knex, inputs, workers * slots, open);
+    await atriumRound(lab, database.knex, inputs, workers * slots, { open, slots: workers * slots });
     await baselineRound(scratch, workers * slots, workers * slots, children);
     const results = { atrium: [], baseline: [] };
     for (let round = 0; round < rounds; round++) {
       const cases = [
-        async () => results.atrium.push(await atriumRound(lab, database.knex, inputs, tasks, open)),
+        async () =>
+          results.atrium.push(
+            await atriumRound(lab, database.knex, inputs, tasks, { open, slots: workers * slots }),
+          ),
         async () => results.baseline.push(await baselineRound(scratch, tasks, workers * slots, children)),
       ];
       if (round % 2 === 1) cases.reverse();
