@@ -42,11 +42,17 @@
 //    page costs the same however many services the project holds (keyset pagination on an index);
 //    rising with the total means something scans the project. On SQLite, and on PostgreSQL with
 //    ATRIUM_BENCH_DATABASE_URL (in the same database as figure 1).
-// 5. Scheduler throughput (scripts/bench/queue.mjs): BENCH_JOBS noop jobs enqueued one per
-//    transaction while one in-process worker of BENCH_WORKER_CONCURRENCY slots runs them, from the
-//    first enqueue to the last job finished; next to a bare queue on the same database (insert,
-//    claim by UPDATE … RETURNING, mark done: no leases, history or fencing). On SQLite, and on
-//    PostgreSQL with ATRIUM_BENCH_DATABASE_URL.
+// 5. Scheduler throughput (scripts/bench/queue.mjs): noop jobs enqueued one per transaction by
+//    BENCH_ENQUEUERS producers, run by an in-process worker and by BENCH_WORKER_PROCESSES `atrium
+//    worker` processes, enqueue → start and → done; next to a bare queue on the same database
+//    (insert in a transaction, claim by UPDATE … RETURNING, mark done: no leases, history or
+//    fencing). On SQLite, and on PostgreSQL with ATRIUM_BENCH_DATABASE_URL.
+// 6. Pipeline tasks (scripts/bench/tasks.mjs): one-task runs of text.word-count through `atrium
+//    serve` and BENCH_TASK_WORKERS `atrium worker` processes of BENCH_TASK_SLOTS slots, next to the
+//    same workload spawned directly at the same concurrency. On SQLite, and on PostgreSQL.
+// Figure 1 also shows the server's memory (RSS after a full GC) idle and after the figure, next to
+// the bare server's; on SQLite it measures the bare server with better-sqlite3 too (the driver
+// decision: scripts/bench/drivers.mjs installs it into .bench/drivers for the bench only).
 //
 // How to read it: every case is measured BENCH_ROUNDS times, the cases taking turns, and the median
 // round is shown; "req/s range" is the lowest and highest of the rounds, so a ratio inside that noise
@@ -67,7 +73,9 @@
 // Settings (environment): BENCH_SECONDS (5), BENCH_WARMUP_SECONDS (2), BENCH_ROUNDS (3),
 // BENCH_CONNECTIONS (32), BENCH_PACKAGES (500), BENCH_EXTRA_PATHS (200,1000), BENCH_LAUNCHES (20),
 // BENCH_SERVICES (100,10000), BENCH_JOBS (2000), BENCH_WORKER_CONCURRENCY (8),
-// ATRIUM_BENCH_DATABASE_URL (unset; `make bench` sets it when PostgreSQL answers on 127.0.0.1:5432).
+// ATRIUM_BENCH_DATABASE_URL (unset; `make bench` sets it when PostgreSQL answers on 127.0.0.1:5432),
+// BENCH_FIGURES (1,2,3,4,5,6: which figures), BENCH_TASKS (120), BENCH_TASK_WORKERS (3),
+// BENCH_TASK_SLOTS (4), BENCH_TASK_ROUNDS (3).
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -93,6 +101,7 @@ import { figureLaunchLatency } from './launch.mjs';
 import { fetchOnce } from './load.mjs';
 import { figureQueueThroughput } from './queue.mjs';
 import { figureServiceList } from './service-list.mjs';
+import { figurePipelineTasks } from './tasks.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const builtApp = join(here, '..', '..', 'dist', 'src', 'app.js');
@@ -156,9 +165,14 @@ function readSettings() {
     serviceCounts: listSetting('BENCH_SERVICES', '100,10000', { min: 2 * pageSize + 1, max: 100_000 }),
     jobs: numberSetting('BENCH_JOBS', 2000, { min: 10, max: 1_000_000, integer: true }),
     workerConcurrency: numberSetting('BENCH_WORKER_CONCURRENCY', 8, { min: 1, max: 64, integer: true }),
+    // Figure 6 (scripts/bench/tasks.mjs).
+    tasks: numberSetting('BENCH_TASKS', 120, { min: 1, max: 100_000, integer: true }),
+    taskWorkers: numberSetting('BENCH_TASK_WORKERS', 3, { min: 1, max: 64, integer: true }),
+    taskSlots: numberSetting('BENCH_TASK_SLOTS', 4, { min: 1, max: 64, integer: true }),
+    taskRounds: numberSetting('BENCH_TASK_ROUNDS', 3, { min: 1, max: 100, integer: true }),
     postgresAdminUrl: process.env.ATRIUM_BENCH_DATABASE_URL || null,
     // BENCH_FIGURES=1,4: only those figures (all by default).
-    figures: new Set(listSetting('BENCH_FIGURES', '1,2,3,4,5,6,7,8', { min: 1, max: 8 })),
+    figures: new Set(listSetting('BENCH_FIGURES', '1,2,3,4,5,6', { min: 1, max: 6 })),
     realPaths: Object.keys(JSON.parse(readFileSync(bundledSpec, 'utf8')).paths).length,
   };
 }
@@ -405,6 +419,7 @@ async function main() {
         databaseUrl: `sqlite://${join(scratch, 'service-list.db')}`,
       });
     }
+    const taskSqlite = { label: 'SQLite', databaseUrl: null, dataDir: scratch };
     const queueEngines = [
       { label: 'SQLite', databaseUrl: `sqlite://${join(scratch, 'queue.db')}`, dataDir: scratch },
     ];
@@ -420,8 +435,14 @@ async function main() {
           figureQueueThroughput(settings, [...queueEngines, { label: 'PostgreSQL', ...postgres }]),
         );
       }
+      if (want(6)) {
+        await withPostgresDatabase(settings.postgresAdminUrl, scratch, ({ databaseUrl }) =>
+          figurePipelineTasks(settings, [taskSqlite, { label: 'PostgreSQL', databaseUrl, dataDir: scratch }]),
+        );
+      }
     } else {
       if (want(5)) await figureQueueThroughput(settings, queueEngines);
+      if (want(6)) await figurePipelineTasks(settings, [taskSqlite]);
       console.log(
         '(PostgreSQL skipped: set ATRIUM_BENCH_DATABASE_URL to an admin postgres:// URL to include it)',
       );
