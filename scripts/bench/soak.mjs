@@ -6,7 +6,8 @@
 // (10) slices, the server's RSS and heap are read after a full collection. Flat means RSS and heap
 // at the end within a few MiB of the first slice's, whatever the request count; growth is printed as
 // MiB per 100,000 requests between the first slice and the last. Settings: BENCH_SOAK_SECONDS,
-// BENCH_SOAK_SLICES, BENCH_CONNECTIONS (32).
+// BENCH_SOAK_SLICES, BENCH_CONNECTIONS (32), BENCH_SOAK_ENGINE=postgres (on a scratch database of
+// ATRIUM_BENCH_DATABASE_URL instead of SQLite).
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,6 +22,7 @@ import {
   onCleanUp,
   printTable,
   startServer,
+  withPostgresDatabase,
 } from './harness.mjs';
 import { measure } from './load.mjs';
 import { insertServices } from './service-list.mjs';
@@ -37,7 +39,25 @@ async function main() {
   onCleanUp(() => rmSync(scratch, { recursive: true, force: true }));
   const catalogDir = join(scratch, 'catalog');
   writeCatalog(catalogDir, 500);
-  const database = { databaseUrl: `sqlite://${join(scratch, 'atrium.db')}`, dataDir: scratch };
+  const postgres = process.env.BENCH_SOAK_ENGINE === 'postgres';
+  if (postgres && !process.env.ATRIUM_BENCH_DATABASE_URL) {
+    throw new BenchFailure(
+      'BENCH_SOAK_ENGINE=postgres needs ATRIUM_BENCH_DATABASE_URL (an admin postgres:// URL)',
+    );
+  }
+  if (postgres) {
+    await withPostgresDatabase(process.env.ATRIUM_BENCH_DATABASE_URL, scratch, (database) =>
+      soak({ ...database, catalogDir }, 'PostgreSQL'),
+    );
+  } else {
+    await soak(
+      { databaseUrl: `sqlite://${join(scratch, 'atrium.db')}`, dataDir: scratch, catalogDir },
+      'SQLite',
+    );
+  }
+}
+
+async function soak({ catalogDir, ...database }, engineName) {
   const token = `atr_${randomBytes(16).toString('hex')}`;
   const server = await startServer('Atrium (soak)', {
     kind: 'atrium',
@@ -65,7 +85,7 @@ async function main() {
     { path: '/api/v1/catalogs/bench/packages?limit=Infinity', status: 400 },
   ];
   console.log(
-    `Soak: ${seconds} s in ${slices} slices, ${connections} connections, a mix of ${mix.length} requests (SQLite)`,
+    `Soak: ${seconds} s in ${slices} slices, ${connections} connections, a mix of ${mix.length} requests (${engineName})`,
   );
   const rows = [];
   let total = 0;
