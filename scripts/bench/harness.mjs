@@ -4,6 +4,8 @@
 // ends, and the tables.
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import knexFactory from 'knex';
@@ -53,6 +55,22 @@ const cleanups = new Set();
 export function onCleanUp(cleanup) {
   cleanups.add(cleanup);
   return () => cleanups.delete(cleanup);
+}
+
+/**
+ * For a figure run alone: a scratch directory removed at the end, and Ctrl-C (or SIGTERM) cleaning
+ * up before it exits.
+ */
+export function standaloneScratch(prefix) {
+  const scratch = mkdtempSync(join(tmpdir(), prefix));
+  onCleanUp(() => rmSync(scratch, { recursive: true, force: true }));
+  const onSignal = (name) => {
+    console.error(`\n${name}: stopping and cleaning up`);
+    cleanUp().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return scratch;
 }
 
 export async function cleanUp() {

@@ -7,9 +7,8 @@
 // directory or command line) is killed by PID and reported, and so is everything on a failure.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { dirname, join, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +23,7 @@ import {
   signal,
   sleep,
   withTimeout,
+  standaloneScratch,
 } from './harness.mjs';
 import { fetchOnce } from './load.mjs';
 
@@ -525,14 +525,7 @@ async function runAlone() {
   if (!Number.isInteger(launches) || launches < 1 || launches > 1000) {
     throw new BenchFailure(`BENCH_LAUNCHES=${raw}: expected an integer in [1, 1000]`);
   }
-  const scratch = mkdtempSync(join(tmpdir(), 'atrium-bench-'));
-  onCleanUp(() => rmSync(scratch, { recursive: true, force: true }));
-  const onSignal = (name) => {
-    console.error(`\n${name}: stopping and cleaning up`);
-    cleanUp().finally(() => process.exit(130));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const scratch = standaloneScratch('atrium-bench-');
   try {
     await figureLaunchLatency({ launches }, scratch);
   } finally {

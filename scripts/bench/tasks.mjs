@@ -36,7 +36,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { dirname, join, sep } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -53,6 +53,7 @@ import {
   sleep,
   withPostgresDatabase,
   withTimeout,
+  standaloneScratch,
 } from './harness.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -573,14 +574,7 @@ async function main() {
     taskSlots: integerSetting('BENCH_TASK_SLOTS', 4, 1, 64),
     taskRounds: integerSetting('BENCH_TASK_ROUNDS', 3, 1, 100),
   };
-  const scratch = mkdtempSync(join(tmpdir(), 'atrium-bench-tasks-'));
-  onCleanUp(() => rmSync(scratch, { recursive: true, force: true }));
-  const onSignal = (name) => {
-    console.error(`\n${name}: stopping and cleaning up`);
-    cleanUp().finally(() => process.exit(130));
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const scratch = standaloneScratch('atrium-bench-tasks-');
   console.log(`Node ${process.version}, ${availableParallelism()} CPUs\n`);
   try {
     const sqlite = { label: 'SQLite', databaseUrl: null, dataDir: scratch };
