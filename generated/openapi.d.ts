@@ -2159,10 +2159,10 @@ export interface components {
          * EventStream
          * @description A Server-Sent Events stream (`text/event-stream`). Every event has an `id` (its sequence number,
          *     1, 2, 3 … per service or operation), an `event` type (for example `admitted`, `starting`,
-         *     `running`, `restarting`, `failed`, `suspended`, `deleting`, `progress`, `done`) and JSON `data`:
+         *     `running`, `restarting`, `failed`, `suspended`, `deleting`, `deleted`, `progress`, `done`) and JSON `data`:
          *     `{"seq": <id>, "at": <RFC 3339 time>, "type": <event type>, "message": <text>, "data": {…}}`.
          *     Reconnect with `Last-Event-ID` to get everything after that id: events are stored, so nothing
-         *     is missed across a server restart. Comment lines (`: keep-alive`) keep idle connections open.
+         *     is missed across a server restart. A service's stream ends with its `deleted` event. Comment lines (`: keep-alive`) keep idle connections open.
          */
         EventStream: string;
         /**

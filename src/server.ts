@@ -114,6 +114,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   );
   worker.start();
   const purge = setInterval(() => {
+    services.serviceManager
+      .purgeDeletedEvents()
+      .catch((err: unknown) => log.warn({ err }, "purge of deleted services' events failed"));
     services.idempotency
       .purgeExpired()
       .catch((err: unknown) => log.warn({ err }, 'idempotency purge failed'));

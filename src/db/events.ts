@@ -68,3 +68,16 @@ export async function listEvents(
     data: parseJson<Record<string, unknown>>(r.data),
   }));
 }
+
+/**
+ * Removes the events of services deleted before `before` (their rows are gone; the events stay a
+ * while so that a follower reads the last ones). Returns how many were removed.
+ */
+export async function purgeOrphanServiceEvents(db: Knex, before: string): Promise<number> {
+  const gone = db('service_events as e')
+    .whereNotExists(db('services as s').whereRaw('s.id = e.service_id'))
+    .groupBy('e.service_id')
+    .havingRaw('max(e.at) < ?', [before])
+    .select('e.service_id');
+  return db('service_events').whereIn('service_id', gone).delete();
+}

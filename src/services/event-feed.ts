@@ -11,6 +11,8 @@ export interface EventSource {
   read: (afterSeq: number) => Promise<StoredEvent[]>;
   /** True when no more events can come (the owner is gone, or done). */
   ended: () => Promise<boolean>;
+  /** True for the event after which none can come (the feed ends with it). */
+  final?: (event: StoredEvent) => boolean;
   /** The notifier topic that announces new events. */
   topic: string;
   notifier: Notifier;
@@ -31,13 +33,17 @@ export async function* followEvents(
     const events = await source.read(after);
     for (const event of events) {
       yield event;
+      if (source.final?.(event)) return;
       after = event.seq;
       quietSince = Date.now();
     }
     if (events.length === pageSize) continue;
     if (!options.follow || (await source.ended())) {
       // One last read: events written just before the end.
-      yield* await source.read(after);
+      for (const event of await source.read(after)) {
+        yield event;
+        if (source.final?.(event)) return;
+      }
       return;
     }
     if (Date.now() - quietSince >= feedQuietMs) {

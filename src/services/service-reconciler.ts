@@ -414,6 +414,13 @@ export class ServiceReconciler {
       const current = await q.findService(trx, service.id);
       if (!current) return;
       await giveBack(trx, current, { slot: current.holdsSlot, compute: current.holdsCompute }, at);
+      // The last event: its followers read it after the row is gone (the events outlive it).
+      await appendEvent(trx, 'service', service.id, {
+        at,
+        type: 'deleted',
+        message: `${current.name} was deleted`,
+        data: {},
+      });
       await q.deleteServiceRow(trx, service.id);
     });
     notifier.notify(topics.service(service.id));

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import { iso } from '../clock.js';
 import { conflict, DomainError, forbidden, notFound, unprocessable } from '../errors.js';
-import { appendEvent, listEvents } from '../db/events.js';
+import { appendEvent, listEvents, purgeOrphanServiceEvents } from '../db/events.js';
 import type { Page, PageRequest } from '../db/pagination.js';
 import { adjustQuotaUsage, findQuota, type UsageDelta } from '../db/quotas.js';
 import * as q from '../db/services.js';
@@ -72,6 +72,9 @@ export interface ServiceManagerDeps {
   reconciler: ServiceReconciler;
   notifier: Notifier;
 }
+
+/** How long the events of a deleted service stay, for the followers of its event stream. */
+const deletedEventsKeptMs = 60 * 60_000;
 
 export class ServiceManager {
   private readonly validator = new OptionsValidator();
@@ -396,7 +399,7 @@ export class ServiceManager {
 
   /**
    * The service's stored events after `afterSeq`, then (when following) new ones as they come.
-   * Ends when the client goes away, or when the service is deleted.
+   * Ends when the client goes away, or with the service's `deleted` event.
    */
   async *events(
     principal: Principal,
@@ -409,10 +412,19 @@ export class ServiceManager {
       {
         read: (after) => listEvents(this.deps.db, 'service', serviceId, after, 100),
         ended: async () => (await q.findService(this.deps.db, serviceId)) === null,
+        final: (event) => event.type === 'deleted',
         topic: topics.service(serviceId),
         notifier: this.deps.notifier,
       },
       options,
+    );
+  }
+
+  /** Removes the events of services deleted more than an hour ago (kept for their followers). */
+  purgeDeletedEvents(): Promise<number> {
+    return purgeOrphanServiceEvents(
+      this.deps.db,
+      iso(new Date(this.deps.clock().getTime() - deletedEventsKeptMs)),
     );
   }
 

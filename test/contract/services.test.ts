@@ -792,6 +792,90 @@ describe.each(testEngines())('services (%s)', (engine) => {
       }
     });
 
+    it('gives a follower that reads after the deletion the last events, `deleted` last, and ends', async () => {
+      const { serviceId: doomed } = await launch(t, bob.auth, 'lab', echo);
+      const principal = {
+        user: bob.user,
+        method: 'token' as const,
+        tokenId: null,
+        scopes: ['read' as const],
+      };
+      const controller = new AbortController();
+      const events = t.services.serviceManager.events(principal, 'lab', doomed, {
+        afterSeq: 0,
+        follow: true,
+        signal: controller.signal,
+      });
+      const feed = events[Symbol.asyncIterator]();
+      try {
+        const first = await feed.next();
+        expect(first.value).toMatchObject({ seq: 1, type: 'admitted' });
+        // The follower is held while the service is deleted and its row removed.
+        const deletion = await t.http.delete(`${lab}/${doomed}`).set('Authorization', bob.auth).expect(202);
+        await t.http
+          .get(`/api/v1/operations/${deletion.body.id}`)
+          .set('Authorization', bob.auth)
+          .set('Prefer', 'wait=20')
+          .expect(200)
+          .expect((res) => expect(res.body.status).toBe('succeeded'));
+        expect(await t.database.knex('services').where({ id: doomed }).first()).toBeUndefined();
+        const rest: string[] = [];
+        for (let i = 0; i < 1000; i++) {
+          const next = await feed.next();
+          if (next.done) break;
+          if (next.value) rest.push(next.value.type);
+        }
+        expect(rest).toContain('deleting');
+        expect(rest[rest.length - 1]).toBe('deleted');
+        // A new reader no longer finds the service.
+        expectProblem(
+          await t.http.get(`${lab}/${doomed}/events?follow=false`).set('Authorization', bob.auth),
+          404,
+          'not-found',
+        );
+      } finally {
+        controller.abort();
+        await feed.return?.(undefined);
+      }
+    });
+
+    it("keeps a deleted service's events for its followers, then the purge removes them", async () => {
+      const { serviceId: doomed } = await launch(t, bob.auth, 'lab', echo);
+      const { serviceId: alive } = await launch(t, bob.auth, 'lab', echo);
+      const deletion = await t.http.delete(`${lab}/${doomed}`).set('Authorization', bob.auth).expect(202);
+      await t.http
+        .get(`/api/v1/operations/${deletion.body.id}`)
+        .set('Authorization', bob.auth)
+        .set('Prefer', 'wait=20')
+        .expect(200)
+        .expect((res) => expect(res.body.status).toBe('succeeded'));
+      const kept = () => t.database.knex('service_events').where({ service_id: doomed }).count({ n: '*' });
+      const count = async () => Number((await kept())[0]?.n);
+      expect(await count()).toBeGreaterThan(2);
+      // Recent: kept. An hour after the last event: removed, and nothing of a living service.
+      await t.services.serviceManager.purgeDeletedEvents();
+      expect(await count()).toBeGreaterThan(2);
+      await t.database
+        .knex('service_events')
+        .where({ service_id: doomed })
+        .update({ at: '2000-01-01T00:00:00.000Z' });
+      const living = Number(
+        (await t.database.knex('service_events').where({ service_id: alive }).count({ n: '*' }))[0]?.n,
+      );
+      await t.database
+        .knex('service_events')
+        .where({ service_id: alive })
+        .update({ at: '2000-01-01T00:00:00.000Z' });
+      expect(await t.services.serviceManager.purgeDeletedEvents()).toBeGreaterThan(2);
+      expect(await count()).toBe(0);
+      expect(
+        Number(
+          (await t.database.knex('service_events').where({ service_id: alive }).count({ n: '*' }))[0]?.n,
+        ),
+      ).toBe(living);
+      expect(living).toBeGreaterThan(0);
+    });
+
     it('rejects a malformed Last-Event-ID (400)', async () => {
       const { serviceId: other } = await launch(t, bob.auth, 'lab', echo);
       expectProblem(

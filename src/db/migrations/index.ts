@@ -6,6 +6,7 @@ import * as benchmarks from './004_benchmarks.js';
 import * as idempotencyAnswers from './005_idempotency_answers.js';
 import * as listIndexes from './007_list_indexes.js';
 import * as jobsEnqueue from './008_jobs_enqueue.js';
+import * as serviceEventsOutlive from './009_service_events_outlive.js';
 
 // A static list, so that migrations work the same from src/ (tests) and dist/ (production), and a
 // bundler or a missing directory can never skip one. Append only.
@@ -17,6 +18,7 @@ const migrations: Record<string, Knex.Migration> = {
   '005_idempotency_answers': idempotencyAnswers,
   '007_list_indexes': listIndexes,
   '008_jobs_enqueue': jobsEnqueue,
+  '009_service_events_outlive': serviceEventsOutlive,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {
