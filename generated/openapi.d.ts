@@ -1492,7 +1492,9 @@ export interface components {
          *     | `unprocessable` | 422 | the request is valid but breaks a rule (for example an expiry in the past) |
          *     | `rate-limited` | 429 | too many requests; retry after `Retry-After` seconds |
          *     | `internal` | 500 | an unexpected error; quote `log_id` when reporting it |
-         *     | `unavailable` | 503 | a dependency (database, catalog source) is not ready |
+         *     | `bad-gateway` | 502 | the gateway could not reach the service, or its answer broke off |
+         *     | `unavailable` | 503 | a dependency (database, catalog source) is not ready, or the service is not running (`Retry-After`) |
+         *     | `gateway-timeout` | 504 | the service sent nothing within the gateway's timeout |
          *     | `insufficient-storage` | 507 | the data directory or the database is full: nothing of the request was kept |
          */
         Problem: {
@@ -1798,7 +1800,15 @@ export interface components {
             port: string;
             /** @enum {string} */
             protocol: "http" | "tcp";
-            /** @description Where to reach it, for example `http://127.0.0.1:41234`. */
+            /**
+             * @description Where to reach it. An `http` port is reached through Atrium's gateway, at a URL that stays the
+             *     same across suspend, resume and restarts: `{origin}/services/{projectId}/{serviceId}/{port}/`
+             *     (HTTP of every method, WebSocket, Server-Sent Events). The gateway asks for a bearer token, or
+             *     a browser's sign-in cookie, with the rights to read the service, unless the port is public
+             *     (its `public_option` in the package, set at launch).
+             *     A `tcp` port is not proxied: its URL is the backend's own address; so are the ports of a
+             *     Kubernetes region's services (their cluster addresses), which the gateway does not reach yet.
+             */
             url: string;
         };
         /**
@@ -2625,6 +2635,12 @@ export interface components {
             protocol: "http" | "tcp";
             /** @description The port the container listens on (cluster run spec only). */
             container_port?: number;
+            /**
+             * @description A boolean option of the package: a service launched with it `true` answers on this port
+             *     through the gateway without credentials (a public demo, a static site). Without it, or with
+             *     the option false, the gateway asks for the same rights as reading the service.
+             */
+            public_option?: string;
         };
         /**
          * LocalRunSpec

@@ -12,6 +12,7 @@ import {
   type ApiDocument,
   type ControllerModules,
 } from './http/dispatch.js';
+import { createGateway, type Gateway } from './http/gateway.js';
 import { infraRouter, isInfraPath } from './http/infra.js';
 import { locals, openapiMatch } from './http/locals.js';
 import { createMetrics } from './http/metrics.js';
@@ -50,6 +51,13 @@ export interface AppDeps {
   controllers?: ControllerModules;
 }
 
+interface AppLocals {
+  gateway: Gateway;
+}
+
+/** The gateway of an app: its `upgrade` listener goes on the HTTP server that serves the app. */
+export const gatewayOf = (app: Express): Gateway => (app.locals as AppLocals).gateway;
+
 export function createApp(deps: AppDeps): Express {
   const { config, database, services, log } = deps;
   const apiDoc = deps.apiDoc ?? loadBundledSpec();
@@ -67,6 +75,15 @@ export function createApp(deps: AppDeps): Express {
   // Every middleware below runs on every request: each is a layer Express walks, so the cheap ones
   // are kept few (make bench-profile shows what a request costs).
   app.use(requestContext(log, metrics.observe));
+  // The gateway answers for the services it reaches: their own headers, not the API's policy.
+  const gateway = createGateway({
+    services,
+    settings: config.gateway,
+    log,
+    observe: metrics.observeGateway,
+  });
+  (app.locals as AppLocals).gateway = gateway;
+  app.use(gateway.handle);
   app.use(securityHeaders);
   if (config.server.corsOrigins.length > 0) app.use(cors(config.server.corsOrigins));
   const infra = infraRouter({ apiDoc, database, metrics: metrics.registry, ready: deps.ready });
@@ -120,6 +137,7 @@ export function createApp(deps: AppDeps): Express {
   const dispatch = createDispatcher(
     operations,
     services,
+    config.gateway.publicUrl,
     deps.shutdown ?? new AbortController().signal,
     new RequestChecks(apiDoc),
   );

@@ -175,6 +175,25 @@ const configSchema = z
       })
       .strict()
       .prefault({}),
+    // The way in to what users launch: /services/{projectId}/{serviceId}/{port}/… on Atrium's origin.
+    gateway: z
+      .object({
+        // The origin of endpoints[].url (for example https://atrium.example.org behind a proxy);
+        // each request's own origin when not set.
+        publicUrl: z.url().nullable().default(null),
+        // The largest request body passed to a service (413 beyond it).
+        maxBodyBytes: z
+          .number()
+          .int()
+          .min(1)
+          .default(100 * 1024 * 1024),
+        // A service that sends nothing (no headers, no byte of a body) for this long: 504.
+        timeoutMs: z.number().int().min(100).default(300_000),
+        // A connection to a service that is not made within this time: 502.
+        connectTimeoutMs: z.number().int().min(100).default(10_000),
+      })
+      .strict()
+      .prefault({}),
     benchmarks: z
       .object({
         // The image of benchmark runs on a cluster: Atrium's own, with /opt/atrium/dist in it.

@@ -21,7 +21,9 @@ export const problemKinds = {
   unprocessable: { status: 422, title: 'The request cannot be carried out' },
   'rate-limited': { status: 429, title: 'Too many requests' },
   internal: { status: 500, title: 'Internal error' },
+  'bad-gateway': { status: 502, title: 'The service did not answer' },
   unavailable: { status: 503, title: 'Service unavailable' },
+  'gateway-timeout': { status: 504, title: 'The service took too long to answer' },
   'insufficient-storage': { status: 507, title: 'Not enough storage to keep this' },
 } as const;
 

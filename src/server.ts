@@ -1,7 +1,7 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { createApp } from './app.js';
+import { createApp, gatewayOf } from './app.js';
 import { bootstrapAdmin } from './bootstrap.js';
 import { readBuildInfo } from './build-info.js';
 import { systemClock, type Clock } from './clock.js';
@@ -92,6 +92,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     res.once('close', done);
   });
   server.on('request', app);
+  // WebSocket upgrades: the gateway's (to services); anything else is refused there.
+  server.on('upgrade', gatewayOf(app).upgrade);
   try {
     await listen(server, config.server.port, config.server.host);
   } catch (error) {
@@ -143,6 +145,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       const idle = setInterval(() => server.closeIdleConnections(), 100);
       const grace = setTimeout(() => server.closeAllConnections(), config.server.shutdownGraceMs);
       await closed;
+      // WebSockets through the gateway left the server's connections when they upgraded.
+      gatewayOf(app).close();
       clearInterval(idle);
       clearTimeout(grace);
       await catalogsLoaded;

@@ -76,7 +76,7 @@ function processesUnder(dir) {
 }
 
 /** Kills (SIGKILL, by PID) what runs under `dir`, in a few bounded rounds; returns the PIDs killed. */
-async function killProcessesUnder(dir) {
+export async function killProcessesUnder(dir) {
   const killed = new Set();
   for (let round = 0; round < 5; round++) {
     const pids = processesUnder(dir);
@@ -102,7 +102,7 @@ async function processesLeftUnder(dir, ms) {
 }
 
 /** A free port on the loopback interface, found the way the local runtime finds one. */
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
@@ -114,14 +114,14 @@ function freePort() {
 }
 
 /** Resolves with the child's exit, or with the error that kept it from starting. */
-const exitOf = (child) =>
+export const exitOf = (child) =>
   new Promise((resolve) => {
     child.once('exit', (code, signalName) => resolve({ code, signal: signalName }));
     child.once('error', (error) => resolve({ error }));
   });
 
 /** SIGTERM, then SIGKILL if it is still there after `graceMs`. */
-async function stopChild(child, exited, graceMs = exitTimeoutMs) {
+export async function stopChild(child, exited, graceMs = exitTimeoutMs) {
   if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
   signal(child.pid, 'SIGTERM');
   const gone = await Promise.race([exited.then(() => true), sleep(graceMs).then(() => false)]);
@@ -171,7 +171,7 @@ async function spawnDirectly(children) {
 // ---- Atrium: the real `atrium serve` ----------------------------------------------------------------
 
 /** Starts `node dist/src/cli.js serve` on a free port with a scratch data dir and a fixed admin token. */
-async function startAtriumServe(dataDir, token) {
+export async function startAtriumServe(dataDir, token) {
   const inherited = Object.fromEntries(
     Object.entries(process.env).filter(([name]) => !name.startsWith('ATRIUM_')),
   );
@@ -228,6 +228,7 @@ async function startAtriumServe(dataDir, token) {
       .join('\n');
   const atrium = {
     log,
+    pid: child.pid,
     stop: () => stopChild(child, exited, stopTimeoutMs),
   };
   try {
@@ -328,7 +329,7 @@ async function launchEvents(atrium, token, serviceId) {
   }
 }
 
-async function deleteOnce(atrium, token, serviceId, launched, { timeoutMs } = {}) {
+export async function deleteOnce(atrium, token, serviceId, launched, { timeoutMs } = {}) {
   const started = performance.now();
   const response = await callApi(atrium.port, 'DELETE', `${servicesPath}/${serviceId}`, {
     token,

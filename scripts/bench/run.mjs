@@ -50,6 +50,11 @@
 // 6. Pipeline tasks (scripts/bench/tasks.mjs): one-task runs of text.word-count through `atrium
 //    serve` and BENCH_TASK_WORKERS `atrium worker` processes of BENCH_TASK_SLOTS slots, next to the
 //    same workload spawned directly at the same concurrency. On SQLite, and on PostgreSQL.
+// 7. The gateway (scripts/bench/gateway.mjs): GET /bench?x=1 on the demo echo service launched
+//    through `atrium serve`, reached through its gateway URL (/services/{project}/{service}/http/…,
+//    bearer token), next to the same echo.mjs spawned directly and reached on its own port. "req/s
+//    ratio" and "p99 ratio" are the gateway's to the direct path: the price of authentication,
+//    access checks and one more hop.
 // Figure 1 also shows the server's memory (RSS after a full GC) idle and after the figure, next to
 // the bare server's; on SQLite it measures the bare server with better-sqlite3 too (the driver
 // decision: scripts/bench/drivers.mjs installs it into .bench/drivers for the bench only).
@@ -74,7 +79,7 @@
 // BENCH_CONNECTIONS (32), BENCH_PACKAGES (500), BENCH_EXTRA_PATHS (200,1000), BENCH_LAUNCHES (20),
 // BENCH_SERVICES (100,10000), BENCH_JOBS (2000), BENCH_WORKER_CONCURRENCY (8),
 // ATRIUM_BENCH_DATABASE_URL (unset; `make bench` sets it when PostgreSQL answers on 127.0.0.1:5432),
-// BENCH_FIGURES (1,2,3,4,5,6: which figures), BENCH_TASKS (120), BENCH_TASK_WORKERS (3),
+// BENCH_FIGURES (1,2,3,4,5,6,7: which figures), BENCH_TASKS (120), BENCH_TASK_WORKERS (3),
 // BENCH_TASK_SLOTS (4), BENCH_TASK_ROUNDS (3).
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
@@ -97,6 +102,7 @@ import {
   withPostgresDatabase,
 } from './harness.mjs';
 import { ensureBetterSqlite3 } from './drivers.mjs';
+import { figureGateway } from './gateway.mjs';
 import { figureLaunchLatency } from './launch.mjs';
 import { fetchOnce } from './load.mjs';
 import { figureQueueThroughput } from './queue.mjs';
@@ -172,7 +178,7 @@ function readSettings() {
     taskRounds: numberSetting('BENCH_TASK_ROUNDS', 3, { min: 1, max: 100, integer: true }),
     postgresAdminUrl: process.env.ATRIUM_BENCH_DATABASE_URL || null,
     // BENCH_FIGURES=1,4: only those figures (all by default).
-    figures: new Set(listSetting('BENCH_FIGURES', '1,2,3,4,5,6', { min: 1, max: 6 })),
+    figures: new Set(listSetting('BENCH_FIGURES', '1,2,3,4,5,6,7', { min: 1, max: 7 })),
     realPaths: Object.keys(JSON.parse(readFileSync(bundledSpec, 'utf8')).paths).length,
   };
 }
@@ -413,6 +419,7 @@ async function main() {
     if (want(1)) await figureBareVsAtrium(settings, 'SQLite', sqlite);
     if (want(2)) await figureSpecSize(settings, sqlite);
     if (want(3)) await figureLaunchLatency(settings, scratch);
+    if (want(7)) await figureGateway(settings, scratch);
     if (want(4)) {
       await figureServiceList(settings, 'SQLite', {
         ...sqlite,

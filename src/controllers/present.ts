@@ -167,7 +167,10 @@ export const presentAuditEvent = (e: AuditEvent): Schemas['AuditEvent'] => ({
   ip: e.ip,
 });
 
-export const presentService = (s: ServiceSummary): Schemas['Service'] => ({
+/** Where users reach an endpoint of a service (the gateway's URL where it reaches the service). */
+export type EndpointUrl = (s: ServiceSummary, e: ServiceSummary['endpoints'][number]) => string;
+
+export const presentService = (s: ServiceSummary, urlOf: EndpointUrl): Schemas['Service'] => ({
   id: s.id,
   project_id: s.projectId,
   region_id: s.regionId,
@@ -201,7 +204,7 @@ export const presentService = (s: ServiceSummary): Schemas['Service'] => ({
       started_at: c.startedAt,
     })),
   })),
-  endpoints: s.endpoints,
+  endpoints: s.endpoints.map((e) => ({ port: e.port, protocol: e.protocol, url: urlOf(s, e) })),
   message: s.message,
   exit_code: s.exitCode,
   log_tail: s.logTail,

@@ -2,10 +2,23 @@ import { serverSentEvents } from '../http/sse.js';
 import type { Handler } from '../http/operation.js';
 import { serviceEtag } from '../services/services.js';
 import { pageOf } from './paging.js';
-import { page, presentDryRun, presentService } from './present.js';
+import { gatewayPath } from '../services/gateway.js';
+import type { Services } from '../services/index.js';
+import { page, presentDryRun, presentService, type EndpointUrl } from './present.js';
 import { accepted, answerAccepted } from './waiting.js';
 
-export const listServices: Handler<'listServices'> = async ({ params, query }, { principal, services }) => ({
+/** An http port through the gateway (on the origin the client used), where the gateway reaches it. */
+const endpointUrl =
+  (services: Services, origin: string): EndpointUrl =>
+  (s, e) =>
+    e.protocol === 'http' && services.gateway.reaches(s.regionId)
+      ? `${origin}${gatewayPath(s.projectId, s.id, e.port)}`
+      : e.url;
+
+export const listServices: Handler<'listServices'> = async (
+  { params, query },
+  { principal, services, origin },
+) => ({
   status: 200,
   body: page(
     await services.serviceManager.list(
@@ -14,7 +27,7 @@ export const listServices: Handler<'listServices'> = async ({ params, query }, {
       { statuses: query.status, packageName: query.package },
       pageOf(query),
     ),
-    presentService,
+    (s) => presentService(s, endpointUrl(services, origin)),
   ),
 });
 
@@ -47,9 +60,13 @@ export const deleteServices: Handler<'deleteServices'> = async ({ params, query,
     ctx,
   );
 
-export const getService: Handler<'getService'> = async ({ params }, { principal, services }) => {
+export const getService: Handler<'getService'> = async ({ params }, { principal, services, origin }) => {
   const service = await services.serviceManager.get(principal, params.projectId, params.serviceId);
-  return { status: 200, body: presentService(service), etag: serviceEtag(service) };
+  return {
+    status: 200,
+    body: presentService(service, endpointUrl(services, origin)),
+    etag: serviceEtag(service),
+  };
 };
 
 export const updateService: Handler<'updateService'> = async ({ params, body, headers }, ctx) => {
@@ -61,7 +78,11 @@ export const updateService: Handler<'updateService'> = async ({ params, body, he
     headers['if-match'],
   );
   if ('operation' in outcome) return accepted(outcome.operation, headers, ctx);
-  return { status: 200, body: presentService(outcome.service), etag: serviceEtag(outcome.service) };
+  return {
+    status: 200,
+    body: presentService(outcome.service, endpointUrl(ctx.services, ctx.origin)),
+    etag: serviceEtag(outcome.service),
+  };
 };
 
 export const deleteService: Handler<'deleteService'> = async ({ params, headers }, ctx) =>

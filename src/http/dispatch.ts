@@ -171,6 +171,8 @@ function stored(reply: AnyReply, headers: Record<string, string>) {
 export function createDispatcher(
   operations: Map<string, BoundOperation>,
   services: Services,
+  /** The origin of gateway URLs; each request's own when null. */
+  publicUrl: string | null,
   shutdown: AbortSignal,
   checks: RequestChecks,
 ) {
@@ -196,6 +198,9 @@ export function createDispatcher(
       log,
       principal: principal ?? null,
       clientIp: locals(res).clientIp,
+      get origin() {
+        return publicUrl?.replace(/\/+$/, '') ?? `${req.protocol}://${req.get('host') ?? 'localhost'}`;
+      },
       get signal() {
         return signalOf();
       },

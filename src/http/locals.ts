@@ -15,6 +15,8 @@ interface AtriumLocals {
   principal?: Principal;
   /** The domain error of a failed authentication, which the validator wraps in its own error. */
   authError?: unknown;
+  /** The request went through the gateway to a service (metrics label it `gateway`). */
+  gateway?: boolean;
   /** The audit record of a mutating request that reached its operation. */
   audit?: AuditDraft;
 }

@@ -82,6 +82,8 @@ interface BaseContext {
   log: Logger;
   /** The client's address (X-Forwarded-For is believed only from trusted proxies). */
   clientIp: string;
+  /** Where Atrium is reached, for the URLs it gives out (the gateway's): `https://host[:port]`. */
+  origin: string;
   /** Aborted when the client goes away or the server shuts down: long waits and streams end then. */
   signal: AbortSignal;
   /**

@@ -21,6 +21,7 @@ import { BenchmarkService } from './benchmarks.js';
 import { BenchmarkJobs, benchmarkRunKind } from './benchmark-jobs.js';
 import { loadBenchmarkDefinitions, type BenchmarkDefinitions } from '../backends/benchmark/builtin.js';
 import { CatalogService } from './catalogs.js';
+import { GatewayService } from './gateway.js';
 import { IdempotencyService } from './idempotency.js';
 import { Notifier } from '../notifier.js';
 import { OperationService } from './operations.js';
@@ -41,6 +42,8 @@ export interface Services {
   authenticator: Authenticator;
   catalogs: CatalogService;
   files: FileService;
+  /** Who may reach which port of a service through the gateway, and where it is. */
+  gateway: GatewayService;
   idempotency: IdempotencyService;
   modules: ModuleService;
   pipelines: PipelineService;
@@ -192,12 +195,14 @@ export function createServices({ config, database, clock, log, build }: ServiceD
   operations.seeWith('project', projectMembers);
   operations.seeWith('run', projectMembers);
   operations.seeWith('benchmark-run', projectMembers);
+  const authenticator = new Authenticator({ tokens, users, oidc });
   return {
     audit: new AuditService({ db, clock, log }),
     benchmarks,
-    authenticator: new Authenticator({ tokens, users, oidc }),
+    authenticator,
     catalogs,
     files,
+    gateway: new GatewayService({ db, authenticator, serviceManager, reconciler: serviceReconciler }),
     idempotency: new IdempotencyService({ db, clock }),
     modules,
     pipelines,

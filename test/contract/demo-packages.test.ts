@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { demoCatalogPath } from '../../src/paths.js';
 import { createTestApp, type TestApp } from '../fixtures/app.js';
-import { launch, serviceTestConfig } from '../fixtures/services.js';
+import { backendEndpoints, launch, serviceTestConfig } from '../fixtures/services.js';
 
 describe('demo packages', () => {
   let t: TestApp;
@@ -17,11 +17,8 @@ describe('demo packages', () => {
       options,
     });
     expect(operation.status).toBe('succeeded');
-    const service = await t.http
-      .get(`/api/v1/projects/user-demo/services/${serviceId}`)
-      .set('Authorization', auth)
-      .expect(200);
-    return { serviceId, url: service.body.endpoints[0].url as string };
+    // Each package's own address: what it does, not the gateway (test/contract/gateway.test.ts).
+    return { serviceId, url: (await backendEndpoints(t, serviceId))[0]?.url as string };
   };
 
   beforeAll(async () => {
@@ -71,10 +68,10 @@ describe('demo packages', () => {
       .send({ suspended: false })
       .expect(202);
     expect(resumed.body.status).toBe('succeeded');
-    const service = await t.http.get(path).set('Authorization', auth).expect(200);
-    const after = await fetch(`${service.body.endpoints[0].url}/keys/colour`);
+    const [endpoint] = await backendEndpoints(t, serviceId);
+    const after = await fetch(`${endpoint?.url}/keys/colour`);
     expect(await after.json()).toEqual({ key: 'colour', value: 'teal' });
-    expect(await (await fetch(`${service.body.endpoints[0].url}/keys`)).json()).toEqual({ keys: ['colour'] });
+    expect(await (await fetch(`${endpoint?.url}/keys`)).json()).toEqual({ keys: ['colour'] });
   });
 
   it('model-server predicts with its trained logistic regression', async () => {

@@ -3,7 +3,15 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { createTestApp, expectProblem, type TestApp } from '../fixtures/app.js';
 import { testEngines } from '../fixtures/databases.js';
-import { echo, launch, parseSse, probe, serviceTestConfig, waitForService } from '../fixtures/services.js';
+import {
+  backendEndpoints,
+  echo,
+  launch,
+  parseSse,
+  probe,
+  serviceTestConfig,
+  waitForService,
+} from '../fixtures/services.js';
 
 type Login = Awaited<ReturnType<TestApp['login']>>;
 
@@ -95,7 +103,9 @@ describe.each(testEngines())('services (%s)', (engine) => {
         .set('Authorization', bob.auth)
         .expect(200);
       expect(service.body).toMatchObject({ name: 'bob-echo', status: 'running', owner: { username: 'bob' } });
-      const answer = await fetch(`${service.body.endpoints[0].url}/ping`);
+      const answer = await fetch(`${service.body.endpoints[0].url}ping`, {
+        headers: { Authorization: bob.auth },
+      });
       expect(await answer.json()).toMatchObject({ greeting: 'salut', path: '/ping' });
     });
 
@@ -298,10 +308,11 @@ describe.each(testEngines())('services (%s)', (engine) => {
       });
       expect(res.body.options).toEqual({ mode: 'serve', exit_code: 3, crash_after_ms: 500, label: 'x' });
       expect(res.body.tasks[0]).toMatchObject({ id: 'main', status: 'running', ready: true, restarts: 0 });
-      expect(res.body.endpoints[0]).toMatchObject({
+      // Through the gateway, on the app's origin: the backend's own port stays internal.
+      expect(res.body.endpoints[0]).toEqual({
         port: 'http',
         protocol: 'http',
-        url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/),
+        url: `${t.url}/services/lab/${serviceId}/http/`,
       });
       expect(res.headers.etag).toBeDefined();
       expect(JSON.stringify(res.body)).not.toContain('s3cret');
@@ -379,7 +390,9 @@ describe.each(testEngines())('services (%s)', (engine) => {
       expect(resumed.body).toMatchObject({ kind: 'resume-service', status: 'succeeded' });
       const again = await t.http.get(`${lab}/${serviceId}`).set('Authorization', bob.auth);
       expect(again.body.status).toBe('running');
-      expect((await fetch(`${again.body.endpoints[0].url}/again`)).status).toBe(200);
+      expect(
+        (await fetch(`${again.body.endpoints[0].url}again`, { headers: { Authorization: bob.auth } })).status,
+      ).toBe(200);
     });
 
     it('rejects an empty change (400)', async () => {
@@ -475,6 +488,7 @@ describe.each(testEngines())('services (%s)', (engine) => {
       const running = await t.http
         .get(`/api/v1/projects/user-alice/services/${serviceId}`)
         .set('Authorization', alice.auth);
+      const internalUrl = (await backendEndpoints(t, serviceId))[0]?.url as string;
       const res = await t.http
         .delete(`/api/v1/projects/user-alice/services/${serviceId}`)
         .set('Authorization', alice.auth)
@@ -490,7 +504,11 @@ describe.each(testEngines())('services (%s)', (engine) => {
       );
       const after = await t.http.get('/api/v1/projects/user-alice/quota').set('Authorization', alice.auth);
       expect(after.body.usage.services).toBe(before.body.usage.services - 1);
-      await expect(fetch(`${running.body.endpoints[0].url}/`)).rejects.toThrow();
+      // Its gateway URL leads nowhere now, and its process is gone with it.
+      expect(
+        (await fetch(running.body.endpoints[0].url, { headers: { Authorization: alice.auth } })).status,
+      ).toBe(404);
+      await expect(fetch(`${internalUrl}/`)).rejects.toThrow();
     });
 
     it('deletes a service at any moment of its launch, leaving nothing behind', async () => {
@@ -625,8 +643,7 @@ describe.each(testEngines())('services (%s)', (engine) => {
 
     beforeAll(async () => {
       serviceId = (await launch(t, bob.auth, 'lab', probe({ label: 'logs' }))).serviceId;
-      const service = await t.http.get(`${lab}/${serviceId}`).set('Authorization', bob.auth);
-      url = service.body.endpoints[0].url;
+      url = (await backendEndpoints(t, serviceId))[0]?.url as string;
       await fetch(`${url}/first`);
       // The line travels through the supervisor into the log file a moment after the answer.
       const deadline = Date.now() + 5000;

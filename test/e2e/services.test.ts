@@ -12,6 +12,7 @@ import { createTestDatabase, testEngines, type TestDatabase } from '../fixtures/
 import { EventStream, frameSummary, type SseFrame } from '../fixtures/event-stream.js';
 import { requireBuild, startAtrium, waitForStatus, type AtriumProcess } from '../fixtures/process.js';
 import {
+  backendUrl,
   eventually,
   killServiceProcesses,
   processesOfService,
@@ -114,8 +115,12 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
     }
   }
 
+  /** A GET to an echo service (with the token: the gateway asks for it, the service ignores it). */
   async function echo(url: string, path: string): Promise<Record<string, unknown>> {
-    const res = await fetch(`${url}${path}`, { signal: AbortSignal.timeout(5000) });
+    const res = await fetch(`${url}${path}`, {
+      headers: { Authorization: `Bearer ${adminToken}` },
+      signal: AbortSignal.timeout(5000),
+    });
     expect(res.status).toBe(200);
     return (await res.json()) as Record<string, unknown>;
   }
@@ -174,10 +179,12 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
 
     const running = (await getService(id)).body;
     expect(running.status).toBe('running');
+    // Reached through the gateway, at a URL of Atrium's: the service's own port stays internal.
     expect(running.endpoints).toEqual([
-      { port: 'http', protocol: 'http', url: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/) },
+      { port: 'http', protocol: 'http', url: `${server.url}/services/${project}/${id}/http/` },
     ]);
-    const url = running.endpoints[0]?.url as string;
+    const url = (running.endpoints[0]?.url as string).replace(/\/$/, '');
+    const ownUrl = backendUrl(db.dataDir, id);
     expect(await echo(url, '/hello/e2e?probe=1')).toMatchObject({
       greeting: 'bonjour',
       service: id,
@@ -223,7 +230,9 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
       await gone('the echo process', first.child);
       await gone('its supervisor', first.supervisor);
       expect(processesOfService(id)).toEqual([]);
-      await expect(fetch(url, { signal: AbortSignal.timeout(5000) })).rejects.toThrow();
+      await expect(fetch(ownUrl, { signal: AbortSignal.timeout(5000) })).rejects.toThrow();
+      const unavailable = await fetch(`${url}/`, { headers: { Authorization: `Bearer ${adminToken}` } });
+      expect(unavailable.status).toBe(503);
       expect((await getQuota()).usage).toEqual({ ...zeroUsage, services: 1 });
     } finally {
       stream.close();
@@ -237,8 +246,9 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
     expect(resume.body).toMatchObject({ kind: 'resume-service', status: 'succeeded' });
     const resumed = (await getService(id)).body;
     expect(resumed.status).toBe('running');
-    const newUrl = resumed.endpoints[0]?.url as string;
-    expect(await echo(newUrl, '/again')).toMatchObject({ greeting: 'bonjour', path: '/again' });
+    // The same URL as before the suspension, though the service listens on a new port now.
+    expect(resumed.endpoints[0]?.url).toBe(`${url}/`);
+    expect(await echo(url, '/again')).toMatchObject({ greeting: 'bonjour', path: '/again' });
     expect((await getQuota()).usage).toEqual({ ...zeroUsage, cpu: '100m', memory: '128Mi', services: 1 });
     const second = workloadOf(serviceState(id));
     expect(processRuns(second.child)).toBe(true);
@@ -269,7 +279,8 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
     const adoptedId = (await launch({ catalog_id: 'demo', package: 'echo', name: 'adopted' })).target
       ?.id as string;
     const lostId = (await launch({ catalog_id: 'demo', package: 'echo', name: 'lost' })).target?.id as string;
-    const adoptedUrl = (await getService(adoptedId)).body.endpoints[0]?.url as string;
+    const adoptedPath = new URL((await getService(adoptedId)).body.endpoints[0]?.url as string).pathname;
+    const adoptedUrl = backendUrl(db.dataDir, adoptedId);
     const adopted = workloadOf(serviceState(adoptedId));
     const lost = workloadOf(serviceState(lostId));
 
@@ -300,8 +311,12 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
 
     const adoptedNow = (await getService(adoptedId)).body;
     expect(adoptedNow.status).toBe('running');
-    expect(adoptedNow.endpoints[0]?.url).toBe(adoptedUrl);
-    expect(await echo(adoptedUrl, '/after-restart')).toMatchObject({ service: adoptedId });
+    // The same gateway path on the new API process, and the very same service behind it.
+    expect(new URL(adoptedNow.endpoints[0]?.url as string).pathname).toBe(adoptedPath);
+    expect(backendUrl(db.dataDir, adoptedId)).toBe(adoptedUrl);
+    expect(await echo(`${server.url}${adoptedPath.replace(/\/$/, '')}`, '/after-restart')).toMatchObject({
+      service: adoptedId,
+    });
     // Adopted, not restarted: the very same processes.
     expect(workloadOf(serviceState(adoptedId))).toEqual(adopted);
     expect(processRuns(adopted.supervisor) && processRuns(adopted.child)).toBe(true);

@@ -16,6 +16,9 @@ const port = z
     name: slug,
     protocol: z.enum(['http', 'tcp']).default('http'),
     container_port: z.number().int().min(1).max(65535).optional(),
+    // A boolean option of the package: launched with it true, the port is reachable through the
+    // gateway without credentials (a public demo, a static site).
+    public_option: z.string().min(1).max(100).optional(),
   })
   .strict();
 
@@ -226,19 +229,27 @@ function checkPlaceholders(
 
 function checkRun(
   run: {
-    ports: { name: string; container_port?: number | undefined }[];
+    ports: { name: string; container_port?: number | undefined; public_option?: string | undefined }[];
     health: { port: string } | null;
     env: Record<string, string>;
   },
   texts: string[],
   where: string,
   options: Set<string>,
+  booleanOptions: Map<string, boolean>,
 ): void {
   const names = run.ports.map((p) => p.name);
   const duplicate = names.find((name, i) => names.indexOf(name) !== i);
   if (duplicate) throw new ManifestError(`${where}.ports: port "${duplicate}" is declared twice`);
   if (run.health && !names.includes(run.health.port)) {
     throw new ManifestError(`${where}.health: port "${run.health.port}" is not declared in ports`);
+  }
+  for (const p of run.ports) {
+    if (p.public_option !== undefined && booleanOptions.get(p.public_option) !== true) {
+      throw new ManifestError(
+        `${where}.ports: port "${p.name}" has public_option "${p.public_option}", which is not a boolean option`,
+      );
+    }
   }
   checkPlaceholders(
     [...texts, ...Object.values(run.env)],
@@ -267,12 +278,22 @@ export function parseManifest(document: unknown): PackageVersionSpec {
   } catch (error) {
     throw new ManifestError(`resources: ${(error as Error).message}`);
   }
-  if (m.run.local) checkRun(m.run.local, m.run.local.command, 'run.local', optionNames);
+  const properties = (m.options.properties as Record<string, { type?: unknown }> | undefined) ?? {};
+  const booleanOptions = new Map(
+    Object.entries(properties).map(([name, p]) => [name, p?.type === 'boolean']),
+  );
+  if (m.run.local) checkRun(m.run.local, m.run.local.command, 'run.local', optionNames, booleanOptions);
   if (m.run.cluster) {
     const cluster = m.run.cluster;
     const missing = cluster.ports.find((p) => p.container_port === undefined);
     if (missing) throw new ManifestError(`run.cluster.ports: port "${missing.name}" needs a container_port`);
-    checkRun(cluster, [...(cluster.command ?? []), ...(cluster.args ?? [])], 'run.cluster', optionNames);
+    checkRun(
+      cluster,
+      [...(cluster.command ?? []), ...(cluster.args ?? [])],
+      'run.cluster',
+      optionNames,
+      booleanOptions,
+    );
   }
   return {
     name: m.name,

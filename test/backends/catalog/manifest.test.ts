@@ -149,6 +149,19 @@ describe('parseManifest', () => {
       expect(spec.run.cluster).toMatchObject({ command: null, args: null, files: [] });
     });
 
+    it('accepts a port made public by a boolean option', () => {
+      const doc = validManifest();
+      local(doc).ports = [
+        { name: 'http', public_option: 'verbose' },
+        { name: 'metrics', protocol: 'tcp' },
+      ];
+      expect(parseManifest(doc).run.local?.ports[0]).toEqual({
+        name: 'http',
+        protocol: 'http',
+        public_option: 'verbose',
+      });
+    });
+
     it('accepts a manifest with only a cluster run spec', () => {
       const doc = validManifest();
       delete run(doc).local;
@@ -409,6 +422,16 @@ describe('parseManifest', () => {
         'a cluster file outside the package directory',
         (doc) => (cluster(doc).files = ['../secrets.env']),
         /^run\.cluster\.files\.0: must be a file name in the package directory$/,
+      ],
+      [
+        'a public_option that is not a boolean option',
+        (doc) => (local(doc).ports = [{ name: 'http', public_option: 'greeting' }]),
+        /^run\.local\.ports: port "http" has public_option "greeting", which is not a boolean option$/,
+      ],
+      [
+        'a public_option that is no option',
+        (doc) => (cluster(doc).ports = [{ name: 'http', container_port: 8080, public_option: 'open' }]),
+        /^run\.cluster\.ports: port "http" has public_option "open", which is not a boolean option$/,
       ],
       [
         'an unknown protocol',
