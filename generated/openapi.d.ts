@@ -343,6 +343,217 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/projects/{projectId}/services/{serviceId}/functions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * List the functions a service offers
+         * @description The functions of the package version the service was launched from, in their declared order.
+         *     Whoever may see the service may list them.
+         */
+        get: operations["listServiceFunctions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/services/{serviceId}/functions/{functionName}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+                /** @description A function's name, as the service's package declares it. */
+                functionName: components["parameters"]["ServiceFunctionName"];
+            };
+            cookie?: never;
+        };
+        /** Get one function of a service */
+        get: operations["getServiceFunction"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/services/{serviceId}/functions/{functionName}/calls": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+                /** @description A function's name, as the service's package declares it. */
+                functionName: components["parameters"]["ServiceFunctionName"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Call a function of a service
+         * @description Checks `input` against the function's input schema (400 with every mismatch). With
+         *     `sync=true` the function is performed now and the answer is the call, succeeded, with its
+         *     `result` (504 past the function's timeout, 502 when the service cannot be reached or fails,
+         *     422 when it refuses the input, 503 with `Retry-After` when it is not running). Otherwise the
+         *     call is queued (202, `Location` of the call): it runs as a durable job on the service's own
+         *     queue (a few at a time per service), is tried again only if the function is idempotent, and
+         *     is kept with its result for a day; follow it with `GET …/calls/{callId}` and `Prefer: wait=N`.
+         *     A function with a `cache_ttl_s` answers a call with the same input from its last result for
+         *     that long: `Cache-Status: atrium; hit` (or `; fwd=miss`). Whoever may see the service may call
+         *     it, with a token of the `write` scope.
+         */
+        post: operations["callServiceFunction"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/services/{serviceId}/calls": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * List the calls of a service's functions
+         * @description Newest first, synchronous and queued alike, until their results expire.
+         */
+        get: operations["listServiceCalls"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/services/{serviceId}/calls/{callId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+                /** @description A call identifier. */
+                callId: components["parameters"]["CallId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Get a call, with its result once it ended
+         * @description Its status (queued with its `position`, running, succeeded, failed, cancelled) and its result or
+         *     problem. `Prefer: wait=N` holds the answer until it ends or N seconds have passed.
+         */
+        get: operations["getServiceCall"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/services/{serviceId}/calls/{callId}/cancellation": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+                /** @description A call identifier. */
+                callId: components["parameters"]["CallId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Cancel a queued call
+         * @description A queued call is cancelled at once (409 once it runs or has ended). Whoever made it may, and
+         *     whoever may change the service.
+         */
+        post: operations["cancelServiceCall"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/projects/{projectId}/services/{serviceId}/heartbeat": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Ping a service
+         * @description Asks the service's health path (or its first http port) through its driver's ping: `up` when it
+         *     answers below 500. 503 with `Retry-After` while it is not running, 502 when it cannot be
+         *     reached, 504 when it does not answer within 5 s.
+         */
+        get: operations["getServiceHeartbeat"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/drivers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the drivers that perform service functions */
+        get: operations["listDrivers"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/projects/{projectId}/files": {
         parameters: {
             query?: never;
@@ -1959,6 +2170,121 @@ export interface components {
             suspended?: boolean;
         };
         /**
+         * ServiceFunction
+         * @description A function the service offers, as its package version declares it: called through Atrium with
+         *     `POST …/functions/{name}/calls`, performed on the running service by its driver.
+         */
+        ServiceFunction: {
+            name: string;
+            service_id: components["schemas"]["ResourceId"];
+            description: string;
+            /** @description The JSON Schema (2020-12) a call's `input` must match. */
+            input: {
+                [key: string]: unknown;
+            };
+            /** @description The JSON Schema its result matches (checked; a mismatch fails the call). */
+            output: {
+                [key: string]: unknown;
+            } | null;
+            /** @description How long a call may take; past it a synchronous call answers 504, a queued one fails. */
+            timeout_ms: number;
+            /** @description Whether calling twice does what calling once does. Only idempotent calls are retried. */
+            idempotent: boolean;
+            /**
+             * @description For how long a result may answer a call with the same input (0: never). The answer's
+             *     `Cache-Status` header says whether it did.
+             */
+            cache_ttl_s: number;
+            /** @description The driver that performs it (`GET /drivers`). */
+            driver: string;
+        };
+        /** ServiceFunctionList */
+        ServiceFunctionList: {
+            items: components["schemas"]["ServiceFunction"][];
+            next_cursor: components["schemas"]["NextCursor"];
+        };
+        /** ServiceCallCreate */
+        ServiceCallCreate: {
+            /**
+             * @description Checked against the function's input schema (400 with every mismatch otherwise).
+             * @default {}
+             */
+            input: unknown;
+        };
+        /**
+         * ServiceCallStatus
+         * @description `queued` (waiting for a lane of the service; see `position`), `running`, then `succeeded` (see
+         *     `result`), `failed` (see `error`) or `cancelled`.
+         * @enum {string}
+         */
+        ServiceCallStatus: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+        /**
+         * ServiceCall
+         * @description A call of a service function, its status, and its result or problem once it ended.
+         */
+        ServiceCall: {
+            id: components["schemas"]["ResourceId"];
+            service_id: components["schemas"]["ResourceId"];
+            function: string;
+            status: components["schemas"]["ServiceCallStatus"];
+            /** @description Made with `sync=true` (performed while the request waited). */
+            sync: boolean;
+            /** @description While queued, how many calls of the service are queued ahead of it; null otherwise. */
+            position: number | null;
+            /** @description The input it was made with. */
+            input: unknown;
+            /** @description What the function answered (once succeeded; null otherwise). */
+            result: unknown;
+            /**
+             * @description Why it failed or was cancelled: a problem (`type`, `detail`; `service_status` and
+             *     `service_answer` when the service answered with an error).
+             */
+            error: null | {
+                [key: string]: unknown;
+            };
+            created_by: components["schemas"]["ResourceId"];
+            created_at: components["schemas"]["Timestamp"];
+            started_at: null | components["schemas"]["Timestamp"];
+            finished_at: null | components["schemas"]["Timestamp"];
+            /** @description When the call and its result are removed (null while it has not ended). */
+            expires_at: null | components["schemas"]["Timestamp"];
+        };
+        /** ServiceCallList */
+        ServiceCallList: {
+            items: components["schemas"]["ServiceCall"][];
+            next_cursor: components["schemas"]["NextCursor"];
+        };
+        /**
+         * ServiceHeartbeat
+         * @description Whether the service answered its driver's ping (its health path), and how fast.
+         */
+        ServiceHeartbeat: {
+            /**
+             * @description `up` when it answered below 500.
+             * @enum {string}
+             */
+            status: "up" | "down";
+            http_status: number;
+            latency_ms: number;
+            at: components["schemas"]["Timestamp"];
+        };
+        /**
+         * Driver
+         * @description How Atrium performs service functions of a kind. Native drivers ship with Atrium.
+         */
+        Driver: {
+            name: string;
+            version: string;
+            /** @enum {string} */
+            kind: "native";
+            description: string;
+        };
+        /** DriverList */
+        DriverList: {
+            items: components["schemas"]["Driver"][];
+            next_cursor: components["schemas"]["NextCursor"];
+        };
+        /**
          * FileKind
          * @description `input`: uploaded by a user; `output`: produced by a job of a run.
          * @enum {string}
@@ -2848,6 +3174,34 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description The service could not be reached, or failed (`bad-gateway`). */
+        BadGateway: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The service is not running (`unavailable`); `Retry-After` says when to try again. */
+        ServiceUnavailable: {
+            headers: {
+                "Retry-After": components["headers"]["RetryAfter"];
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The service did not answer within the function's timeout (`gateway-timeout`). */
+        GatewayTimeout: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description The `Range` lies outside the content (`range-not-satisfiable`); `Content-Range` gives its size. */
         RangeNotSatisfiable: {
             headers: {
@@ -2895,6 +3249,10 @@ export interface components {
         PreferWait: string;
         /** @description A service identifier. */
         ServiceId: components["schemas"]["ResourceId"];
+        /** @description A function's name, as the service's package declares it. */
+        ServiceFunctionName: string;
+        /** @description A call identifier. */
+        CallId: components["schemas"]["ResourceId"];
         /** @description A file identifier. */
         FileId: components["schemas"]["ResourceId"];
         /** @description A pipeline identifier. */
@@ -3812,6 +4170,312 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
+            507: components["responses"]["InsufficientStorage"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listServiceFunctions: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of functions. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServiceFunctionList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            507: components["responses"]["InsufficientStorage"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getServiceFunction: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+                /** @description A function's name, as the service's package declares it. */
+                functionName: components["parameters"]["ServiceFunctionName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The function, with its input and output schemas. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServiceFunction"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            507: components["responses"]["InsufficientStorage"];
+            default: components["responses"]["Error"];
+        };
+    };
+    callServiceFunction: {
+        parameters: {
+            query?: {
+                /** @description Perform the function now and answer with its result. */
+                sync?: boolean;
+            };
+            header?: {
+                /**
+                 * @description `wait=N` (RFC 7240): hold the response up to N seconds (at most 60) until the operation is done,
+                 *     so that the answer already says how it ended. `Preference-Applied` confirms it.
+                 */
+                Prefer?: components["parameters"]["PreferWait"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+                /** @description A function's name, as the service's package declares it. */
+                functionName: components["parameters"]["ServiceFunctionName"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ServiceCallCreate"];
+            };
+        };
+        responses: {
+            /** @description The call, ended (`sync=true`, or a result from the cache). */
+            200: {
+                headers: {
+                    /** @description `atrium; hit` when the result came from the cache, `atrium; fwd=miss` when it could have. */
+                    "Cache-Status"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServiceCall"];
+                };
+            };
+            /** @description Queued; follow the call at `Location`. */
+            202: {
+                headers: {
+                    Location: components["headers"]["Location"];
+                    "Preference-Applied": components["headers"]["PreferenceApplied"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServiceCall"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["UnprocessableContent"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
+            507: components["responses"]["InsufficientStorage"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listServiceCalls: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of calls. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServiceCallList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            507: components["responses"]["InsufficientStorage"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getServiceCall: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description `wait=N` (RFC 7240): hold the response up to N seconds (at most 60) until the operation is done,
+                 *     so that the answer already says how it ended. `Preference-Applied` confirms it.
+                 */
+                Prefer?: components["parameters"]["PreferWait"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+                /** @description A call identifier. */
+                callId: components["parameters"]["CallId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The call. */
+            200: {
+                headers: {
+                    "Preference-Applied": components["headers"]["PreferenceApplied"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServiceCall"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            507: components["responses"]["InsufficientStorage"];
+            default: components["responses"]["Error"];
+        };
+    };
+    cancelServiceCall: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+                /** @description A call identifier. */
+                callId: components["parameters"]["CallId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The call, cancelled. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServiceCall"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            507: components["responses"]["InsufficientStorage"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getServiceHeartbeat: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+                /** @description A service identifier. */
+                serviceId: components["parameters"]["ServiceId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description It answered. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ServiceHeartbeat"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            422: components["responses"]["UnprocessableContent"];
+            502: components["responses"]["BadGateway"];
+            503: components["responses"]["ServiceUnavailable"];
+            504: components["responses"]["GatewayTimeout"];
+            507: components["responses"]["InsufficientStorage"];
+            default: components["responses"]["Error"];
+        };
+    };
+    listDrivers: {
+        parameters: {
+            query?: {
+                /** @description Page size. Defaults to 20; at most 200. */
+                limit?: components["parameters"]["Limit"];
+                /** @description The `next_cursor` of the previous page. */
+                cursor?: components["parameters"]["Cursor"];
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description A page of drivers. */
+            200: {
+                headers: {
+                    Link: components["headers"]["Link"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DriverList"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
             507: components["responses"]["InsufficientStorage"];
             default: components["responses"]["Error"];
         };

@@ -2,9 +2,11 @@
 // One entry per operation of the spec: how it is routed, bound and secured.
 
 export const operationIndex = {
+  callServiceFunction: {"method":"post","path":"/projects/{projectId}/services/{serviceId}/functions/{functionName}/calls","controller":"functions","public":false,"idempotencyKey":false,"statuses":[200,202,400,401,403,404,413,415,422,502,503,504,507]},
   cancelBenchmarkRun: {"method":"post","path":"/projects/{projectId}/benchmark-runs/{runId}/cancellation","controller":"benchmarks","public":false,"idempotencyKey":false,"statuses":[200,400,401,403,404,409,507]},
   cancelOperation: {"method":"post","path":"/operations/{operationId}/cancellation","controller":"operations","public":false,"idempotencyKey":false,"statuses":[202,400,401,403,404,409,507]},
   cancelRun: {"method":"post","path":"/projects/{projectId}/runs/{runId}/cancellation","controller":"runs","public":false,"idempotencyKey":false,"statuses":[200,400,401,403,404,409,507]},
+  cancelServiceCall: {"method":"post","path":"/projects/{projectId}/services/{serviceId}/calls/{callId}/cancellation","controller":"functions","public":false,"idempotencyKey":false,"statuses":[200,400,401,403,404,409,507]},
   compareBenchmarkRuns: {"method":"get","path":"/projects/{projectId}/benchmark-comparisons","controller":"benchmarks","public":false,"idempotencyKey":false,"statuses":[200,400,401,404,409,507]},
   createBenchmarkPlan: {"method":"post","path":"/projects/{projectId}/benchmark-plans","controller":"benchmarks","public":false,"idempotencyKey":true,"statuses":[201,400,401,403,404,409,422,507]},
   createBenchmarkRun: {"method":"post","path":"/projects/{projectId}/benchmark-runs","controller":"benchmarks","public":false,"idempotencyKey":true,"statuses":[202,400,401,403,404,422,507]},
@@ -48,6 +50,9 @@ export const operationIndex = {
   getRegion: {"method":"get","path":"/regions/{regionId}","controller":"regions","public":true,"idempotencyKey":false,"statuses":[200,400,404]},
   getRun: {"method":"get","path":"/projects/{projectId}/runs/{runId}","controller":"runs","public":false,"idempotencyKey":false,"statuses":[200,400,401,404,507]},
   getService: {"method":"get","path":"/projects/{projectId}/services/{serviceId}","controller":"services","public":false,"idempotencyKey":false,"statuses":[200,400,401,404,507]},
+  getServiceCall: {"method":"get","path":"/projects/{projectId}/services/{serviceId}/calls/{callId}","controller":"functions","public":false,"idempotencyKey":false,"statuses":[200,400,401,404,507]},
+  getServiceFunction: {"method":"get","path":"/projects/{projectId}/services/{serviceId}/functions/{functionName}","controller":"functions","public":false,"idempotencyKey":false,"statuses":[200,400,401,404,507]},
+  getServiceHeartbeat: {"method":"get","path":"/projects/{projectId}/services/{serviceId}/heartbeat","controller":"functions","public":false,"idempotencyKey":false,"statuses":[200,400,401,404,422,502,503,504,507]},
   getServiceLogs: {"method":"get","path":"/projects/{projectId}/services/{serviceId}/logs","controller":"services","public":false,"idempotencyKey":false,"statuses":[200,400,401,404,507]},
   getUser: {"method":"get","path":"/users/{userId}","controller":"users","public":false,"idempotencyKey":false,"statuses":[200,400,401,403,404,507]},
   launchService: {"method":"post","path":"/projects/{projectId}/services","controller":"services","public":false,"idempotencyKey":true,"statuses":[200,202,400,401,403,404,409,422,507]},
@@ -57,6 +62,7 @@ export const operationIndex = {
   listBenchmarkQpis: {"method":"get","path":"/benchmark-qpis","controller":"benchmarks","public":true,"idempotencyKey":false,"statuses":[200,400]},
   listBenchmarkRuns: {"method":"get","path":"/projects/{projectId}/benchmark-runs","controller":"benchmarks","public":false,"idempotencyKey":false,"statuses":[200,400,401,404,507]},
   listCatalogs: {"method":"get","path":"/catalogs","controller":"catalogs","public":true,"idempotencyKey":false,"statuses":[200,400]},
+  listDrivers: {"method":"get","path":"/drivers","controller":"functions","public":false,"idempotencyKey":false,"statuses":[200,400,401,507]},
   listFiles: {"method":"get","path":"/projects/{projectId}/files","controller":"files","public":false,"idempotencyKey":false,"statuses":[200,400,401,404,507]},
   listModules: {"method":"get","path":"/modules","controller":"modules","public":true,"idempotencyKey":false,"statuses":[200,400]},
   listModuleSources: {"method":"get","path":"/module-sources","controller":"modules","public":true,"idempotencyKey":false,"statuses":[200,400]},
@@ -69,6 +75,8 @@ export const operationIndex = {
   listProjects: {"method":"get","path":"/projects","controller":"projects","public":false,"idempotencyKey":false,"statuses":[200,400,401,403,507]},
   listRegions: {"method":"get","path":"/regions","controller":"regions","public":true,"idempotencyKey":false,"statuses":[200,400]},
   listRuns: {"method":"get","path":"/projects/{projectId}/runs","controller":"runs","public":false,"idempotencyKey":false,"statuses":[200,400,401,404,507]},
+  listServiceCalls: {"method":"get","path":"/projects/{projectId}/services/{serviceId}/calls","controller":"functions","public":false,"idempotencyKey":false,"statuses":[200,400,401,404,507]},
+  listServiceFunctions: {"method":"get","path":"/projects/{projectId}/services/{serviceId}/functions","controller":"functions","public":false,"idempotencyKey":false,"statuses":[200,400,401,404,507]},
   listServices: {"method":"get","path":"/projects/{projectId}/services","controller":"services","public":false,"idempotencyKey":false,"statuses":[200,400,401,404,507]},
   listUsers: {"method":"get","path":"/users","controller":"users","public":false,"idempotencyKey":false,"statuses":[200,400,401,403,507]},
   refreshCatalog: {"method":"post","path":"/catalogs/{catalogId}/refreshes","controller":"catalogs","public":false,"idempotencyKey":false,"statuses":[200,400,401,403,404,507]},

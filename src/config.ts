@@ -194,6 +194,20 @@ const configSchema = z
       })
       .strict()
       .prefault({}),
+    // Calls of service functions (the functions packages declare).
+    functions: z
+      .object({
+        // Queued calls of one service running at the same time, at most.
+        concurrency: z.number().int().min(1).max(64).default(4),
+        // How long a call's result (or problem) is kept after the call ended.
+        resultTtlMs: z
+          .number()
+          .int()
+          .min(1000)
+          .default(24 * 60 * 60_000),
+      })
+      .strict()
+      .prefault({}),
     benchmarks: z
       .object({
         // The image of benchmark runs on a cluster: Atrium's own, with /opt/atrium/dist in it.

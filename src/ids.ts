@@ -15,7 +15,7 @@ export function randomBase62(length: number): string {
 
 /** A server-assigned identifier: a short type prefix and 20 random characters (about 119 bits). */
 export function newId(
-  prefix: 'usr' | 'tok' | 'aud' | 'svc' | 'op' | 'job' | 'file' | 'pipe' | 'run' | 'bplan' | 'brun',
+  prefix: 'usr' | 'tok' | 'aud' | 'svc' | 'op' | 'job' | 'file' | 'pipe' | 'run' | 'bplan' | 'brun' | 'call',
 ): string {
   return `${prefix}_${randomBase62(20)}`;
 }

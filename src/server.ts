@@ -119,6 +119,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     services.serviceManager
       .purgeDeletedEvents()
       .catch((err: unknown) => log.warn({ err }, "purge of deleted services' events failed"));
+    services.functions
+      .purgeExpired()
+      .catch((err: unknown) => log.warn({ err }, 'purge of expired calls failed'));
     services.idempotency
       .purgeExpired()
       .catch((err: unknown) => log.warn({ err }, 'idempotency purge failed'));

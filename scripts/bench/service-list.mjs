@@ -69,6 +69,7 @@ function serviceRows(newId, projectId, owners, total) {
       secretOptions: [],
       runSpec,
       sourceDir: echoDir,
+      functions: [],
       resources: { cpuMillis: 100, memoryBytes: 128 * 1024 * 1024, gpu: 0 },
       status: 'suspended',
       desiredState: 'suspended',

@@ -6,6 +6,7 @@ import * as audit from './audit.js';
 import * as benchmarks from './benchmarks.js';
 import * as catalogs from './catalogs.js';
 import * as files from './files.js';
+import * as functions from './functions.js';
 import * as me from './me.js';
 import * as modules from './modules.js';
 import * as operations from './operations.js';
@@ -30,6 +31,7 @@ export const controllers = {
   benchmarks,
   catalogs,
   files,
+  functions,
   me,
   modules,
   operations,

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import type { ClusterRunSpec, LocalRunSpec } from '../backends/catalog/manifest.js';
+import type { ClusterRunSpec, LocalRunSpec, ServiceFunctionSpec } from '../backends/catalog/manifest.js';
 import type { TaskStatus, WorkloadStatus } from '../backends/cluster/types.js';
 import { keysetPage, keysetUnionPage, type Page, type PageRequest } from './pagination.js';
 import { isPostgres, parseJson, toNumber } from './database.js';
@@ -24,7 +24,7 @@ export interface ServiceResources {
 }
 
 /** A service as its list shows it. */
-export type ServiceSummary = Omit<ServiceRecord, 'runSpec' | 'sourceDir'>;
+export type ServiceSummary = Omit<ServiceRecord, 'runSpec' | 'sourceDir' | 'functions'>;
 
 export interface ServiceRecord {
   id: string;
@@ -42,6 +42,8 @@ export interface ServiceRecord {
   secretOptions: string[];
   runSpec: RunSpecs;
   sourceDir: string;
+  /** The functions of the package version it was launched from. */
+  functions: ServiceFunctionSpec[];
   resources: ServiceResources;
   status: ServiceStatus;
   desiredState: DesiredState;
@@ -76,6 +78,7 @@ interface ServiceRow {
   secret_options: string;
   run_spec: string;
   source_dir: string;
+  functions: string;
   cpu_millis: number | string;
   memory_bytes: number | string;
   gpu: number | string;
@@ -101,11 +104,12 @@ function serviceFromRow(row: ServiceRow): ServiceRecord {
     ...summaryFromRow(row),
     runSpec: parseJson<RunSpecs>(row.run_spec),
     sourceDir: row.source_dir,
+    functions: parseJson<ServiceFunctionSpec[]>(row.functions ?? '[]'),
   };
 }
 
 /** A service row as a list selects it: without its run spec and source directory. */
-function summaryFromRow(row: Omit<ServiceRow, 'run_spec' | 'source_dir'>): ServiceSummary {
+function summaryFromRow(row: Omit<ServiceRow, 'run_spec' | 'source_dir' | 'functions'>): ServiceSummary {
   return {
     id: row.id,
     projectId: row.project_id,
@@ -208,6 +212,7 @@ export async function insertService(trx: Knex.Transaction, s: NewService): Promi
     secret_options: JSON.stringify(s.secretOptions),
     run_spec: JSON.stringify(s.runSpec),
     source_dir: s.sourceDir,
+    functions: JSON.stringify(s.functions),
     cpu_millis: s.resources.cpuMillis,
     memory_bytes: s.resources.memoryBytes,
     gpu: s.resources.gpu,

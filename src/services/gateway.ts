@@ -93,54 +93,60 @@ export class GatewayService {
       // The same rights as reading the service: 404 for whoever may not.
       service = await this.deps.serviceManager.get(principal, projectId, serviceId);
     }
-    return { service, port, address: this.addressOf(service, port), public: open, principal };
+    return {
+      service,
+      port,
+      address: portAddress(service, port, this.reaches(service.regionId)),
+      public: open,
+      principal,
+    };
   }
+}
 
-  private addressOf(service: ServiceRecord, port: string): string {
-    if (!this.reaches(service.regionId)) {
-      throw new DomainError(
-        'not-found',
-        `the gateway does not reach the services of region ${service.regionId}: use the endpoint's own URL`,
-      );
+/**
+ * Where a port of a service is now: its backend's address while it runs; the problem to answer
+ * otherwise (404 for no such http port, 503 with Retry-After while it is not running).
+ */
+export function portAddress(service: ServiceRecord, port: string, reached: boolean): string {
+  if (!reached) {
+    throw new DomainError(
+      'not-found',
+      `the gateway does not reach the services of region ${service.regionId}: use the endpoint's own URL`,
+    );
+  }
+  const declared = [...(service.runSpec.local?.ports ?? []), ...(service.runSpec.cluster?.ports ?? [])].find(
+    (p) => p.name === port,
+  );
+  if (!declared) throw notFound(`port of service ${service.id}`, port);
+  if (declared.protocol !== 'http') {
+    throw new DomainError(
+      'not-found',
+      `port "${port}" speaks tcp: the gateway reaches http ports (see the service's endpoints)`,
+    );
+  }
+  const unavailable = (detail: string, retryAfter: number) =>
+    new DomainError(
+      'unavailable',
+      detail,
+      { service_status: service.status },
+      { 'Retry-After': String(retryAfter) },
+    );
+  switch (service.status) {
+    case 'running': {
+      const endpoint = service.endpoints.find((e) => e.port === port);
+      if (!endpoint)
+        throw unavailable(`${service.name} is running but its port "${port}" is not ready yet`, 1);
+      return endpoint.url;
     }
-    const declared = [
-      ...(service.runSpec.local?.ports ?? []),
-      ...(service.runSpec.cluster?.ports ?? []),
-    ].find((p) => p.name === port);
-    if (!declared) throw notFound(`port of service ${service.id}`, port);
-    if (declared.protocol !== 'http') {
-      throw new DomainError(
-        'not-found',
-        `port "${port}" speaks tcp: the gateway reaches http ports (see the service's endpoints)`,
-      );
-    }
-    const unavailable = (detail: string, retryAfter: number) =>
-      new DomainError(
-        'unavailable',
-        detail,
-        { service_status: service.status },
-        { 'Retry-After': String(retryAfter) },
-      );
-    switch (service.status) {
-      case 'running': {
-        const endpoint = service.endpoints.find((e) => e.port === port);
-        if (!endpoint)
-          throw unavailable(`${service.name} is running but its port "${port}" is not ready yet`, 1);
-        return endpoint.url;
-      }
-      case 'pending':
-      case 'starting':
-        throw unavailable(`${service.name} is starting`, 2);
-      case 'suspending':
-      case 'suspended':
-        throw unavailable(`${service.name} is suspended: resume it to reach it again`, 10);
-      case 'deleting':
-        throw notFound('service', service.id);
-      default:
-        throw unavailable(
-          `${service.name} is ${service.status}: ${service.message ?? 'it does not run'}`,
-          10,
-        );
-    }
+    case 'pending':
+    case 'starting':
+      throw unavailable(`${service.name} is starting`, 2);
+    case 'suspending':
+    case 'suspended':
+      throw unavailable(`${service.name} is suspended: resume it to reach it again`, 10);
+    case 'deleting':
+      throw notFound('service', service.id);
+    default:
+      throw unavailable(`${service.name} is ${service.status}: ${service.message ?? 'it does not run'}`, 10);
   }
 }

@@ -21,6 +21,7 @@ import { BenchmarkService } from './benchmarks.js';
 import { BenchmarkJobs, benchmarkRunKind } from './benchmark-jobs.js';
 import { loadBenchmarkDefinitions, type BenchmarkDefinitions } from '../backends/benchmark/builtin.js';
 import { CatalogService } from './catalogs.js';
+import { FunctionService, serviceCallKind } from './functions.js';
 import { GatewayService } from './gateway.js';
 import { IdempotencyService } from './idempotency.js';
 import { Notifier } from '../notifier.js';
@@ -42,6 +43,8 @@ export interface Services {
   authenticator: Authenticator;
   catalogs: CatalogService;
   files: FileService;
+  /** The functions services offer, and their calls (sync, or queued as jobs). */
+  functions: FunctionService;
   /** Who may reach which port of a service through the gateway, and where it is. */
   gateway: GatewayService;
   idempotency: IdempotencyService;
@@ -196,13 +199,26 @@ export function createServices({ config, database, clock, log, build }: ServiceD
   operations.seeWith('run', projectMembers);
   operations.seeWith('benchmark-run', projectMembers);
   const authenticator = new Authenticator({ tokens, users, oidc });
+  const gateway = new GatewayService({ db, authenticator, serviceManager, reconciler: serviceReconciler });
+  const functions = new FunctionService({
+    db,
+    clock,
+    log,
+    notifier,
+    scheduler,
+    serviceManager,
+    gateway,
+    settings: config.functions,
+  });
+  scheduler.register(serviceCallKind, functions.handler());
   return {
     audit: new AuditService({ db, clock, log }),
     benchmarks,
     authenticator,
     catalogs,
     files,
-    gateway: new GatewayService({ db, authenticator, serviceManager, reconciler: serviceReconciler }),
+    functions,
+    gateway,
     idempotency: new IdempotencyService({ db, clock }),
     modules,
     pipelines,

@@ -218,6 +218,7 @@ export class ServiceManager {
         secretOptions,
         runSpec: version.spec.run,
         sourceDir: version.sourceDir,
+        functions: version.spec.functions ?? [],
         resources,
         status: 'pending',
         desiredState: 'running',
@@ -273,6 +274,11 @@ export class ServiceManager {
 
   async get(principal: Principal, projectId: string, serviceId: string): Promise<ServiceRecord> {
     return (await this.access(principal, projectId, serviceId, 'read')).service;
+  }
+
+  /** 403 unless the principal may change the service (404 if they may not see it). */
+  async checkWrite(principal: Principal, projectId: string, serviceId: string): Promise<void> {
+    await this.access(principal, projectId, serviceId, 'write');
   }
 
   /** Renames and shares at once; suspending and resuming are operations. */

@@ -33,6 +33,7 @@ const ownedParameters = new Set([
   'jobId',
   'planId',
   'serviceId',
+  'callId',
   'operationId',
   'tokenId',
   'userId',

@@ -62,7 +62,10 @@ describe.each(testEngines())('hardening (%s)', (engine) => {
     it('are refused as every list operation’s limit (400), which then lists nothing', async () => {
       expect(lists.length).toBeGreaterThan(15);
       for (const op of lists) {
-        const path = `/api/v1${op.path.replace('{projectId}', 'user-alice').replace('{catalogId}', 'demo')}`;
+        const path = `/api/v1${op.path
+          .replace('{projectId}', 'user-alice')
+          .replace('{catalogId}', 'demo')
+          .replace('{serviceId}', 'svc_00000000000000000000')}`;
         for (const limit of ['Infinity', '-Infinity', '%2BInfinity', '1e999', '-1e999', 'NaN']) {
           const res = await t.http.get(`${path}?limit=${limit}`).set('Authorization', alice.auth);
           expectProblem(res, 400, 'validation');

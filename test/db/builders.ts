@@ -189,6 +189,7 @@ export function aSpec(
       },
       cluster: null,
     },
+    functions: [],
     ...overrides,
   };
 }

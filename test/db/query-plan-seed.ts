@@ -125,6 +125,25 @@ export async function seedBusyInstallation(db: Knex): Promise<void> {
         updated_at: at(i),
       })),
     );
+    // Calls of service functions: many of the first service, a few of the others.
+    await insert(
+      trx,
+      'service_calls',
+      range(rows).map((i) => ({
+        id: `call_${String(i).padStart(5, '0')}`,
+        service_id: `svc_${String(i % 3 === 0 ? 0 : i % 50).padStart(5, '0')}`,
+        project_id: pick(busyProjects, i),
+        function: 'echo',
+        input: '{}',
+        status: 'succeeded',
+        sync: i % 2 === 0,
+        result: '{}',
+        user_id: pick(userIds, i % 7),
+        created_at: at(i),
+        finished_at: at(i),
+        expires_at: at(i + rows),
+      })),
+    );
     await insert(
       trx,
       'operations',

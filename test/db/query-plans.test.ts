@@ -10,6 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Knex } from 'knex';
 import { listAuditEvents } from '../../src/db/audit.js';
+import { listCalls } from '../../src/db/calls.js';
 import { listPlans, listRuns as listBenchmarkRuns } from '../../src/db/benchmarks.js';
 import { listCatalogs, listPackages } from '../../src/db/catalogs.js';
 import type { Engine } from '../../src/db/database.js';
@@ -138,6 +139,15 @@ const byOperation: Record<string, ListPlan[]> = {
       sortIsFine:
         'members are listed by username, which lives in users: the sort is of one project’s members, read by the primary key',
       read: (db, page) => listProjectMembers(db, project, page),
+    },
+  ],
+  listServiceCalls: [
+    {
+      name: "a service's function calls",
+      table: 'service_calls',
+      narrowed: true,
+      cursorKey: 'created_at',
+      read: (db, page) => listCalls(db, 'svc_00000', page),
     },
   ],
   listServices: [

@@ -56,6 +56,34 @@ const clusterRun = z
   })
   .strict();
 
+// A function of the service a package runs, called through Atrium (services/functions.ts): its
+// input and output are JSON Schemas, its driver says how it is performed. `http-json`: a method and a
+// path on one of the service's http ports; `{name}` in the path takes that (string or number) field
+// of the input, the rest of the input is the JSON body (the query, for GET and DELETE).
+const serviceFunction = z
+  .object({
+    name: z.string().regex(/^[a-z][a-z0-9_.-]{0,62}$/, 'a lower-case name (letters, digits, _ . -)'),
+    description: z.string().max(2000).default(''),
+    input: z.record(z.string(), z.unknown()).default({ type: 'object' }),
+    output: z.record(z.string(), z.unknown()).nullable().default(null),
+    timeout_ms: z.number().int().min(100).max(600_000).default(30_000),
+    idempotent: z.boolean().default(false),
+    cache_ttl_s: z.number().int().min(0).max(86_400).default(0),
+    driver: z.enum(['http-json']).default('http-json'),
+    http: z
+      .object({
+        port: slug,
+        method: z.enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']).default('POST'),
+        path: z.string().startsWith('/').max(500),
+        // The input field sent as the whole body (the other fields, without those of the path, else).
+        body: z.string().min(1).max(100).optional(),
+      })
+      .strict(),
+  })
+  .strict();
+
+export type ServiceFunctionSpec = z.infer<typeof serviceFunction>;
+
 export const manifestSchema = z
   .object({
     name: slug,
@@ -83,6 +111,7 @@ export const manifestSchema = z
       .object({ local: localRun.nullable().default(null), cluster: clusterRun.nullable().default(null) })
       .strict()
       .refine((run) => run.local !== null || run.cluster !== null, 'needs a `local` or a `cluster` run spec'),
+    functions: z.array(serviceFunction).max(100).default([]),
   })
   .strict();
 
@@ -103,6 +132,7 @@ export interface PackageVersionSpec {
   defaults: Record<string, unknown>;
   resources: { cpu: string; memory: string; gpu: number };
   run: { local: LocalRunSpec | null; cluster: ClusterRunSpec | null };
+  functions: ServiceFunctionSpec[];
 }
 
 export class ManifestError extends Error {
@@ -295,6 +325,7 @@ export function parseManifest(document: unknown): PackageVersionSpec {
       booleanOptions,
     );
   }
+  checkFunctions(m.functions, m.run);
   return {
     name: m.name,
     version: m.version,
@@ -307,5 +338,53 @@ export function parseManifest(document: unknown): PackageVersionSpec {
     defaults,
     resources: m.resources,
     run: m.run,
+    functions: m.functions,
   };
+}
+
+/** A JSON Schema of a function's input or output: it must compile (draft 2020-12). */
+function checkFunctionSchema(schema: Record<string, unknown>, where: string): void {
+  try {
+    checker.compile({ ...schema, $id: 'atrium:function' } as AnySchema);
+  } catch (error) {
+    throw new ManifestError(`${where}: not a valid JSON Schema: ${(error as Error).message}`);
+  } finally {
+    checker.removeSchema();
+  }
+}
+
+function checkFunctions(
+  functions: ServiceFunctionSpec[],
+  run: { local: LocalRunSpec | null; cluster: ClusterRunSpec | null },
+): void {
+  const names = functions.map((f) => f.name);
+  const duplicate = names.find((name, i) => names.indexOf(name) !== i);
+  if (duplicate) throw new ManifestError(`functions: "${duplicate}" is declared twice`);
+  const httpPorts = new Set(
+    [...(run.local?.ports ?? []), ...(run.cluster?.ports ?? [])]
+      .filter((p) => p.protocol === 'http')
+      .map((p) => p.name),
+  );
+  functions.forEach((f, i) => {
+    const where = `functions.${i}`;
+    checkFunctionSchema(f.input, `${where}.input`);
+    if (f.output) checkFunctionSchema(f.output, `${where}.output`);
+    if (f.cache_ttl_s > 0 && !f.idempotent) {
+      throw new ManifestError(
+        `${where}.cache_ttl_s: only an idempotent function may be answered from a cache`,
+      );
+    }
+    if (!httpPorts.has(f.http.port)) {
+      throw new ManifestError(`${where}.http.port: "${f.http.port}" is not an http port of the run specs`);
+    }
+    const properties = (f.input.properties as Record<string, unknown> | undefined) ?? {};
+    if (f.http.body !== undefined && !(f.http.body in properties)) {
+      throw new ManifestError(`${where}.http.body: "${f.http.body}" is not a property of the input schema`);
+    }
+    for (const [, name] of f.http.path.matchAll(/\{([^}]*)\}/g)) {
+      if (!name || !(name in properties)) {
+        throw new ManifestError(`${where}.http.path: {${name ?? ''}} is not a property of the input schema`);
+      }
+    }
+  });
 }

@@ -7,6 +7,7 @@ import * as idempotencyAnswers from './005_idempotency_answers.js';
 import * as listIndexes from './007_list_indexes.js';
 import * as jobsEnqueue from './008_jobs_enqueue.js';
 import * as serviceEventsOutlive from './009_service_events_outlive.js';
+import * as serviceCalls from './010_service_calls.js';
 
 // A static list, so that migrations work the same from src/ (tests) and dist/ (production), and a
 // bundler or a missing directory can never skip one. Append only.
@@ -19,6 +20,7 @@ const migrations: Record<string, Knex.Migration> = {
   '007_list_indexes': listIndexes,
   '008_jobs_enqueue': jobsEnqueue,
   '009_service_events_outlive': serviceEventsOutlive,
+  '010_service_calls': serviceCalls,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

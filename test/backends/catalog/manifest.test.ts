@@ -59,6 +59,16 @@ function validManifest(): Document {
   };
 }
 
+/** A valid function of validManifest's service, with `changes` applied. */
+function aFunction(changes: Document = {}): Document {
+  return {
+    name: 'greet',
+    input: { type: 'object', properties: { name: { type: 'string' } }, additionalProperties: false },
+    http: { port: 'http', method: 'POST', path: '/greet' },
+    ...changes,
+  };
+}
+
 function run(doc: Document): Document {
   return doc.run as Document;
 }
@@ -120,6 +130,7 @@ describe('parseManifest', () => {
         run: { local: { command: ['./tiny'] } },
       });
       expect(spec).toEqual({
+        functions: [],
         name: 'tiny',
         version: '0.1.0',
         title: 'Tiny',
@@ -160,6 +171,30 @@ describe('parseManifest', () => {
         protocol: 'http',
         public_option: 'verbose',
       });
+    });
+
+    it('accepts functions, with the defaults of what they leave out', () => {
+      const doc = validManifest();
+      doc.functions = [
+        aFunction({
+          http: { port: 'http', method: 'GET', path: '/greet/{name}' },
+          idempotent: true,
+          cache_ttl_s: 30,
+        }),
+      ];
+      expect(parseManifest(doc).functions).toEqual([
+        {
+          name: 'greet',
+          description: '',
+          input: { type: 'object', properties: { name: { type: 'string' } }, additionalProperties: false },
+          output: null,
+          timeout_ms: 30_000,
+          idempotent: true,
+          cache_ttl_s: 30,
+          driver: 'http-json',
+          http: { port: 'http', method: 'GET', path: '/greet/{name}' },
+        },
+      ]);
     });
 
     it('accepts a manifest with only a cluster run spec', () => {
@@ -432,6 +467,36 @@ describe('parseManifest', () => {
         'a public_option that is no option',
         (doc) => (cluster(doc).ports = [{ name: 'http', container_port: 8080, public_option: 'open' }]),
         /^run\.cluster\.ports: port "http" has public_option "open", which is not a boolean option$/,
+      ],
+      [
+        'two functions of one name',
+        (doc) => (doc.functions = [aFunction(), aFunction()]),
+        /^functions: "greet" is declared twice$/,
+      ],
+      [
+        'a function on a port that is not an http port',
+        (doc) => (doc.functions = [aFunction({ http: { port: 'metrics', path: '/greet' } })]),
+        /^functions\.0\.http\.port: "metrics" is not an http port of the run specs$/,
+      ],
+      [
+        'a function path naming no input field',
+        (doc) => (doc.functions = [aFunction({ http: { port: 'http', path: '/greet/{who}' } })]),
+        /^functions\.0\.http\.path: \{who\} is not a property of the input schema$/,
+      ],
+      [
+        'a cached function that is not idempotent',
+        (doc) => (doc.functions = [aFunction({ cache_ttl_s: 60 })]),
+        /^functions\.0\.cache_ttl_s: only an idempotent function may be answered from a cache$/,
+      ],
+      [
+        'a function input that is not a JSON Schema',
+        (doc) => (doc.functions = [aFunction({ input: { type: 'object', required: 'name' } })]),
+        /^functions\.0\.input: not a valid JSON Schema/,
+      ],
+      [
+        'a function with an unknown driver',
+        (doc) => (doc.functions = [aFunction({ driver: 'carrier-pigeon' })]),
+        /^functions\.0\.driver: /,
       ],
       [
         'an unknown protocol',

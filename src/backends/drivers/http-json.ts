@@ -1,0 +1,136 @@
+// The `http-json` driver: a service function is a method and a path on one of the service's http
+// ports. `{name}` in the path takes that field of the input; the other fields are the JSON body (the
+// query string, for GET and DELETE). A 2xx answer's JSON is the result.
+import type { ServiceFunctionSpec } from '../catalog/manifest.js';
+
+/** Why a call did not give a result: the service could not be reached, said no, or took too long. */
+export class DriverError extends Error {
+  override name = 'DriverError';
+  constructor(
+    readonly reason: 'unreachable' | 'timeout' | 'refused' | 'bad-answer',
+    message: string,
+    /** The service's HTTP status and answer, when it answered. */
+    readonly answer: { status: number; body: unknown } | null = null,
+  ) {
+    super(message);
+  }
+
+  /** Whether trying again may help (never a 4xx: the same input would be refused again). */
+  get retriable(): boolean {
+    return this.reason === 'unreachable' || this.reason === 'timeout' || (this.answer?.status ?? 0) >= 500;
+  }
+}
+
+export interface NativeDriver {
+  name: string;
+  version: string;
+  description: string;
+  /** Performs the function on the service at `baseUrl` (its port's address); rejects with a DriverError. */
+  call(fn: ServiceFunctionSpec, input: unknown, baseUrl: string, signal: AbortSignal): Promise<unknown>;
+}
+
+const maxAnswerBytes = 10 * 1024 * 1024;
+
+function request(
+  fn: ServiceFunctionSpec,
+  input: unknown,
+  baseUrl: string,
+): { url: URL; body: string | null } {
+  const fields =
+    input !== null && typeof input === 'object' && !Array.isArray(input)
+      ? { ...(input as Record<string, unknown>) }
+      : {};
+  const path = fn.http.path.replace(/\{([^}]+)\}/g, (_m, name: string) => {
+    const value = fields[name];
+    delete fields[name];
+    return encodeURIComponent(typeof value === 'string' ? value : JSON.stringify(value ?? ''));
+  });
+  const url = new URL(`${baseUrl.replace(/\/$/, '')}${path}`);
+  if (fn.http.method === 'GET' || fn.http.method === 'DELETE') {
+    for (const [name, value] of Object.entries(fields)) {
+      url.searchParams.set(name, typeof value === 'string' ? value : JSON.stringify(value));
+    }
+    return { url, body: null };
+  }
+  const isObject = input !== null && typeof input === 'object' && !Array.isArray(input);
+  const body = fn.http.body !== undefined ? fields[fn.http.body] : isObject ? fields : input;
+  return { url, body: JSON.stringify(body ?? null) };
+}
+
+async function readAnswer(res: Response): Promise<unknown> {
+  const text = await res.text();
+  if (text.length > maxAnswerBytes)
+    throw new DriverError('bad-answer', `the answer is larger than ${maxAnswerBytes} bytes`);
+  if (text.trim() === '') return null;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    if (res.ok)
+      throw new DriverError('bad-answer', 'the service answered with something that is not JSON', {
+        status: res.status,
+        body: text.slice(0, 2000),
+      });
+    return text.slice(0, 2000);
+  }
+}
+
+export const httpJsonDriver: NativeDriver = {
+  name: 'http-json',
+  version: '1.0.0',
+  description: 'A function is a method and a path on an http port of the service: JSON in, JSON out.',
+  async call(fn, input, baseUrl, signal) {
+    const { url, body } = request(fn, input, baseUrl);
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method: fn.http.method,
+        headers: {
+          Accept: 'application/json',
+          ...(body === null ? {} : { 'Content-Type': 'application/json' }),
+        },
+        body,
+        signal,
+        redirect: 'manual',
+      });
+    } catch (error) {
+      if (signal.aborted) throw new DriverError('timeout', `${fn.name} did not answer in time`);
+      const code = (error as { cause?: { code?: string } }).cause?.code;
+      throw new DriverError(
+        'unreachable',
+        `the service could not be reached (${code ?? (error as Error).message})`,
+      );
+    }
+    let answer: unknown;
+    try {
+      answer = await readAnswer(res);
+    } catch (error) {
+      if (signal.aborted) throw new DriverError('timeout', `${fn.name} did not answer in time`);
+      throw error;
+    }
+    if (!res.ok) {
+      throw new DriverError('refused', `${fn.name}: the service answered ${res.status}`, {
+        status: res.status,
+        body: answer,
+      });
+    }
+    return answer;
+  },
+};
+
+/** Whether the service answers on its port (its health path, or the port's root). */
+export async function ping(baseUrl: string, path: string, signal: AbortSignal): Promise<{ status: number }> {
+  try {
+    const res = await fetch(new URL(path, `${baseUrl.replace(/\/$/, '')}/`), { signal, redirect: 'manual' });
+    await res.body?.cancel();
+    return { status: res.status };
+  } catch (error) {
+    if (signal.aborted) throw new DriverError('timeout', 'the service did not answer its ping in time');
+    throw new DriverError(
+      'unreachable',
+      `the service could not be reached (${(error as { cause?: { code?: string } }).cause?.code ?? (error as Error).message})`,
+    );
+  }
+}
+
+/** The drivers that ship with Atrium. */
+export const nativeDrivers: NativeDriver[] = [httpJsonDriver];

@@ -1,0 +1,266 @@
+// Service functions: the demo kv-store's and echo's functions, called synchronously and queued (as
+// scheduler jobs run by a real worker), against real service processes on the local runtime.
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { Worker } from '../../src/backends/scheduler/worker.js';
+import { createLogger } from '../../src/log.js';
+import { createTestApp, expectProblem, type TestApp } from '../fixtures/app.js';
+import { testEngines } from '../fixtures/databases.js';
+import { echo, launch, serviceTestConfig, waitForService } from '../fixtures/services.js';
+
+type Login = Awaited<ReturnType<TestApp['login']>>;
+type Call = {
+  id: string;
+  status: string;
+  result: unknown;
+  error: Record<string, unknown> | null;
+  position: number | null;
+};
+
+describe.each(testEngines())('service functions (%s)', (engine) => {
+  let t: TestApp;
+  let worker: Worker;
+  let alice: Login; // owner of lab
+  let bob: Login; // member of lab
+  let oscar: Login; // outsider
+  let kv: string;
+  const lab = '/api/v1/projects/lab/services';
+
+  beforeAll(async () => {
+    t = await createTestApp(engine, { config: { ...serviceTestConfig, functions: { concurrency: 2 } } });
+    [alice, bob, oscar] = await Promise.all([t.login('alice'), t.login('bob'), t.login('oscar')]);
+    await t.createProject(alice, 'lab', { member: [bob] });
+    await t.http
+      .patch('/api/v1/projects/lab/quota')
+      .set('Authorization', (await t.login('root', { admin: true })).auth)
+      .send({ limits: { services: 20, cpu: '4', memory: '4Gi', concurrent_jobs: 100 } })
+      .expect(200);
+    worker = new Worker(
+      { scheduler: t.services.scheduler, notifier: t.services.notifier, log: createLogger('silent') },
+      { concurrency: 8, pollMs: 50 },
+    );
+    worker.start();
+    kv = (await launch(t, bob.auth, 'lab', { catalog_id: 'demo', package: 'kv-store' })).serviceId;
+  });
+  afterAll(async () => {
+    await worker.stop(2000);
+    await t.close();
+  });
+
+  const callFn = (serviceId: string, name: string, input: unknown, { sync = false, auth = bob.auth } = {}) =>
+    t.http
+      .post(`${lab}/${serviceId}/functions/${name}/calls${sync ? '?sync=true' : ''}`)
+      .set('Authorization', auth)
+      .send({ input });
+
+  const waitCall = async (serviceId: string, id: string): Promise<Call> => {
+    let call: Call | null = null;
+    for (let i = 0; i < 20 && !['succeeded', 'failed', 'cancelled'].includes(call?.status ?? ''); i++) {
+      const res = await t.http
+        .get(`${lab}/${serviceId}/calls/${id}`)
+        .set('Authorization', bob.auth)
+        .set('Prefer', 'wait=10');
+      expect(res.status).toBe(200);
+      call = res.body as Call;
+    }
+    return call as Call;
+  };
+
+  it('lists the functions the package declares, and one with its schemas', async () => {
+    const list = await t.http.get(`${lab}/${kv}/functions`).set('Authorization', bob.auth).expect(200);
+    expect(list.body.items.map((f: { name: string }) => f.name)).toEqual(['put', 'get', 'delete', 'keys']);
+    expect(list.body.next_cursor).toBeNull();
+    const put = await t.http.get(`${lab}/${kv}/functions/put`).set('Authorization', bob.auth).expect(200);
+    expect(put.body).toMatchObject({
+      name: 'put',
+      service_id: kv,
+      idempotent: true,
+      driver: 'http-json',
+      cache_ttl_s: 0,
+    });
+    expect(put.body.input.required).toEqual(['key', 'value']);
+    expectProblem(
+      await t.http.get(`${lab}/${kv}/functions/nope`).set('Authorization', bob.auth),
+      404,
+      'not-found',
+    );
+    expectProblem(
+      await t.http.get(`${lab}/${kv}/functions`).set('Authorization', oscar.auth),
+      404,
+      'not-found',
+    );
+    const drivers = await t.http.get('/api/v1/drivers').set('Authorization', bob.auth).expect(200);
+    expect(drivers.body.items).toEqual([expect.objectContaining({ name: 'http-json', kind: 'native' })]);
+  });
+
+  it('puts synchronously (200 with the result) and gets asynchronously (202, then the call to its result)', async () => {
+    const put = await callFn(kv, 'put', { key: 'colour', value: { name: 'teal' } }, { sync: true }).expect(
+      200,
+    );
+    expect(put.body).toMatchObject({
+      function: 'put',
+      status: 'succeeded',
+      sync: true,
+      result: { key: 'colour', value: { name: 'teal' } },
+    });
+    const queued = await callFn(kv, 'get', { key: 'colour' }).expect(202);
+    expect(queued.headers.location).toBe(`${lab}/${kv}/calls/${queued.body.id}`);
+    expect(['queued', 'running', 'succeeded']).toContain(queued.body.status);
+    const done = await waitCall(kv, queued.body.id);
+    expect(done).toMatchObject({
+      status: 'succeeded',
+      result: { key: 'colour', value: { name: 'teal' } },
+      error: null,
+    });
+    const list = await t.http.get(`${lab}/${kv}/calls`).set('Authorization', bob.auth).expect(200);
+    expect(list.body.items.map((c: Call) => c.id)).toEqual(
+      expect.arrayContaining([put.body.id, queued.body.id]),
+    );
+  });
+
+  it('checks the input against the function’s schema (400 naming each field)', async () => {
+    const res = await callFn(kv, 'put', { key: '', extra: 1 }, { sync: true });
+    expectProblem(res, 400, 'validation');
+    const pointers = (res.body.errors as { pointer: string }[]).map((e) => e.pointer);
+    expect(pointers).toEqual(expect.arrayContaining(['/input', '/input/key', '/input/extra']));
+  });
+
+  it('reports what the service refused: 422 with its answer, and the call recorded failed', async () => {
+    const res = await callFn(kv, 'get', { key: 'missing' }, { sync: true });
+    expectProblem(res, 422, 'unprocessable');
+    expect(res.body).toMatchObject({ service_status: 404, service_answer: { error: 'no key missing' } });
+    const queued = await callFn(kv, 'get', { key: 'missing' }).expect(202);
+    const failed = await waitCall(kv, queued.body.id);
+    expect(failed.status).toBe('failed');
+    expect(failed.error).toMatchObject({
+      type: 'https://atrium.dev/problems/unprocessable',
+      service_status: 404,
+    });
+  });
+
+  it('runs 100 concurrent queued calls, each exactly once', async () => {
+    const calls = await Promise.all(
+      Array.from({ length: 100 }, (_, i) =>
+        callFn(kv, 'put', { key: `k${String(i).padStart(3, '0')}`, value: i }),
+      ),
+    );
+    expect(calls.map((c) => c.status)).toEqual(Array(100).fill(202));
+    const ended = await Promise.all(calls.map((c) => waitCall(kv, c.body.id as string)));
+    expect(ended.map((c) => c.status)).toEqual(Array(100).fill('succeeded'));
+    const jobs = await t.database
+      .knex('jobs')
+      .whereIn(
+        'id',
+        (
+          await t.database
+            .knex('service_calls')
+            .whereIn(
+              'id',
+              calls.map((c) => c.body.id),
+            )
+            .select('job_id')
+        ).map((r) => r.job_id),
+      )
+      .select('status', 'attempts');
+    expect(jobs).toHaveLength(100);
+    expect(jobs.every((j) => j.status === 'finished' && Number(j.attempts) === 1)).toBe(true);
+    const keys = await callFn(kv, 'keys', { prefix: 'k' }, { sync: true }).expect(200);
+    expect((keys.body.result as { keys: string[] }).keys).toHaveLength(100);
+  });
+
+  describe('on the echo', () => {
+    let echoId: string;
+    let slow: string;
+
+    beforeAll(async () => {
+      echoId = (await launch(t, bob.auth, 'lab', echo)).serviceId;
+      slow = (await launch(t, bob.auth, 'lab', { ...echo, options: { delay_ms: 2000 } })).serviceId;
+    });
+
+    it('answers a cacheable function from its cache for the same input', async () => {
+      const first = await callFn(echoId, 'echo', { message: 'once' }, { sync: true }).expect(200);
+      expect(first.headers['cache-status']).toBe('atrium; fwd=miss');
+      expect(first.body.result).toMatchObject({ method: 'POST', path: '/call', body: '{"message":"once"}' });
+      const again = await callFn(echoId, 'echo', { message: 'once' }, { sync: true }).expect(200);
+      expect(again.headers['cache-status']).toBe('atrium; hit');
+      expect(again.body.id).toBe(first.body.id);
+      const other = await callFn(echoId, 'echo', { message: 'twice' }, { sync: true }).expect(200);
+      expect(other.headers['cache-status']).toBe('atrium; fwd=miss');
+      expect(other.body.id).not.toBe(first.body.id);
+    });
+
+    it('queues calls past the service’s concurrency, shows their place, and cancels a queued one', async () => {
+      const made = [];
+      for (let i = 0; i < 5; i++)
+        made.push((await callFn(slow, 'echo', { message: `q${i}` }).expect(202)).body as Call);
+      // Two lanes: at most two run at once; the others wait their turn.
+      let queued: Call[] = [];
+      for (let i = 0; i < 50; i++) {
+        const list = await t.http
+          .get(`${lab}/${slow}/calls?limit=10`)
+          .set('Authorization', bob.auth)
+          .expect(200);
+        queued = (list.body.items as Call[]).filter((c) => c.status === 'queued');
+        if ((list.body.items as Call[]).some((c) => c.status === 'running')) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const last = made[4] as Call;
+      const view = await t.http
+        .get(`${lab}/${slow}/calls/${last.id}`)
+        .set('Authorization', bob.auth)
+        .expect(200);
+      expect(view.body.status).toBe('queued');
+      expect(view.body.position).toBeGreaterThanOrEqual(1);
+      expect(queued.length).toBeGreaterThanOrEqual(2);
+      const cancelled = await t.http
+        .post(`${lab}/${slow}/calls/${last.id}/cancellation`)
+        .set('Authorization', bob.auth)
+        .expect(200);
+      expect(cancelled.body).toMatchObject({ status: 'cancelled', position: null });
+      expectProblem(
+        await t.http.post(`${lab}/${slow}/calls/${last.id}/cancellation`).set('Authorization', bob.auth),
+        409,
+        'conflict',
+      );
+      const rest = await Promise.all(made.slice(0, 4).map((c) => waitCall(slow, c.id)));
+      expect(rest.map((c) => c.status)).toEqual(['succeeded', 'succeeded', 'succeeded', 'succeeded']);
+    });
+
+    it('answers 504 past the function’s timeout, and 503 while the service is suspended', async () => {
+      const sleepy = (await launch(t, bob.auth, 'lab', { ...echo, options: { delay_ms: 8000 } })).serviceId;
+      expectProblem(
+        await callFn(sleepy, 'echo', { message: 'late' }, { sync: true }),
+        504,
+        'gateway-timeout',
+      );
+      await t.http
+        .patch(`${lab}/${sleepy}`)
+        .set('Authorization', bob.auth)
+        .send({ suspended: true })
+        .expect(202);
+      await waitForService(t, bob.auth, 'lab', sleepy, (s) => s.status === 'suspended');
+      const res = await callFn(sleepy, 'echo', { message: 'asleep' }, { sync: true });
+      expectProblem(res, 503, 'unavailable');
+      expect(res.headers['retry-after']).toBeDefined();
+    });
+
+    it('pings a service through its driver (heartbeat)', async () => {
+      const beat = await t.http.get(`${lab}/${echoId}/heartbeat`).set('Authorization', bob.auth).expect(200);
+      expect(beat.body).toMatchObject({ status: 'up', http_status: 200 });
+      expectProblem(
+        await t.http.get(`${lab}/${echoId}/heartbeat`).set('Authorization', oscar.auth),
+        404,
+        'not-found',
+      );
+    });
+
+    it('is hidden from outsiders and refused to read-only tokens', async () => {
+      expectProblem(await callFn(echoId, 'echo', {}, { sync: true, auth: oscar.auth }), 404, 'not-found');
+      const reader = await t.login('bob', { scopes: ['read'] });
+      expectProblem(
+        await callFn(echoId, 'echo', {}, { sync: true, auth: reader.auth }),
+        403,
+        'insufficient-scope',
+      );
+    });
+  });
+});
