@@ -3006,6 +3006,33 @@ export interface components {
             files: string[];
         };
         /**
+         * PackageFunction
+         * @description A function the package's services offer (see ServiceFunction), as its manifest declares it, with
+         *     how its driver performs it (`http-json`: a method and a path on one of its http ports).
+         */
+        PackageFunction: {
+            name: string;
+            description: string;
+            input: {
+                [key: string]: unknown;
+            };
+            output: {
+                [key: string]: unknown;
+            } | null;
+            timeout_ms: number;
+            idempotent: boolean;
+            cache_ttl_s: number;
+            driver: string;
+            http: {
+                port: string;
+                /** @enum {string} */
+                method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE";
+                path: string;
+                /** @description The input field sent as the whole body. */
+                body?: string;
+            };
+        };
+        /**
          * PackageVersion
          * @description One version of a package, with everything needed to launch it.
          */
@@ -3030,6 +3057,8 @@ export interface components {
                 local: components["schemas"]["LocalRunSpec"] | null;
                 cluster: components["schemas"]["ClusterRunSpec"] | null;
             };
+            /** @description The functions its services offer (called through `…/services/{id}/functions`). */
+            functions: components["schemas"]["PackageFunction"][];
         };
         /**
          * AuditEvent

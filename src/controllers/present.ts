@@ -152,6 +152,8 @@ export const presentPackageVersion = ({
   defaults: spec.defaults,
   resources: spec.resources,
   run: spec.run,
+  // Manifests stored before functions existed have none.
+  functions: spec.functions ?? [],
 });
 
 export const presentAuditEvent = (e: AuditEvent): Schemas['AuditEvent'] => ({

@@ -88,6 +88,19 @@ describe.each(testEngines())('service functions (%s)', (engine) => {
       404,
       'not-found',
     );
+    const version = await t.http.get('/api/v1/catalogs/demo/packages/kv-store/versions/1.0.0').expect(200);
+    expect(version.body.functions.map((f: { name: string }) => f.name)).toEqual([
+      'put',
+      'get',
+      'delete',
+      'keys',
+    ]);
+    expect(version.body.functions[0].http).toEqual({
+      port: 'http',
+      method: 'PUT',
+      path: '/keys/{key}',
+      body: 'value',
+    });
     const drivers = await t.http.get('/api/v1/drivers').set('Authorization', bob.auth).expect(200);
     expect(drivers.body.items).toEqual([expect.objectContaining({ name: 'http-json', kind: 'native' })]);
   });
