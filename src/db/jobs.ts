@@ -20,6 +20,8 @@ export interface JobRecord {
   status: JobStatus;
   dependsOn: string | null;
   concurrencyKey: string | null;
+  /** How many jobs of the same concurrency key may run at once. */
+  concurrencyLimit: number;
   attempts: number;
   maxAttempts: number;
   runAfter: string;
@@ -46,6 +48,7 @@ interface JobRow {
   status: JobStatus;
   depends_on: string | null;
   concurrency_key: string | null;
+  concurrency_limit: number | string;
   attempts: number | string;
   max_attempts: number | string;
   run_after: string;
@@ -75,6 +78,7 @@ export function jobFromRow(row: JobRow): JobRecord {
     status: row.status,
     dependsOn: row.depends_on,
     concurrencyKey: row.concurrency_key,
+    concurrencyLimit: toNumber(row.concurrency_limit),
     attempts: toNumber(row.attempts),
     maxAttempts: toNumber(row.max_attempts),
     runAfter: row.run_after,
@@ -102,6 +106,7 @@ export interface NewJob {
   status: 'pending' | 'queued';
   dependsOn: string | null;
   concurrencyKey: string | null;
+  concurrencyLimit: number;
   maxAttempts: number;
   runAfter: string;
   createdAt: string;
@@ -136,6 +141,7 @@ export async function insertJob(
     status: job.status,
     depends_on: job.dependsOn,
     concurrency_key: job.concurrencyKey,
+    concurrency_limit: job.concurrencyLimit,
     max_attempts: job.maxAttempts,
     run_after: job.runAfter,
     event_seq: 1,
@@ -217,11 +223,12 @@ export interface ClaimCandidate {
   id: string;
   projectId: string | null;
   concurrencyKey: string | null;
+  concurrencyLimit: number;
 }
 
 /**
- * The most urgent queued jobs of the given kinds that may run now (not waiting on a backoff, no
- * other job running with their concurrency key, their project under its concurrent-job limit), at
+ * The most urgent queued jobs of the given kinds that may run now (not waiting on a backoff, fewer
+ * jobs of their concurrency key running than its limit, their project under its concurrent-job limit), at
  * most `limit`. On PostgreSQL the rows are locked for the transaction and concurrent claimers skip
  * them; on SQLite the transaction holds the write lock from its start (BEGIN IMMEDIATE), so no
  * other claimer can see them before it ends.
@@ -231,14 +238,16 @@ export async function claimableJobs(
   claim: { kinds: string[]; now: string; limit: number },
 ): Promise<ClaimCandidate[]> {
   const query = trx('jobs as j')
-    .select('j.id', 'j.project_id', 'j.concurrency_key')
+    .select('j.id', 'j.project_id', 'j.concurrency_key', 'j.concurrency_limit')
     .where('j.status', 'queued')
     .where('j.run_after', '<=', claim.now)
     .whereIn('j.kind', claim.kinds)
     .where((w) =>
       w
         .whereNull('j.concurrency_key')
-        .orWhereNotExists(trx('job_locks as l').select(trx.raw('1')).whereRaw('l.key = j.concurrency_key')),
+        .orWhereRaw(
+          '(select count(*) from job_locks l where l.lock_group = j.concurrency_key) < j.concurrency_limit',
+        ),
     )
     .where((w) =>
       w
@@ -258,8 +267,18 @@ export async function claimableJobs(
     ])
     .limit(claim.limit);
   if (isPostgres(trx)) query.forUpdate().skipLocked();
-  const rows = (await query) as { id: string; project_id: string | null; concurrency_key: string | null }[];
-  return rows.map((r) => ({ id: r.id, projectId: r.project_id, concurrencyKey: r.concurrency_key }));
+  const rows = (await query) as {
+    id: string;
+    project_id: string | null;
+    concurrency_key: string | null;
+    concurrency_limit: number | string;
+  }[];
+  return rows.map((r) => ({
+    id: r.id,
+    projectId: r.project_id,
+    concurrencyKey: r.concurrency_key,
+    concurrencyLimit: toNumber(r.concurrency_limit),
+  }));
 }
 
 /** A job as an UPDATE left it, with the number it gave the event that records the change. */
@@ -505,19 +524,42 @@ export async function jobsOfRun(db: Knex, runId: string): Promise<JobRecord[]> {
   );
 }
 
-/** Takes the lock of a job's concurrency key; false when another job holds it. */
+/**
+ * Takes one of the locks of a job's concurrency key (`limit` of them); false when other jobs hold
+ * them all.
+ */
 export async function takeJobLock(
   trx: Knex.Transaction,
-  key: string,
+  lock: { key: string; limit: number },
   jobId: string,
   now: string,
 ): Promise<boolean> {
-  const inserted = (await trx('job_locks')
-    .insert({ key, job_id: jobId, taken_at: now })
-    .onConflict('key')
-    .ignore()
-    .returning('key')) as unknown[];
-  return inserted.length > 0;
+  // One row per running job of the key, in a slot of its own: the primary key makes the count
+  // exact when claimers race (PostgreSQL waits for the other's insert, then skips the slot).
+  const slotKey = (slot: number) => (lock.limit <= 1 ? lock.key : `${lock.key}#${slot}`);
+  const taken =
+    lock.limit <= 1
+      ? new Set<string>()
+      : new Set(
+          ((await trx('job_locks').where({ lock_group: lock.key }).select('key')) as { key: string }[]).map(
+            (r) => r.key,
+          ),
+        );
+  for (let slot = 0; slot < Math.max(1, lock.limit); slot++) {
+    if (taken.has(slotKey(slot))) continue;
+    const inserted = (await trx('job_locks')
+      .insert({
+        key: slotKey(slot),
+        lock_group: lock.key,
+        job_id: jobId,
+        taken_at: now,
+      })
+      .onConflict('key')
+      .ignore()
+      .returning('key')) as unknown[];
+    if (inserted.length > 0) return true;
+  }
+  return false;
 }
 
 export async function giveJobLocks(trx: Knex.Transaction, jobIds: string | string[]): Promise<void> {

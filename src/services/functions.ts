@@ -1,7 +1,7 @@
 // Service functions: what a package version declares its service can do (name, input and output
 // schemas, timeout, idempotency, cache), performed by a driver on the running service. A call is
 // synchronous (the answer carries the result) or queued: then it is a durable scheduler job on the
-// service's own lanes (a concurrency limit per service), tried again only if the function is
+// service's own queue (at most `functions.concurrency` of them run at once), tried again only if the function is
 // idempotent, and its result is kept for a while.
 import { createHash } from 'node:crypto';
 import { Ajv2020, type AnySchema, type ValidateFunction } from 'ajv/dist/2020.js';
@@ -197,13 +197,13 @@ export class FunctionService {
     }
     await db.transaction(async (trx) => {
       await q.insertCall(trx, call);
-      const lane = Math.floor(Math.random() * this.deps.settings.concurrency);
       const job = await this.deps.scheduler.enqueue(trx, {
         kind: serviceCallKind,
         projectId,
         payload: { callId: call.id },
         maxAttempts: fn.idempotent ? 3 : 1,
-        concurrencyKey: `service-call:${serviceId}:${lane}`,
+        concurrencyKey: `service-call:${serviceId}`,
+        concurrencyLimit: this.deps.settings.concurrency,
       });
       await q.setCallJob(trx, call.id, job.id);
       call.jobId = job.id;

@@ -186,7 +186,9 @@ describe.each(testEngines())('service functions (%s)', (engine) => {
 
     beforeAll(async () => {
       echoId = (await launch(t, bob.auth, 'lab', echo)).serviceId;
-      slow = (await launch(t, bob.auth, 'lab', { ...echo, options: { delay_ms: 2000 } })).serviceId;
+      // Slow enough that the fifth call cannot have started while the test looks (two rounds of
+      // two calls stand before it).
+      slow = (await launch(t, bob.auth, 'lab', { ...echo, options: { delay_ms: 4000 } })).serviceId;
     });
 
     it('answers a cacheable function from its cache for the same input', async () => {
@@ -205,7 +207,7 @@ describe.each(testEngines())('service functions (%s)', (engine) => {
       const made = [];
       for (let i = 0; i < 5; i++)
         made.push((await callFn(slow, 'echo', { message: `q${i}` }).expect(202)).body as Call);
-      // Two lanes: at most two run at once; the others wait their turn.
+      // A limit of two: at most two run at once; the others wait their turn.
       let queued: Call[] = [];
       for (let i = 0; i < 50; i++) {
         const list = await t.http

@@ -73,8 +73,10 @@ export interface EnqueueRequest {
   maxAttempts?: number;
   /** The job waits (pending) until this one finished. */
   dependsOn?: string | null;
-  /** Jobs with the same key never run at the same time (the others stay queued). */
+  /** At most `concurrencyLimit` jobs with the same key run at the same time (the others stay queued). */
   concurrencyKey?: string | null;
+  /** 1 unless given; jobs of one key should agree on it (each claim checks its own). */
+  concurrencyLimit?: number;
   runId?: string | null;
   taskIndex?: number | null;
   id?: string;
@@ -254,6 +256,7 @@ export class Scheduler {
       status: waits ? 'pending' : 'queued',
       dependsOn,
       concurrencyKey: request.concurrencyKey ?? null,
+      concurrencyLimit: Math.max(1, Math.floor(request.concurrencyLimit ?? 1)),
       maxAttempts: request.maxAttempts ?? this.deps.options.maxAttempts,
       runAfter: now,
       createdAt: now,
@@ -300,8 +303,12 @@ export class Scheduler {
     const now = this.now();
     const chosen: string[] = [];
     for (const candidate of await q.claimableJobs(trx, { kinds, now, limit })) {
-      const { id, projectId, concurrencyKey } = candidate;
-      if (concurrencyKey && !(await q.takeJobLock(trx, concurrencyKey, id, now))) continue;
+      const { id, projectId, concurrencyKey, concurrencyLimit } = candidate;
+      if (
+        concurrencyKey &&
+        !(await q.takeJobLock(trx, { key: concurrencyKey, limit: concurrencyLimit }, id, now))
+      )
+        continue;
       // The query excluded projects at their limit; this makes it exact under concurrency.
       if (projectId && !(await q.takeJobSlot(trx, projectId, now))) {
         if (concurrencyKey) await q.giveJobLocks(trx, id);

@@ -8,6 +8,7 @@ import * as listIndexes from './007_list_indexes.js';
 import * as jobsEnqueue from './008_jobs_enqueue.js';
 import * as serviceEventsOutlive from './009_service_events_outlive.js';
 import * as serviceCalls from './010_service_calls.js';
+import * as concurrencyLimits from './011_concurrency_limits.js';
 
 // A static list, so that migrations work the same from src/ (tests) and dist/ (production), and a
 // bundler or a missing directory can never skip one. Append only.
@@ -21,6 +22,7 @@ const migrations: Record<string, Knex.Migration> = {
   '008_jobs_enqueue': jobsEnqueue,
   '009_service_events_outlive': serviceEventsOutlive,
   '010_service_calls': serviceCalls,
+  '011_concurrency_limits': concurrencyLimits,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

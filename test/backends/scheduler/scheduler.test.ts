@@ -383,6 +383,37 @@ describe.each(testEngines())('scheduler (%s)', (engine) => {
       await scheduler.fail(first, new JobFailure('broken', false));
       expect((await claim()).job.id).toBe(b.id);
     });
+
+    it('runs up to a key’s limit at once — in one batch and between racing claimers — and the next as soon as one ends', async () => {
+      await drain();
+      const jobs = [];
+      for (let i = 0; i < 7; i++) {
+        jobs.push(await enqueue({ concurrencyKey: 'calls:svc', concurrencyLimit: 3 }));
+        now += 1;
+      }
+      const batch = await scheduler.claimMany('w1', 2);
+      const raced = await Promise.all([scheduler.claimMany('w2', 10), scheduler.claimMany('w3', 10)]);
+      const running = [...batch, ...raced.flat()];
+      expect(running.map((c) => c.job.id).sort()).toEqual(
+        jobs
+          .slice(0, 3)
+          .map((j) => j.id)
+          .sort(),
+      );
+      const locks = await t.knex('job_locks').where({ lock_group: 'calls:svc' }).select('key');
+      expect(locks.map((l) => l.key).sort()).toEqual(['calls:svc#0', 'calls:svc#1', 'calls:svc#2']);
+      expect(await scheduler.claim('w1')).toBeNull();
+      await scheduler.complete(running[1] as Claim, {});
+      const next = await scheduler.claimMany('w1', 10);
+      expect(next.map((c) => c.job.id)).toEqual([jobs[3]?.id]);
+      await scheduler.completeAll(
+        [...running, ...next].filter((c) => c !== running[1]).map((claim) => ({ claim, result: {} })),
+      );
+      const rest = await scheduler.claimMany('w1', 10);
+      expect(rest.map((c) => c.job.id)).toEqual(jobs.slice(4).map((j) => j.id));
+      await scheduler.completeAll(rest.map((claim) => ({ claim, result: {} })));
+      expect(await t.knex('job_locks').where({ lock_group: 'calls:svc' })).toEqual([]);
+    });
   });
 
   describe('complete', () => {
