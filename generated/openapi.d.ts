@@ -2270,13 +2270,23 @@ export interface components {
         };
         /**
          * Driver
-         * @description How Atrium performs service functions of a kind. Native drivers ship with Atrium.
+         * @description How Atrium performs service functions of a kind. Native drivers ship with Atrium: `http-json`
+         *     performs any function a package declares (a method and a path on an http port); a scope driver
+         *     (`db`, `ai`) performs the standard functions of its scope for every package that declares the
+         *     scope in its manifest.
          */
         Driver: {
             name: string;
             version: string;
             /** @enum {string} */
             kind: "native";
+            /**
+             * @description The scope whose standard functions it performs; null for a driver of declared functions.
+             * @enum {string|null}
+             */
+            scope: "db" | "ai" | null;
+            /** @description The standard functions of its scope (empty for a driver of declared functions). */
+            functions: string[];
             description: string;
         };
         /** DriverList */

@@ -156,12 +156,16 @@ export const listDrivers: Handler<'listDrivers'> = async ({ query }, { services 
   body: page(
     arrayPage(
       'drivers',
-      services.functions.listDrivers().map((d) => ({
-        name: d.name,
-        version: d.version,
-        kind: 'native' as const,
-        description: d.description,
-      })),
+      [...services.functions.listDrivers()]
+        .sort((a, b) => (a.name < b.name ? -1 : 1))
+        .map((d) => ({
+          name: d.name,
+          version: d.version,
+          kind: 'native' as const,
+          scope: d.scope,
+          functions: d.functions,
+          description: d.description,
+        })),
       (d) => d.name,
       pageOf(query),
     ),

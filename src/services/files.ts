@@ -274,6 +274,15 @@ export class FileService {
     return this.deps.store.sweep((sha256) => q.contentInUse(this.deps.db, sha256), graceMs);
   }
 
+  /** The whole content of a file of the project (no access check), or null: none, or over `maxBytes`. */
+  async content(projectId: string, fileId: string, maxBytes: number): Promise<Buffer | null> {
+    const file = await q.findFile(this.deps.db, projectId, fileId);
+    if (!file || file.size > maxBytes) return null;
+    const chunks: Buffer[] = [];
+    for await (const chunk of this.deps.store.read(file.sha256)) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  }
+
   /**
    * The content to send: whole, or one byte range of it. A range past the end is a 416; several
    * ranges, or one that cannot be parsed, get the whole file (as RFC 9110 allows).

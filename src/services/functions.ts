@@ -9,7 +9,8 @@ import addFormats from 'ajv-formats';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { ServiceFunctionSpec } from '../backends/catalog/manifest.js';
-import { DriverError, nativeDrivers, ping, type NativeDriver } from '../backends/drivers/http-json.js';
+import { DriverError, ping, type DriverContext, type NativeDriver } from '../backends/drivers/http-json.js';
+import { nativeDrivers } from '../backends/drivers/scopes.js';
 import {
   JobFailure,
   type JobHandler,
@@ -50,6 +51,8 @@ interface FunctionDeps {
   scheduler: Scheduler;
   serviceManager: ServiceManager;
   gateway: GatewayService;
+  /** The content of a file of a project, at most `maxBytes` (null: no such file, or larger). */
+  fileContent(projectId: string, fileId: string, maxBytes: number): Promise<Buffer | null>;
   settings: FunctionSettings;
 }
 
@@ -246,7 +249,8 @@ export class FunctionService {
       };
     const timeout = AbortSignal.timeout(fn.timeout_ms);
     try {
-      const result = await driver.call(fn, input, address, AbortSignal.any([signal, timeout]));
+      const sent = driver.prepare ? await driver.prepare(fn, input, this.driverContext(service)) : input;
+      const result = await driver.call(fn, sent, address, AbortSignal.any([signal, timeout]));
       if (fn.output) {
         const validate = this.validator(service, fn, 'output');
         if (!validate(result)) {
@@ -280,6 +284,26 @@ export class FunctionService {
         retriable: error.retriable,
       };
     }
+  }
+
+  /** What a driver may read for a call on this service: files of its project. */
+  private driverContext(service: ServiceRecord): DriverContext {
+    return {
+      readFile: async (fileId, maxBytes) => {
+        const content = await this.deps.fileContent(service.projectId, fileId, maxBytes);
+        if (!content) {
+          throw new DriverError(
+            'refused',
+            `no file ${fileId} of at most ${maxBytes} bytes in ${service.projectId}`,
+            {
+              status: 404,
+              body: { error: `no file ${fileId}` },
+            },
+          );
+        }
+        return content;
+      },
+    };
   }
 
   private async view(call: CallRecord): Promise<CallView> {

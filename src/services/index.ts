@@ -208,6 +208,7 @@ export function createServices({ config, database, clock, log, build }: ServiceD
     scheduler,
     serviceManager,
     gateway,
+    fileContent: (projectId, fileId, maxBytes) => files.content(projectId, fileId, maxBytes),
     settings: config.functions,
   });
   scheduler.register(serviceCallKind, functions.handler());

@@ -8,6 +8,8 @@ import { testEngines } from '../fixtures/databases.js';
 import { echo, launch, serviceTestConfig, waitForService } from '../fixtures/services.js';
 
 type Login = Awaited<ReturnType<TestApp['login']>>;
+const kvOwn = ['put', 'get', 'delete', 'keys'];
+const dbScope = ['tables', 'records.get', 'records.put', 'records.delete', 'records.query'];
 type Call = {
   id: string;
   status: string;
@@ -67,7 +69,7 @@ describe.each(testEngines())('service functions (%s)', (engine) => {
 
   it('lists the functions the package declares, and one with its schemas', async () => {
     const list = await t.http.get(`${lab}/${kv}/functions`).set('Authorization', bob.auth).expect(200);
-    expect(list.body.items.map((f: { name: string }) => f.name)).toEqual(['put', 'get', 'delete', 'keys']);
+    expect(list.body.items.map((f: { name: string }) => f.name)).toEqual([...kvOwn, ...dbScope]);
     expect(list.body.next_cursor).toBeNull();
     const put = await t.http.get(`${lab}/${kv}/functions/put`).set('Authorization', bob.auth).expect(200);
     expect(put.body).toMatchObject({
@@ -89,12 +91,7 @@ describe.each(testEngines())('service functions (%s)', (engine) => {
       'not-found',
     );
     const version = await t.http.get('/api/v1/catalogs/demo/packages/kv-store/versions/1.0.0').expect(200);
-    expect(version.body.functions.map((f: { name: string }) => f.name)).toEqual([
-      'put',
-      'get',
-      'delete',
-      'keys',
-    ]);
+    expect(version.body.functions.map((f: { name: string }) => f.name)).toEqual([...kvOwn, ...dbScope]);
     expect(version.body.functions[0].http).toEqual({
       port: 'http',
       method: 'PUT',
@@ -102,7 +99,16 @@ describe.each(testEngines())('service functions (%s)', (engine) => {
       body: 'value',
     });
     const drivers = await t.http.get('/api/v1/drivers').set('Authorization', bob.auth).expect(200);
-    expect(drivers.body.items).toEqual([expect.objectContaining({ name: 'http-json', kind: 'native' })]);
+    expect(drivers.body.items).toEqual([
+      expect.objectContaining({
+        name: 'ai',
+        kind: 'native',
+        scope: 'ai',
+        functions: ['serve', 'predict', 'usage'],
+      }),
+      expect.objectContaining({ name: 'db', kind: 'native', scope: 'db', functions: dbScope }),
+      expect.objectContaining({ name: 'http-json', kind: 'native', scope: null, functions: [] }),
+    ]);
   });
 
   it('puts synchronously (200 with the result) and gets asynchronously (202, then the call to its result)', async () => {
@@ -178,6 +184,117 @@ describe.each(testEngines())('service functions (%s)', (engine) => {
     expect(jobs.every((j) => j.status === 'finished' && Number(j.attempts) === 1)).toBe(true);
     const keys = await callFn(kv, 'keys', { prefix: 'k' }, { sync: true }).expect(200);
     expect((keys.body.result as { keys: string[] }).keys).toHaveLength(100);
+  });
+
+  it('offers the db scope’s standard functions on the kv-store, performed by the db driver', async () => {
+    const fn = await t.http
+      .get(`${lab}/${kv}/functions/records.put`)
+      .set('Authorization', bob.auth)
+      .expect(200);
+    expect(fn.body).toMatchObject({ driver: 'db', idempotent: true });
+    const put = await callFn(
+      kv,
+      'records.put',
+      { table: 'people', id: 'ada', value: { born: 1815 } },
+      { sync: true },
+    ).expect(200);
+    expect(put.body.result).toEqual({ table: 'people', id: 'ada', value: { born: 1815 } });
+    await callFn(
+      kv,
+      'records.put',
+      { table: 'people', id: 'alan', value: { born: 1912 } },
+      { sync: true },
+    ).expect(200);
+    await callFn(
+      kv,
+      'records.put',
+      { table: 'people', id: 'grace', value: { born: 1906 } },
+      { sync: true },
+    ).expect(200);
+    const queued = await callFn(kv, 'records.get', { table: 'people', id: 'alan' }).expect(202);
+    expect(await waitCall(kv, queued.body.id)).toMatchObject({
+      status: 'succeeded',
+      result: { table: 'people', id: 'alan', value: { born: 1912 } },
+    });
+    const found = await callFn(kv, 'records.query', { table: 'people', prefix: 'a' }, { sync: true }).expect(
+      200,
+    );
+    expect(found.body.result).toEqual({
+      records: [
+        { id: 'ada', value: { born: 1815 } },
+        { id: 'alan', value: { born: 1912 } },
+      ],
+    });
+    const tables = await callFn(kv, 'tables', {}, { sync: true }).expect(200);
+    expect((tables.body.result as { tables: { name: string; records: number }[] }).tables).toEqual(
+      expect.arrayContaining([{ name: 'people', records: 3 }]),
+    );
+    const removed = await callFn(kv, 'records.delete', { table: 'people', id: 'ada' }, { sync: true }).expect(
+      200,
+    );
+    expect(removed.body.result).toEqual({ table: 'people', id: 'ada', deleted: true });
+    const missing = await callFn(kv, 'records.get', { table: 'people', id: 'ada' }, { sync: true });
+    expectProblem(missing, 422, 'unprocessable');
+    expect(missing.body.service_status).toBe(404);
+    expectProblem(
+      await callFn(kv, 'records.put', { table: '../x', id: 'a', value: 1 }, { sync: true }),
+      400,
+      'validation',
+    );
+  });
+
+  it('serves a model file of the project on the model-server (ai scope) and predicts with it', async () => {
+    const model = {
+      format: 'atrium.ml/v1',
+      kind: 'logistic-regression',
+      target: 'passed',
+      features: ['hours_studied', 'hours_slept'],
+      standardization: { mean: [5, 7], std: [2, 1.5] },
+      intercept: 0.2,
+      weights: [3, 1.2],
+    };
+    const uploaded = await t.http
+      .post('/api/v1/projects/lab/files')
+      .set('Authorization', bob.auth)
+      .attach('file', Buffer.from(JSON.stringify(model)), {
+        filename: 'model.json',
+        contentType: 'application/json',
+      })
+      .expect(201);
+    const server = (await launch(t, bob.auth, 'lab', { catalog_id: 'demo', package: 'model-server' }))
+      .serviceId;
+    await waitForService(t, bob.auth, 'lab', server, (s) => s.status === 'running');
+    const served = await callFn(
+      server,
+      'serve',
+      { name: 'students', model_file: uploaded.body.id },
+      { sync: true },
+    ).expect(200);
+    expect(served.body.result).toEqual({
+      name: 'students',
+      kind: 'logistic-regression',
+      features: ['hours_studied', 'hours_slept'],
+      target: 'passed',
+    });
+    const instances = [
+      [6, 8],
+      [1, 4],
+    ];
+    const queued = await callFn(server, 'predict', { model: 'students', instances }).expect(202);
+    const done = await waitCall(server, queued.body.id);
+    expect(done.status).toBe('succeeded');
+    const expected = instances.map(([a, b]) => {
+      const z = 0.2 + (((a as number) - 5) / 2) * 3 + (((b as number) - 7) / 1.5) * 1.2;
+      return 1 / (1 + Math.exp(-z));
+    });
+    const predictions = (done.result as { predictions: { probability: number; label: number }[] })
+      .predictions;
+    expect(predictions.map((p) => p.probability)).toEqual(expected.map((p) => expect.closeTo(p, 9)));
+    expect(predictions.map((p) => p.label)).toEqual(expected.map((p) => (p >= 0.5 ? 1 : 0)));
+    const usage = await callFn(server, 'usage', {}, { sync: true }).expect(200);
+    expect(usage.body.result).toMatchObject({ predictions: 2 });
+    const none = await callFn(server, 'serve', { name: 'x', model_file: 'file_nope' }, { sync: true });
+    expectProblem(none, 422, 'unprocessable');
   });
 
   describe('on the echo', () => {

@@ -8,9 +8,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { demoModulesPath, repoRoot } from '../../src/paths.js';
+import { studentsCsv, type TrainedModel } from '../fixtures/ml.js';
 import { createTestDatabase, testEngines, type TestDatabase } from '../fixtures/databases.js';
 import { EventStream } from '../fixtures/event-stream.js';
 import {
+  apiCaller,
   cliPath,
   requireBuild,
   startAtrium,
@@ -19,14 +21,6 @@ import {
 } from '../fixtures/process.js';
 
 const adminToken = 'atr_e2ePipelinesAdmin0123456789';
-const studentsCsv = readFileSync(join(demoModulesPath, 'ml', 'samples', 'students.csv'), 'utf8');
-
-interface Model {
-  features: string[];
-  standardization: { mean: number[]; std: number[] };
-  intercept: number;
-  weights: number[];
-}
 
 function isAlive(pid: number): boolean {
   try {
@@ -46,23 +40,8 @@ describe.each(testEngines())('pipelines end to end (%s)', (engine) => {
   let db: TestDatabase;
   let server: AtriumProcess;
 
-  async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
-    const res = await fetch(`${server.url}${path}`, {
-      method,
-      headers: {
-        Authorization: `Bearer ${adminToken}`,
-        ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
-        ...headers,
-      },
-      body: body === undefined ? null : JSON.stringify(body),
-      signal: AbortSignal.timeout(60_000),
-    });
-    const text = await res.text();
-    return {
-      status: res.status,
-      body: /json/.test(res.headers.get('content-type') ?? '') ? JSON.parse(text) : text,
-    };
-  }
+  const call = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
+    apiCaller(server, adminToken)(method, path, body, headers);
 
   beforeAll(async () => {
     requireBuild();
@@ -159,7 +138,7 @@ describe.each(testEngines())('pipelines end to end (%s)', (engine) => {
     expect(modelFile).toBeDefined();
     expect(predictions).toBeDefined();
 
-    const model = (await call('GET', `${project}/files/${modelFile?.id}/content`)).body as Model;
+    const model = (await call('GET', `${project}/files/${modelFile?.id}/content`)).body as TrainedModel;
     const content = await fetch(`${server.url}${project}/files/${predictions?.id}/content`, {
       headers: { Authorization: `Bearer ${adminToken}` },
     });

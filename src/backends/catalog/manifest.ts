@@ -6,6 +6,7 @@ import semver from 'semver';
 import { z } from 'zod';
 import { byteQuantity, cpuQuantity, rfc1123Label } from '../manifest-fields.js';
 import { parseBytes, parseCpu } from '../../quantities.js';
+import { functionsOfScope } from '../drivers/scopes.js';
 
 const slug = rfc1123Label;
 const cpu = cpuQuantity;
@@ -82,7 +83,8 @@ const serviceFunction = z
   })
   .strict();
 
-export type ServiceFunctionSpec = z.infer<typeof serviceFunction>;
+/** A function as a service offers it: one its manifest declares (http-json), or one of its scope's. */
+export type ServiceFunctionSpec = Omit<z.infer<typeof serviceFunction>, 'driver'> & { driver: string };
 
 export const manifestSchema = z
   .object({
@@ -112,6 +114,13 @@ export const manifestSchema = z
       .strict()
       .refine((run) => run.local !== null || run.cluster !== null, 'needs a `local` or a `cluster` run spec'),
     functions: z.array(serviceFunction).max(100).default([]),
+    // The service speaks a scope's protocol on this port: it offers the scope's standard functions
+    // (drivers/scopes.ts), performed by the scope's driver, next to those it declares.
+    scope: z
+      .object({ name: z.enum(['db', 'ai']), port: slug })
+      .strict()
+      .nullable()
+      .default(null),
   })
   .strict();
 
@@ -325,7 +334,11 @@ export function parseManifest(document: unknown): PackageVersionSpec {
       booleanOptions,
     );
   }
-  checkFunctions(m.functions, m.run);
+  const functions: ServiceFunctionSpec[] = [
+    ...m.functions,
+    ...(m.scope ? functionsOfScope(m.scope.name, m.scope.port) : []),
+  ];
+  checkFunctions(functions, m.run, m.scope ? `scope ${m.scope.name}` : null);
   return {
     name: m.name,
     version: m.version,
@@ -338,7 +351,7 @@ export function parseManifest(document: unknown): PackageVersionSpec {
     defaults,
     resources: m.resources,
     run: m.run,
-    functions: m.functions,
+    functions,
   };
 }
 
@@ -356,10 +369,15 @@ function checkFunctionSchema(schema: Record<string, unknown>, where: string): vo
 function checkFunctions(
   functions: ServiceFunctionSpec[],
   run: { local: LocalRunSpec | null; cluster: ClusterRunSpec | null },
+  scope: string | null,
 ): void {
   const names = functions.map((f) => f.name);
   const duplicate = names.find((name, i) => names.indexOf(name) !== i);
-  if (duplicate) throw new ManifestError(`functions: "${duplicate}" is declared twice`);
+  if (duplicate) {
+    throw new ManifestError(
+      `functions: "${duplicate}" is declared twice${scope ? ` (or is a function of the ${scope})` : ''}`,
+    );
+  }
   const httpPorts = new Set(
     [...(run.local?.ports ?? []), ...(run.cluster?.ports ?? [])]
       .filter((p) => p.protocol === 'http')
@@ -375,7 +393,11 @@ function checkFunctions(
       );
     }
     if (!httpPorts.has(f.http.port)) {
-      throw new ManifestError(`${where}.http.port: "${f.http.port}" is not an http port of the run specs`);
+      throw new ManifestError(
+        f.driver === 'http-json'
+          ? `${where}.http.port: "${f.http.port}" is not an http port of the run specs`
+          : `scope.port: "${f.http.port}" is not an http port of the run specs`,
+      );
     }
     const properties = (f.input.properties as Record<string, unknown> | undefined) ?? {};
     if (f.http.body !== undefined && !(f.http.body in properties)) {

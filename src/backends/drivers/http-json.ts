@@ -21,12 +21,24 @@ export class DriverError extends Error {
   }
 }
 
+/** What a driver may read of the project the called service is in. */
+export interface DriverContext {
+  /** The content of a file of the project, at most `maxBytes` (a DriverError 'refused' otherwise). */
+  readFile(fileId: string, maxBytes: number): Promise<Buffer>;
+}
+
 export interface NativeDriver {
   name: string;
   version: string;
   description: string;
+  /** The scope whose standard functions it performs (null: any function a manifest declares). */
+  scope: 'db' | 'ai' | null;
+  /** The standard functions of its scope (none for a driver of declared functions). */
+  functions: string[];
   /** Performs the function on the service at `baseUrl` (its port's address); rejects with a DriverError. */
   call(fn: ServiceFunctionSpec, input: unknown, baseUrl: string, signal: AbortSignal): Promise<unknown>;
+  /** Turns a call's input into what is sent (reading files of the project, say), before `call`. */
+  prepare?(fn: ServiceFunctionSpec, input: unknown, ctx: DriverContext): Promise<unknown>;
 }
 
 const maxAnswerBytes = 10 * 1024 * 1024;
@@ -77,6 +89,8 @@ async function readAnswer(res: Response): Promise<unknown> {
 export const httpJsonDriver: NativeDriver = {
   name: 'http-json',
   version: '1.0.0',
+  scope: null,
+  functions: [],
   description: 'A function is a method and a path on an http port of the service: JSON in, JSON out.',
   async call(fn, input, baseUrl, signal) {
     const { url, body } = request(fn, input, baseUrl);
@@ -131,6 +145,3 @@ export async function ping(baseUrl: string, path: string, signal: AbortSignal): 
     );
   }
 }
-
-/** The drivers that ship with Atrium. */
-export const nativeDrivers: NativeDriver[] = [httpJsonDriver];
