@@ -241,6 +241,15 @@ describe.each(testEngines())('service functions (%s)', (engine) => {
       400,
       'validation',
     );
+    expectProblem(
+      await callFn(kv, 'records.get', { table: '..', id: 'a' }, { sync: true }),
+      400,
+      'validation',
+    );
+    // A path field of a declared function may not be a dot segment: the URL would reach another path.
+    const dots = await callFn(kv, 'get', { key: '..' }, { sync: true });
+    expectProblem(dots, 422, 'unprocessable');
+    expect(dots.body.detail).toMatch(/key may not be/);
   });
 
   it('serves a model file of the project on the model-server (ai scope) and predicts with it', async () => {

@@ -55,7 +55,15 @@ function request(
   const path = fn.http.path.replace(/\{([^}]+)\}/g, (_m, name: string) => {
     const value = fields[name];
     delete fields[name];
-    return encodeURIComponent(typeof value === 'string' ? value : JSON.stringify(value ?? ''));
+    const segment = encodeURIComponent(typeof value === 'string' ? value : JSON.stringify(value ?? ''));
+    // `.` and `..` (however encoded) are resolved away by URLs: they would reach another path.
+    if (/^(\.|%2e){1,2}$/i.test(segment)) {
+      throw new DriverError('refused', `${name} may not be "${String(value)}" (a path segment)`, {
+        status: 400,
+        body: { error: `${name} may not be "${String(value)}"` },
+      });
+    }
+    return segment;
   });
   const url = new URL(`${baseUrl.replace(/\/$/, '')}${path}`);
   if (fn.http.method === 'GET' || fn.http.method === 'DELETE') {

@@ -23,7 +23,8 @@ import { DriverError, httpJsonDriver, type NativeDriver } from './http-json.js';
 
 export type ScopeName = 'db' | 'ai';
 
-const name = { type: 'string', minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9_.-]+$' };
+// A path segment: never `.` or `..` (a URL would resolve them away).
+const name = { type: 'string', minLength: 1, maxLength: 63, pattern: '^(?!\\.{1,2}$)[A-Za-z0-9_.-]+$' };
 const id = { type: 'string', minLength: 1, maxLength: 200 };
 
 type ScopeFunction = Omit<ServiceFunctionSpec, 'driver' | 'http'> & {
