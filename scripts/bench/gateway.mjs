@@ -52,6 +52,74 @@ async function waitForHealth(port) {
   throw new BenchFailure(`echo.mjs on port ${port} did not answer /healthz within ${healthTimeoutMs} ms`);
 }
 
+const syncCalls = 300;
+const syncCallBudgetMs = 60_000;
+
+/** Latencies (ms) of `n` sequential requests made by `once(i)`, at most `budgetMs` in all. */
+async function latencies(n, budgetMs, once) {
+  const taken = [];
+  const deadline = Date.now() + budgetMs;
+  for (let i = 0; i < n && Date.now() < deadline; i++) {
+    const start = performance.now();
+    await once(i);
+    taken.push(performance.now() - start);
+  }
+  taken.sort((x, y) => x - y);
+  const at = (q) => taken[Math.min(taken.length - 1, Math.floor(q * taken.length))];
+  return { n: taken.length, p50: at(0.5), p99: at(0.99) };
+}
+
+/**
+ * Sync call latency: echo's `echo` function called with `sync=true` (a new input each time, so
+ * never from the cache: validation, the call's row, the driver's request, the result recorded) vs
+ * the same POST /call straight to echo.mjs. One request at a time.
+ */
+async function syncCallLatency(atriumPort, token, serviceId, echoPort) {
+  const post = async (url, body, headers = {}) => {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', ...headers },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+    const text = await res.text();
+    if (res.status !== 200)
+      throw new BenchFailure(`POST ${url} answered ${res.status}: ${text.slice(0, 300)}`);
+  };
+  const callUrl = `http://127.0.0.1:${atriumPort}${servicesPath}/${serviceId}/functions/echo/calls?sync=true`;
+  const run = `${Date.now()}`;
+  const straight = await latencies(syncCalls, syncCallBudgetMs, (i) =>
+    post(`http://127.0.0.1:${echoPort}/call`, { message: `straight ${run} ${i}` }),
+  );
+  const called = await latencies(syncCalls, syncCallBudgetMs, (i) =>
+    post(callUrl, { input: { message: `sync ${run} ${i}` } }, { Authorization: `Bearer ${token}` }),
+  );
+  printTable(
+    ['what', 'calls', 'p50 ms', 'p99 ms', 'p50 ratio', 'p99 ratio'],
+    [
+      [
+        'POST /call straight to echo.mjs',
+        count(straight.n),
+        ms(straight.p50),
+        ms(straight.p99),
+        '1.00',
+        '1.00',
+      ],
+      [
+        'sync call of echo’s `echo` through Atrium (cache misses)',
+        count(called.n),
+        ms(called.p50),
+        ms(called.p99),
+        ratio(called.p50 / straight.p50),
+        ratio(called.p99 / straight.p99),
+      ],
+    ],
+  );
+  console.log(
+    '  (one request at a time; the sync call adds validation, its recorded row and the driver’s request)\n',
+  );
+}
+
 export async function figureGateway(settings, scratch) {
   console.log(
     '7. Gateway: GET through /services/{project}/{service}/http/… (bearer token) vs straight to the ' +
@@ -156,6 +224,7 @@ export async function figureGateway(settings, scratch) {
     console.log(
       '  (CPU µs/req: the echo process for the first row, the Atrium process for the second: what the gateway itself spends)\n',
     );
+    await syncCallLatency(atrium.port, token, serviceId, port);
   } finally {
     forget();
     const killed = await stopEverything();
