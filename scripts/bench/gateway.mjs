@@ -3,6 +3,7 @@
 // reached through its gateway URL with a bearer token; the baseline is the same echo.mjs spawned
 // directly and reached on its own port. Same load (keep-alive connections, GET of a small path).
 import { spawn } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
