@@ -226,38 +226,47 @@ export interface ScopeDriver extends NativeDriver {
 
 const maxModelBytes = 10 * 1024 * 1024;
 
-export const dbDriver: ScopeDriver = {
-  name: 'db',
+/** A scope's driver: its standard functions, performed as http-json performs declared ones. */
+const scopeDriver = (
+  scope: ScopeName,
+  description: string,
+  extra: Pick<NativeDriver, 'prepare'> = {},
+): ScopeDriver => ({
+  name: scope,
   version: '1.0.0',
-  scope: 'db',
-  functions: scopeFunctions.db.map((f) => f.name),
-  description: 'Tables of JSON records: tables, records.get, records.put, records.delete, records.query.',
+  scope,
+  functions: scopeFunctions[scope].map((f) => f.name),
+  description,
   call: (fn, input, baseUrl, signal) => httpJsonDriver.call(fn, input, baseUrl, signal),
-};
+  ...extra,
+});
 
-export const aiDriver: ScopeDriver = {
-  name: 'ai',
-  version: '1.0.0',
-  scope: 'ai',
-  functions: scopeFunctions.ai.map((f) => f.name),
-  description: 'Models served by name: serve (a model file of the project), predict, usage.',
-  call: (fn, input, baseUrl, signal) => httpJsonDriver.call(fn, input, baseUrl, signal),
-  async prepare(fn, input, ctx) {
-    if (fn.name !== 'serve') return input;
-    const { name: modelName, model_file: fileId } = input as { name: string; model_file: string };
-    const content = await ctx.readFile(fileId, maxModelBytes);
-    let model: unknown;
-    try {
-      model = JSON.parse(content.toString('utf8'));
-    } catch {
-      throw new DriverError('refused', `file ${fileId} is not a JSON model`, {
-        status: 400,
-        body: { error: `file ${fileId} is not JSON` },
-      });
-    }
-    return { name: modelName, model };
+export const dbDriver = scopeDriver(
+  'db',
+  'Tables of JSON records: tables, records.get, records.put, records.delete, records.query.',
+);
+
+export const aiDriver = scopeDriver(
+  'ai',
+  'Models served by name: serve (a model file of the project), predict, usage.',
+  {
+    async prepare(fn, input, ctx) {
+      if (fn.name !== 'serve') return input;
+      const { name: modelName, model_file: fileId } = input as { name: string; model_file: string };
+      const content = await ctx.readFile(fileId, maxModelBytes);
+      let model: unknown;
+      try {
+        model = JSON.parse(content.toString('utf8'));
+      } catch {
+        throw new DriverError('refused', `file ${fileId} is not a JSON model`, {
+          status: 400,
+          body: { error: `file ${fileId} is not JSON` },
+        });
+      }
+      return { name: modelName, model };
+    },
   },
-};
+);
 
 /** The drivers that ship with Atrium. */
 export const nativeDrivers: NativeDriver[] = [httpJsonDriver, dbDriver, aiDriver];
