@@ -282,6 +282,41 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/projects/{projectId}/backends": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Register an external backend (a service Atrium did not launch)
+         * @description Registers a backend that runs elsewhere — a database, a model server — by its app, version
+         *     and the URLs of its ports, so that it is used like a launched service: it is listed with the
+         *     project's services (`origin: external`), its functions (those of its `scope`, and of every
+         *     plugin driver whose app and version rule match) are called through `…/services/{id}/functions`,
+         *     its heartbeat answers through the driver's ping, and its ports are reached through the gateway
+         *     at `endpoints[].url`. It holds no quota and cannot be suspended; deleting it forgets it.
+         *
+         *     Every location is checked against the egress policy: a URL whose host is, or resolves to, a
+         *     loopback, link-local or private address is refused (422) unless the administrator allows its
+         *     range (`functions.externalBackends.allow`); every connection Atrium makes to it later is
+         *     checked again (redirects and DNS changes too). Whether it answers is checked once, within a
+         *     few seconds: an unreachable backend is registered and says so in its `message`.
+         *     Members and owners may register.
+         */
+        post: operations["createBackend"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/projects/{projectId}/services/{serviceId}": {
         parameters: {
             query?: never;
@@ -357,8 +392,12 @@ export interface paths {
         };
         /**
          * List the functions a service offers
-         * @description The functions of the package version the service was launched from, in their declared order.
-         *     Whoever may see the service may list them.
+         * @description The functions of the package version the service was launched from, in their declared order
+         *     (its scope's after its own), then those of the plugin drivers registered for its app (a
+         *     service's app is the one its package version names, else the package's name and version;
+         *     plugins in name order). A name the package
+         *     already offers stays the package's; one two plugins offer is the first's. Whoever may see the
+         *     service may list them.
          */
         get: operations["listServiceFunctions"];
         put?: never;
@@ -544,11 +583,50 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List the drivers that perform service functions */
+        /**
+         * List the drivers that perform service functions
+         * @description Native drivers and registered plugins, by name. A plugin's `url` is shown to administrators only.
+         */
         get: operations["listDrivers"];
         put?: never;
-        post?: never;
+        /**
+         * Register a plugin driver (administrators)
+         * @description Registers an external HTTP service that performs functions for the services of an app (the
+         *     protocol: `src/backends/drivers/plugin.ts`). Its health is checked at once: a plugin that does
+         *     not answer is registered all the same, with health `down` and why, and checked again in the
+         *     background. 409 when the name is taken (native drivers' names included); 422 for a version,
+         *     version rule, URL or function schema Atrium cannot use.
+         */
+        post: operations["createDriver"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/drivers/{driverName}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A driver's name. */
+                driverName: components["parameters"]["DriverName"];
+            };
+            cookie?: never;
+        };
+        /**
+         * Get a driver
+         * @description A native driver or a registered plugin, with its functions and (a plugin) its last health check.
+         */
+        get: operations["getDriver"];
+        put?: never;
+        post?: never;
+        /**
+         * Remove a plugin driver (administrators)
+         * @description Its functions leave the services that offered them at once; their queued calls fail. Native
+         *     drivers ship with Atrium and cannot be removed (409).
+         */
+        delete: operations["deleteDriver"];
         options?: never;
         head?: never;
         patch?: never;
@@ -2024,7 +2102,7 @@ export interface components {
         };
         /**
          * Service
-         * @description A package version launched into a project.
+         * @description A package version launched into a project, or an external backend registered in it (`origin`).
          */
         Service: {
             id: components["schemas"]["ResourceId"];
@@ -2032,6 +2110,13 @@ export interface components {
             region_id: components["schemas"]["Slug"];
             name: string;
             catalog_id: components["schemas"]["Slug"];
+            /**
+             * @description `catalog`: launched from a package of a catalog. `external`: a backend registered by URL
+             *     (POST …/backends), which Atrium does not run: its `catalog_id` is `external`, `package` and
+             *     `version` are the app and version it was registered with.
+             * @enum {string}
+             */
+            origin: "catalog" | "external";
             package: components["schemas"]["Slug"];
             version: string;
             status: components["schemas"]["ServiceStatus"];
@@ -2162,6 +2247,46 @@ export interface components {
             updated_at: components["schemas"]["Timestamp"];
             finished_at: components["schemas"]["Timestamp"] | null;
         };
+        /**
+         * BackendRegistration
+         * @description An external backend to register in a project.
+         */
+        BackendRegistration: {
+            name: string;
+            /** @description What it runs (for example `kv-store` or `redis`); plugin drivers are chosen by it. */
+            app: components["schemas"]["Slug"];
+            /** @description The version of the app it runs, matched against the drivers' version rules. */
+            version: string;
+            /** @description Its ports, each a name and the http(s) URL Atrium reaches it at. */
+            locations: {
+                name: string;
+                /** Format: uri */
+                url: string;
+            }[];
+            /**
+             * @description The path its heartbeat pings on its first location.
+             * @default /
+             */
+            health_path: string;
+            /** @description The scope protocol it speaks on one of its locations, whose standard functions it then offers. */
+            scope?: {
+                /** @enum {string} */
+                name: "db" | "ai";
+                port: string;
+            };
+            /**
+             * @description Anything worth keeping about it (owner team, documentation link…); at most 20 entries.
+             * @default {}
+             */
+            metadata: {
+                [key: string]: unknown;
+            };
+            /**
+             * @description Visible to every member of the project.
+             * @default false
+             */
+            shared: boolean;
+        };
         /** ServiceUpdate */
         ServiceUpdate: {
             name?: string;
@@ -2195,7 +2320,10 @@ export interface components {
              *     `Cache-Status` header says whether it did.
              */
             cache_ttl_s: number;
-            /** @description The driver that performs it (`GET /drivers`). */
+            /**
+             * @description The driver that performs it (`GET /drivers`): the package's (`http-json`, or its scope's), or
+             *     a plugin registered for the service's app.
+             */
             driver: string;
         };
         /** ServiceFunctionList */
@@ -2269,30 +2397,122 @@ export interface components {
             at: components["schemas"]["Timestamp"];
         };
         /**
+         * DriverFunction
+         * @description A function a driver performs, in the shape of a manifest's functions (without how: the driver
+         *     knows).
+         */
+        DriverFunction: {
+            name: string;
+            description: string;
+            /** @description The JSON Schema (2020-12) a call's `input` must match. */
+            input: {
+                [key: string]: unknown;
+            };
+            /** @description The JSON Schema its result matches (checked; a mismatch fails the call). */
+            output: {
+                [key: string]: unknown;
+            } | null;
+            timeout_ms: number;
+            idempotent: boolean;
+            /** @description For how long a result may answer a call with the same input (0, never; idempotent functions only). */
+            cache_ttl_s: number;
+        };
+        /**
+         * DriverApp
+         * @description The app a plugin driver serves and which of its versions: a service matches when its app's name
+         *     is `name` and its version satisfies `versions`, a semver range (`>=1.0.0`, `^7.2`, `1.x`, or an
+         *     exact version). A service's app is the one its package version names (`app` of PackageVersion),
+         *     else its package's name and version; a version that is not a full semantic version is read as
+         *     its first x.y.z (`7.2` as 7.2.0).
+         */
+        DriverApp: {
+            name: string;
+            versions: string;
+        };
+        /**
+         * DriverHealth
+         * @description Whether a plugin answered `GET {url}/healthz` with a 2xx the last time Atrium asked (at
+         *     registration, then every `functions.pluginHealthIntervalMs`): `unknown` until it was first asked.
+         */
+        DriverHealth: {
+            /** @enum {string} */
+            status: "up" | "down" | "unknown";
+            checked_at: components["schemas"]["Timestamp"] | null;
+            /** @description Why it is down (what the check met), or null. */
+            detail: string | null;
+        };
+        /**
          * Driver
          * @description How Atrium performs service functions of a kind. Native drivers ship with Atrium: `http-json`
          *     performs any function a package declares (a method and a path on an http port); a scope driver
          *     (`db`, `ai`) performs the standard functions of its scope for every package that declares the
-         *     scope in its manifest.
+         *     scope in its manifest. Plugin drivers are external HTTP services an administrator registered
+         *     (`POST /drivers`): they offer their functions to every service whose app matches their `app`
+         *     rule, and Atrium checks their health.
          */
         Driver: {
             name: string;
             version: string;
             /** @enum {string} */
-            kind: "native";
+            kind: "native" | "plugin";
             /**
-             * @description The scope whose standard functions it performs; null for a driver of declared functions.
-             * @enum {string|null}
+             * @description The scope whose functions it performs (`db`, `ai`, or a plugin's own name for a kind of
+             *     service); null for a driver of declared functions.
              */
-            scope: "db" | "ai" | null;
-            /** @description The standard functions of its scope (empty for a driver of declared functions). */
+            scope: string | null;
+            /** @description The names of the functions it offers (empty for a driver of declared functions). */
             functions: string[];
+            /** @description Those functions in full, with their schemas. */
+            definitions: components["schemas"]["DriverFunction"][];
             description: string;
+            /** @description The app and versions a plugin serves; null for a native driver. */
+            app: components["schemas"]["DriverApp"] | null;
+            /**
+             * @description Where a plugin listens. Shown to administrators only (null for others, and for native drivers):
+             *     it is an internal address.
+             */
+            url: string | null;
+            /** @description A plugin's last health check; null for a native driver (always there). */
+            health: components["schemas"]["DriverHealth"] | null;
+            /** @description When a plugin was registered; null for a native driver. */
+            created_at: components["schemas"]["Timestamp"] | null;
         };
         /** DriverList */
         DriverList: {
             items: components["schemas"]["Driver"][];
             next_cursor: components["schemas"]["NextCursor"];
+        };
+        /**
+         * DriverCreate
+         * @description A plugin driver to register: an HTTP service that performs functions for the services of an app
+         *     (the protocol is written down in `src/backends/drivers/plugin.ts`). `functions` take the shape
+         *     of a manifest's functions; left out, `description` is empty, `input` any object, `output`
+         *     unchecked, `timeout_ms` 30 s, `idempotent` false, `cache_ttl_s` 0.
+         */
+        DriverCreate: {
+            /** @description Unique among drivers, native ones included. */
+            name: string;
+            /** @description The plugin's own version, a semantic version. */
+            version: string;
+            description?: string;
+            /** @description The kind of service it serves (`db`, `ai`, or a name of its own), informative. */
+            scope?: string | null;
+            app: components["schemas"]["DriverApp"];
+            /** @description The plugin's base URL (`http` or `https`, no credentials, query or fragment). */
+            url: string;
+            functions: {
+                name: string;
+                description?: string;
+                input?: {
+                    [key: string]: unknown;
+                };
+                output?: {
+                    [key: string]: unknown;
+                } | null;
+                timeout_ms?: number;
+                idempotent?: boolean;
+                cache_ttl_s?: number;
+            }[];
         };
         /**
          * FileKind
@@ -3043,6 +3263,15 @@ export interface components {
             };
         };
         /**
+         * AppVersion
+         * @description The app a package runs and its version: the package itself unless its manifest names another
+         *     (`app:`, say redis 7.2 for a `redis-cluster` package). Plugin drivers are chosen by it.
+         */
+        AppVersion: {
+            name: string;
+            version: string;
+        };
+        /**
          * PackageVersion
          * @description One version of a package, with everything needed to launch it.
          */
@@ -3069,6 +3298,7 @@ export interface components {
             };
             /** @description The functions its services offer (called through `…/services/{id}/functions`). */
             functions: components["schemas"]["PackageFunction"][];
+            app: components["schemas"]["AppVersion"];
         };
         /**
          * AuditEvent
@@ -3292,6 +3522,8 @@ export interface components {
         ServiceFunctionName: string;
         /** @description A call identifier. */
         CallId: components["schemas"]["ResourceId"];
+        /** @description A driver's name. */
+        DriverName: string;
         /** @description A file identifier. */
         FileId: components["schemas"]["ResourceId"];
         /** @description A pipeline identifier. */
@@ -4060,6 +4292,49 @@ export interface operations {
             default: components["responses"]["Error"];
         };
     };
+    createBackend: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description A client-chosen unique key. Repeating a request with the same key replays the first response
+                 *     (marked `Idempotent-Replayed: true`); reusing it with a different request is a 422.
+                 *     Keys are kept for 24 hours.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path: {
+                /** @description A project identifier. */
+                projectId: components["parameters"]["ProjectId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BackendRegistration"];
+            };
+        };
+        responses: {
+            /** @description The backend, as a service of the project. */
+            201: {
+                headers: {
+                    Location: components["headers"]["Location"];
+                    ETag: components["headers"]["ETag"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Service"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            422: components["responses"]["UnprocessableContent"];
+            507: components["responses"]["InsufficientStorage"];
+            default: components["responses"]["Error"];
+        };
+    };
     getService: {
         parameters: {
             query?: never;
@@ -4515,6 +4790,101 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            507: components["responses"]["InsufficientStorage"];
+            default: components["responses"]["Error"];
+        };
+    };
+    createDriver: {
+        parameters: {
+            query?: never;
+            header?: {
+                /**
+                 * @description A client-chosen unique key. Repeating a request with the same key replays the first response
+                 *     (marked `Idempotent-Replayed: true`); reusing it with a different request is a 422.
+                 *     Keys are kept for 24 hours.
+                 */
+                "Idempotency-Key"?: components["parameters"]["IdempotencyKey"];
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DriverCreate"];
+            };
+        };
+        responses: {
+            /** @description The plugin, with its first health check. */
+            201: {
+                headers: {
+                    Location: components["headers"]["Location"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Driver"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            409: components["responses"]["Conflict"];
+            422: components["responses"]["UnprocessableContent"];
+            507: components["responses"]["InsufficientStorage"];
+            default: components["responses"]["Error"];
+        };
+    };
+    getDriver: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A driver's name. */
+                driverName: components["parameters"]["DriverName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The driver. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Driver"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            507: components["responses"]["InsufficientStorage"];
+            default: components["responses"]["Error"];
+        };
+    };
+    deleteDriver: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A driver's name. */
+                driverName: components["parameters"]["DriverName"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed. */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
             507: components["responses"]["InsufficientStorage"];
             default: components["responses"]["Error"];
         };

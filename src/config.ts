@@ -1,12 +1,23 @@
 // The only reader of process.env. Precedence: defaults ← YAML file (ATRIUM_CONFIG) ← environment ←
 // explicit overrides. Everything is validated here, so the rest of the code receives typed values.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { regionBackendSchema } from './backends/cluster/registry.js';
 import { localRuntimeSchema } from './backends/cluster/local/settings.js';
 import { demoCatalogPath, demoModulesPath } from './paths.js';
+
+/** An IPv4 or IPv6 address, or a CIDR of either. */
+const cidr = z.string().refine((value) => {
+  const [address = '', prefix, ...rest] = value.split('/');
+  const family = isIP(address);
+  if (family === 0 || rest.length > 0) return false;
+  if (prefix === undefined) return true;
+  const bits = Number(prefix);
+  return /^\d+$/.test(prefix) && bits <= (family === 4 ? 32 : 128);
+}, 'must be an IP address or a CIDR (for example 10.0.0.0/8)');
 
 const slug = z.string().regex(/^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$/, 'a lower-case RFC 1123 label');
 const cpu = z.string().regex(/^([0-9]+(\.[0-9]{1,3})?|[0-9]+m)$/, 'a CPU quantity such as 2, 0.5 or 500m');
@@ -52,6 +63,17 @@ const region = z
       .default({ default: quotaValues.parse(defaultQuota) }),
     expose: z
       .object({ domain: z.string().min(1) })
+      .strict()
+      .nullable()
+      .default(null),
+    // Host-based gateway URLs: `{port}-{service id in base32}.{domain}` (a wildcard DNS name and
+    // certificate pointing at Atrium); null: path-based, /services/{project}/{service}/{port}/.
+    gateway: z
+      .object({
+        domain: z
+          .string()
+          .regex(/^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/, 'a lower-case DNS name'),
+      })
       .strict()
       .nullable()
       .default(null),
@@ -143,6 +165,7 @@ const configSchema = z
           backend: { type: 'local' },
           quotas: { default: quotaValues.parse(defaultQuota) },
           expose: null,
+          gateway: null,
         },
       ]),
     catalogs: z.array(catalogSource).default([
@@ -205,6 +228,16 @@ const configSchema = z
           .int()
           .min(1000)
           .default(24 * 60 * 60_000),
+        // How often plugin drivers' health is checked in the background, and how long one check
+        // may take (a plugin seen down makes a synchronous call wait at most this long to know).
+        pluginHealthIntervalMs: z.number().int().min(100).default(30_000),
+        pluginHealthTimeoutMs: z.number().int().min(100).max(30_000).default(2000),
+        // Backends registered by URL (services Atrium did not launch): internal addresses
+        // (loopback, link-local, private) are refused unless one of these CIDRs holds them.
+        externalBackends: z
+          .object({ allow: z.array(cidr).default([]) })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),
@@ -347,6 +380,11 @@ export const environmentVariables: Record<
     path: ['server', 'trustedProxies'],
     parse: list,
     doc: 'Comma-separated proxy addresses or CIDRs whose X-Forwarded-For is believed.',
+  },
+  ATRIUM_EXTERNAL_BACKENDS_ALLOW: {
+    path: ['functions', 'externalBackends', 'allow'],
+    parse: list,
+    doc: 'Comma-separated CIDRs that external backends may be at although internal (none).',
   },
   ATRIUM_CORS_ORIGINS: {
     path: ['server', 'corsOrigins'],

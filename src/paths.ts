@@ -16,3 +16,4 @@ export const repoRoot = findRepoRoot();
 export const bundledSpecPath = join(repoRoot, 'generated', 'openapi.json');
 export const demoCatalogPath = join(repoRoot, 'src', 'demo', 'catalog');
 export const demoModulesPath = join(repoRoot, 'src', 'demo', 'modules');
+export const demoDriversPath = join(repoRoot, 'src', 'demo', 'drivers');

@@ -115,6 +115,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     { concurrency: config.scheduler.workers, pollMs: config.scheduler.pollMs },
   );
   worker.start();
+  services.drivers.start();
   const purge = setInterval(() => {
     services.serviceManager
       .purgeDeletedEvents()
@@ -155,6 +156,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       await catalogsLoaded;
       // Running jobs get a grace period, then go back to the queue for another worker.
       await worker.stop(config.scheduler.stopGraceMs);
+      await services.drivers.close();
       // Services keep running; the next start adopts them.
       await services.serviceReconciler.close();
       await services.audit.flush();

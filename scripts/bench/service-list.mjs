@@ -70,6 +70,8 @@ function serviceRows(newId, projectId, owners, total) {
       runSpec,
       sourceDir: echoDir,
       functions: [],
+      origin: 'catalog',
+      external: null,
       resources: { cpuMillis: 100, memoryBytes: 128 * 1024 * 1024, gpu: 0 },
       status: 'suspended',
       desiredState: 'suspended',

@@ -150,25 +150,3 @@ export const getServiceHeartbeat: Handler<'getServiceHeartbeat'> = async (
     body: { status: beat.status, http_status: beat.httpStatus, latency_ms: beat.latencyMs, at: beat.at },
   };
 };
-
-export const listDrivers: Handler<'listDrivers'> = async ({ query }, { services }) => ({
-  status: 200,
-  body: page(
-    arrayPage(
-      'drivers',
-      [...services.functions.listDrivers()]
-        .sort((a, b) => (a.name < b.name ? -1 : 1))
-        .map((d) => ({
-          name: d.name,
-          version: d.version,
-          kind: 'native' as const,
-          scope: d.scope,
-          functions: d.functions,
-          description: d.description,
-        })),
-      (d) => d.name,
-      pageOf(query),
-    ),
-    (d) => d,
-  ),
-});

@@ -5,6 +5,7 @@ import type { Handler } from '../http/operation.js';
 import * as audit from './audit.js';
 import * as benchmarks from './benchmarks.js';
 import * as catalogs from './catalogs.js';
+import * as drivers from './drivers.js';
 import * as files from './files.js';
 import * as functions from './functions.js';
 import * as me from './me.js';
@@ -30,6 +31,7 @@ export const controllers = {
   audit,
   benchmarks,
   catalogs,
+  drivers,
   files,
   functions,
   me,

@@ -154,6 +154,8 @@ export const presentPackageVersion = ({
   run: spec.run,
   // Manifests stored before functions existed have none.
   functions: spec.functions ?? [],
+  // Nor, before apps, an app: then the package is its app.
+  app: spec.app ?? { name: spec.name, version: spec.version },
 });
 
 export const presentAuditEvent = (e: AuditEvent): Schemas['AuditEvent'] => ({
@@ -178,6 +180,7 @@ export const presentService = (s: ServiceSummary, urlOf: EndpointUrl): Schemas['
   region_id: s.regionId,
   name: s.name,
   catalog_id: s.catalogId,
+  origin: s.origin,
   package: s.packageName,
   version: s.packageVersion,
   status: s.status,

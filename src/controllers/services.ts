@@ -1,18 +1,18 @@
 import { serverSentEvents } from '../http/sse.js';
+import { apiBasePath } from '../services/platform.js';
 import type { Handler } from '../http/operation.js';
 import { serviceEtag } from '../services/services.js';
 import { pageOf } from './paging.js';
-import { gatewayPath } from '../services/gateway.js';
 import type { Services } from '../services/index.js';
 import { page, presentDryRun, presentService, type EndpointUrl } from './present.js';
 import { accepted, answerAccepted } from './waiting.js';
 
-/** An http port through the gateway (on the origin the client used), where the gateway reaches it. */
+/** An http port through the gateway (host- or path-based on the origin the client used), where it reaches it. */
 const endpointUrl =
   (services: Services, origin: string): EndpointUrl =>
   (s, e) =>
     e.protocol === 'http' && services.gateway.reaches(s.regionId)
-      ? `${origin}${gatewayPath(s.projectId, s.id, e.port)}`
+      ? services.gateway.urlOf(s, e.port, origin)
       : e.url;
 
 export const listServices: Handler<'listServices'> = async (
@@ -48,6 +48,30 @@ export const launchService: Handler<'launchService'> = async ({ params, query, b
   );
   if ('dryRun' in outcome) return { status: 200, body: presentDryRun(outcome.dryRun) };
   return accepted(outcome.operation, headers, ctx);
+};
+
+type ServiceRecord = Awaited<ReturnType<Services['backends']['register']>>;
+
+export const createBackend: Handler<'createBackend'> = async ({ params, body }, ctx) => {
+  const created = (service: ServiceRecord) => ({
+    status: 201 as const,
+    body: presentService(service, endpointUrl(ctx.services, ctx.origin)),
+    etag: serviceEtag(service),
+    location: `${apiBasePath}/projects/${service.projectId}/services/${service.id}`,
+  });
+  ctx.answerWith(created);
+  return created(
+    await ctx.services.backends.register(ctx.principal, params.projectId, {
+      name: body.name,
+      app: body.app,
+      version: body.version,
+      locations: body.locations,
+      healthPath: body.health_path ?? '/',
+      scope: body.scope,
+      metadata: body.metadata ?? {},
+      shared: body.shared ?? false,
+    }),
+  );
 };
 
 export const deleteServices: Handler<'deleteServices'> = async ({ params, query, headers }, ctx) =>

@@ -24,7 +24,19 @@ export interface ServiceResources {
 }
 
 /** A service as its list shows it. */
-export type ServiceSummary = Omit<ServiceRecord, 'runSpec' | 'sourceDir' | 'functions'>;
+export type ServiceSummary = Omit<ServiceRecord, 'runSpec' | 'sourceDir' | 'functions' | 'external' | 'app'>;
+
+/** Where a service comes from: launched from a catalog, or registered (an external backend). */
+export type ServiceOrigin = 'catalog' | 'external';
+
+/** What an external backend was registered with. */
+export interface ExternalSpec {
+  /** Its ports: a name and the URL Atrium reaches it at (checked against the egress policy). */
+  locations: { name: string; url: string }[];
+  /** The path its heartbeat pings, on its first location. */
+  healthPath: string;
+  metadata: Record<string, unknown>;
+}
 
 export interface ServiceRecord {
   id: string;
@@ -44,6 +56,11 @@ export interface ServiceRecord {
   sourceDir: string;
   /** The functions of the package version it was launched from. */
   functions: ServiceFunctionSpec[];
+  /** The app its package version named, for plugin drivers (null: the package itself). */
+  app: { name: string; version: string } | null;
+  origin: ServiceOrigin;
+  /** What an external backend was registered with; null for launched services. */
+  external: ExternalSpec | null;
   resources: ServiceResources;
   status: ServiceStatus;
   desiredState: DesiredState;
@@ -79,6 +96,10 @@ interface ServiceRow {
   run_spec: string;
   source_dir: string;
   functions: string;
+  app_name: string | null;
+  app_version: string | null;
+  origin: ServiceOrigin;
+  external: string | null;
   cpu_millis: number | string;
   memory_bytes: number | string;
   gpu: number | string;
@@ -105,11 +126,18 @@ function serviceFromRow(row: ServiceRow): ServiceRecord {
     runSpec: parseJson<RunSpecs>(row.run_spec),
     sourceDir: row.source_dir,
     functions: parseJson<ServiceFunctionSpec[]>(row.functions ?? '[]'),
+    app:
+      row.app_name === null || row.app_version === null
+        ? null
+        : { name: row.app_name, version: row.app_version },
+    external: row.external === null ? null : parseJson<ExternalSpec>(row.external),
   };
 }
 
 /** A service row as a list selects it: without its run spec and source directory. */
-function summaryFromRow(row: Omit<ServiceRow, 'run_spec' | 'source_dir' | 'functions'>): ServiceSummary {
+function summaryFromRow(
+  row: Omit<ServiceRow, 'run_spec' | 'source_dir' | 'functions' | 'external' | 'app_name' | 'app_version'>,
+): ServiceSummary {
   return {
     id: row.id,
     projectId: row.project_id,
@@ -118,6 +146,7 @@ function summaryFromRow(row: Omit<ServiceRow, 'run_spec' | 'source_dir' | 'funct
     catalogId: row.catalog_id,
     packageName: row.package_name,
     packageVersion: row.package_version,
+    origin: row.origin,
     ownerUserId: row.owner_user_id,
     ownerUsername: row.owner_username,
     ownerName: row.owner_name,
@@ -162,6 +191,7 @@ const summaryColumns = [
   'catalog_id',
   'package_name',
   'package_version',
+  'origin',
   'owner_user_id',
   'shared',
   'options',
@@ -194,8 +224,9 @@ function summariesQuery(db: Knex) {
 
 export type NewService = Omit<
   ServiceRecord,
-  'ownerUsername' | 'ownerName' | 'version' | 'backendSeq' | 'generation'
->;
+  'ownerUsername' | 'ownerName' | 'version' | 'backendSeq' | 'generation' | 'app'
+> &
+  Partial<Pick<ServiceRecord, 'app'>>;
 
 export async function insertService(trx: Knex.Transaction, s: NewService): Promise<void> {
   await trx('services').insert({
@@ -213,6 +244,10 @@ export async function insertService(trx: Knex.Transaction, s: NewService): Promi
     run_spec: JSON.stringify(s.runSpec),
     source_dir: s.sourceDir,
     functions: JSON.stringify(s.functions),
+    app_name: s.app?.name ?? null,
+    app_version: s.app?.version ?? null,
+    origin: s.origin,
+    external: s.external === null ? null : JSON.stringify(s.external),
     cpu_millis: s.resources.cpuMillis,
     memory_bytes: s.resources.memoryBytes,
     gpu: s.resources.gpu,
@@ -293,7 +328,9 @@ export async function findServicesToDelete(
 /** Every service of a region that is not gone for good: what a backend must account for at start. */
 export async function listRegionServices(db: Knex, regionId: string): Promise<ServiceRecord[]> {
   return (
-    (await servicesQuery(db).where('s.region_id', regionId).orderBy('s.created_at')) as ServiceRow[]
+    (await servicesQuery(db)
+      .where({ 's.region_id': regionId, 's.origin': 'catalog' })
+      .orderBy('s.created_at')) as ServiceRow[]
   ).map(serviceFromRow);
 }
 

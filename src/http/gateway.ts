@@ -60,13 +60,41 @@ const hopByHop = [
 ];
 
 interface Parsed {
-  projectId: string;
+  /** Null for a host-based URL: the service's own project. */
+  projectId: string | null;
   serviceId: string;
   port: string;
   /** The path and query the service sees. */
   rest: string | null;
+  /** The path the service's root is at (empty for a host-based URL). */
   prefix: string;
+  /** The wildcard domain of a host-based URL. */
+  domain?: string;
 }
+
+/** Where sign-in lives and what the cookie is scoped to: Atrium's /services/, or a service's own host. */
+interface Site {
+  login: string;
+  logout: string;
+  cookiePath: string;
+  /** Whether `next` is somewhere on this site a sign-in may send the browser back to. */
+  isOwn(next: string): boolean;
+}
+
+const pathSite: Site = {
+  login: `${gatewayBasePath}/_login`,
+  logout: `${gatewayBasePath}/_logout`,
+  cookiePath: `${gatewayBasePath}/`,
+  isOwn: (next) => parse(next) !== null,
+};
+
+/** On a service's own host every path is the service's, but for these two (JupyterHub keeps /hub/). */
+const hostSite: Site = {
+  login: '/_atrium/login',
+  logout: '/_atrium/logout',
+  cookiePath: '/',
+  isOwn: (next) => /^\/(?![/\\])/.test(next),
+};
 
 function parse(url: string): Parsed | null {
   const m = pathPattern.exec(url);
@@ -154,16 +182,21 @@ function forwardedHeaders(headers: IncomingHttpHeaders, f: Forwarding): Incoming
   out['x-forwarded-for'] = f.clientIp;
   out['x-forwarded-proto'] = f.proto;
   out['x-forwarded-host'] = f.host;
-  out['x-forwarded-prefix'] = f.prefix;
+  if (f.prefix) out['x-forwarded-prefix'] = f.prefix;
+  else delete out['x-forwarded-prefix'];
   return out;
 }
 
 const wantsHtml = (req: IncomingMessage) =>
   (req.method === 'GET' || req.method === 'HEAD') && /text\/html/.test(String(req.headers.accept ?? ''));
 
-/** Where a browser goes back to after signing in: a gateway path, nothing else. */
-function safeNext(next: unknown): string {
-  return typeof next === 'string' && parse(next) !== null ? next : `${gatewayBasePath}/`;
+/** Where a browser goes back to after signing in: somewhere on the same site, nothing else. */
+function safeNext(next: unknown, site: Site): string {
+  return typeof next === 'string' && site.isOwn(next)
+    ? next
+    : site === pathSite
+      ? `${gatewayBasePath}/`
+      : '/';
 }
 
 const escapeHtml = (text: string) =>
@@ -172,7 +205,7 @@ const escapeHtml = (text: string) =>
     (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string,
   );
 
-function loginPage(next: string, error: string | null): string {
+function loginPage(next: string, error: string | null, site: Site): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sign in to Atrium</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -182,9 +215,9 @@ input{width:100%;padding:.5rem;margin:.5rem 0;box-sizing:border-box}button{paddi
 <body><h1>Sign in to Atrium</h1>
 <p>To reach this service, paste an Atrium API token (<code>atr_…</code>) or your identity
 provider's access token. It is kept in a cookie that only this browser sends, only to
-<code>${gatewayBasePath}/</code>, and that scripts cannot read.</p>
+<code>${site === pathSite ? `${gatewayBasePath}/` : 'this service'}</code>, and that scripts cannot read.</p>
 ${error ? `<p class="error" role="alert">${escapeHtml(error)}</p>` : ''}
-<form method="post" action="${gatewayBasePath}/_login">
+<form method="post" action="${site.login}">
 <input type="hidden" name="next" value="${escapeHtml(next)}">
 <label for="token">Token</label>
 <input id="token" name="token" type="password" autocomplete="off" required autofocus>
@@ -247,6 +280,86 @@ function refuseUpgrade(socket: Duplex, error: unknown): void {
   else socket.destroy();
 }
 
+interface Watched {
+  refusal: NonNullable<GatewayTarget['reach']['refusal']>;
+  fail: (error: DomainError) => void;
+}
+
+/** An error answer of at most this size may be the way in's own (read whole before it is judged). */
+const maxRefusalBytes = 64 * 1024;
+const responseHopByHop = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'trailer',
+]);
+
+function relayHead(proxyRes: IncomingMessage, res: ServerResponse): void {
+  res.statusCode = proxyRes.statusCode ?? 502;
+  if (proxyRes.statusMessage) res.statusMessage = proxyRes.statusMessage;
+  for (const [name, value] of Object.entries(proxyRes.headers)) {
+    if (value !== undefined && !responseHopByHop.has(name)) res.setHeader(name, value);
+  }
+}
+
+/**
+ * A response through a way in with errors of its own: streamed as it comes, but for a small JSON
+ * error answer, read whole and judged by `refusal` (the way in's: a problem; else passed on).
+ */
+function relayWatched(proxyRes: IncomingMessage, res: ServerResponse, watch: Watched): void {
+  proxyRes.on('error', () => res.destroy());
+  const status = proxyRes.statusCode ?? 0;
+  const declared = proxyRes.headers['content-length'];
+  const suspect =
+    status >= 400 &&
+    /^application\/json/.test(proxyRes.headers['content-type'] ?? '') &&
+    (declared === undefined || Number(declared) <= maxRefusalBytes);
+  if (!suspect) {
+    relayHead(proxyRes, res);
+    proxyRes.pipe(res);
+    return;
+  }
+  let chunks: Buffer[] = [];
+  let size = 0;
+  let streaming = false;
+  proxyRes.on('data', (chunk: Buffer) => {
+    if (streaming) {
+      res.write(chunk);
+      return;
+    }
+    chunks.push(chunk);
+    size += chunk.length;
+    if (size > maxRefusalBytes) {
+      // Too large to be the way in's own: the service's, passed on.
+      streaming = true;
+      relayHead(proxyRes, res);
+      for (const buffered of chunks) res.write(buffered);
+      chunks = [];
+    }
+  });
+  proxyRes.on('end', () => {
+    if (streaming) {
+      res.end();
+      return;
+    }
+    const body = Buffer.concat(chunks);
+    let parsed: unknown = null;
+    try {
+      parsed = JSON.parse(body.toString('utf8'));
+    } catch {
+      parsed = null;
+    }
+    const problem = watch.refusal(status, parsed);
+    if (problem) {
+      watch.fail(problem);
+      return;
+    }
+    relayHead(proxyRes, res);
+    res.end(body);
+  });
+}
+
 export function createGateway(deps: GatewayDeps): Gateway {
   const { services, settings, log, observe } = deps;
   // Connections to services are kept alive and reused, as a browser would.
@@ -258,6 +371,13 @@ export function createGateway(deps: GatewayDeps): Gateway {
       const error = Object.assign(new Error('the service sent nothing in time'), { code: 'EGATEWAYTIMEOUT' });
       proxyReq.destroy(error);
     });
+  });
+  // A way in that answers errors of its own (an API server): its responses are relayed here, so
+  // that its own error answers become problems (PortReach.refusal); the service's pass as they are.
+  const watched = new WeakMap<IncomingMessage, Watched>();
+  proxy.on('proxyRes', (proxyRes, req, res) => {
+    const watch = watched.get(req);
+    if (watch) relayWatched(proxyRes, res, watch);
   });
   // Errors nobody is left to answer (a client gone mid-way): logged, never thrown.
   proxy.on('error', (err) => log.debug({ err }, 'gateway connection ended'));
@@ -278,7 +398,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
 
   const audit = (
     target: Pick<GatewayTarget, 'principal'> | null,
-    parsed: Parsed,
+    parsed: { projectId: string | null; serviceId: string; port: string },
     req: IncomingMessage,
     status: number,
     requestId: string,
@@ -289,55 +409,102 @@ export function createGateway(deps: GatewayDeps): Gateway {
       userId: target?.principal?.user.id ?? null,
       operationId: 'gateway',
       method: req.headers.upgrade ? 'UPGRADE' : (req.method ?? 'GET'),
-      path: parsed.prefix,
+      path: parsed.projectId
+        ? `${gatewayBasePath}/${parsed.projectId}/${parsed.serviceId}/${parsed.port}`
+        : `${parsed.port}-${parsed.serviceId}`,
       status,
       projectId: parsed.projectId,
       ip,
     });
   };
 
-  async function login(req: Request, res: Response): Promise<void> {
+  async function login(req: Request, res: Response, site: Site): Promise<void> {
     if (req.method === 'GET' || req.method === 'HEAD') {
-      sendPage(res, 200, loginPage(safeNext(req.query.next), null));
+      sendPage(res, 200, loginPage(safeNext(req.query.next, site), null, site));
       return;
     }
     if (req.method !== 'POST') throw new DomainError('method-not-allowed', 'sign in with GET or POST');
     const form = await readForm(req, 16 * 1024);
-    const next = safeNext(form.get('next'));
+    const next = safeNext(form.get('next'), site);
     const token = (form.get('token') ?? '').trim();
     try {
       if (!token) throw new DomainError('unauthorized', 'no token');
       await services.authenticator.authenticate(`Bearer ${token}`);
     } catch {
-      sendPage(res, 401, loginPage(next, 'That token is not valid (unknown, expired or revoked).'));
+      sendPage(res, 401, loginPage(next, 'That token is not valid (unknown, expired or revoked).', site));
       return;
     }
+    // No Domain attribute: on a service's host, the cookie is that host's only.
     res.cookie(gatewayCookie, token, {
       httpOnly: true,
       sameSite: 'lax',
       secure: req.secure,
-      path: `${gatewayBasePath}/`,
+      path: site.cookiePath,
     });
     res.set('Cache-Control', 'no-store').redirect(303, next);
   }
 
-  function logout(req: Request, res: Response): void {
+  function logout(req: Request, res: Response, site: Site): void {
     if (req.method !== 'POST') throw new DomainError('method-not-allowed', 'sign out with POST');
     res.clearCookie(gatewayCookie, {
-      path: `${gatewayBasePath}/`,
+      path: site.cookiePath,
       httpOnly: true,
       sameSite: 'lax',
       secure: req.secure,
     });
-    res.set('Cache-Control', 'no-store').redirect(303, `${gatewayBasePath}/_login`);
+    res.set('Cache-Control', 'no-store').redirect(303, site.login);
   }
 
-  async function web(req: Request, res: Response, next: NextFunction): Promise<void> {
+  /** The service and port of a request: by its Host under a wildcard domain, else by its path. */
+  const parseRequest = (
+    url: string,
+    host: string | undefined,
+  ): { site: Site; parsed: Parsed | null; hosted: boolean } => {
+    const hosted = services.gateway.hostTarget(host);
+    if (!hosted) return { site: pathSite, parsed: parse(url), hosted: false };
+    return {
+      site: hostSite,
+      hosted: true,
+      parsed: { projectId: null, ...hosted, rest: url.startsWith('/') ? url : `/${url}`, prefix: '' },
+    };
+  };
+
+  /** What a resolve needs of a parsed request. */
+  const requestOf = (parsed: Parsed, method: string, credentials: string | undefined) => ({
+    projectId: parsed.projectId,
+    domain: parsed.domain,
+    serviceId: parsed.serviceId,
+    port: parsed.port,
+    method,
+    credentials,
+  });
+
+  /** A browser's cookie is sent by any page of the same site: a cookie-signed write must come from this origin. */
+  const checkOrigin = (req: IncomingMessage, from: 'header' | 'cookie' | null, what: string) => {
+    if (from !== 'cookie' || req.headers.origin === undefined) return;
+    let origin: string;
+    try {
+      origin = new URL(req.headers.origin).host;
+    } catch {
+      origin = req.headers.origin;
+    }
+    if (origin !== req.headers.host)
+      throw new DomainError(
+        'forbidden',
+        `${what} signed in by cookie must come from this origin, not ${origin}`,
+      );
+  };
+
+  async function web(
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    found: ReturnType<typeof parseRequest>,
+  ) {
     const url = req.originalUrl;
-    if (url === `${gatewayBasePath}/_login` || url.startsWith(`${gatewayBasePath}/_login?`))
-      return login(req, res);
-    if (url === `${gatewayBasePath}/_logout`) return logout(req, res);
-    const parsed = parse(url);
+    const { site, parsed } = found;
+    if (url === site.login || url.startsWith(`${site.login}?`)) return login(req, res, site);
+    if (url === site.logout) return logout(req, res, site);
     if (!parsed)
       throw new DomainError(
         'not-found',
@@ -352,23 +519,17 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const credentials = credentialsOf(req.headers);
     let target: GatewayTarget;
     try {
-      target = await services.gateway.resolve({
-        projectId: parsed.projectId,
-        serviceId: parsed.serviceId,
-        port: parsed.port,
-        method: req.method,
-        credentials: credentials.value,
-      });
+      if (found.hosted && mutating.has(req.method)) checkOrigin(req, credentials.from, 'a write');
+      target = await services.gateway.resolve(requestOf(parsed, req.method, credentials.value));
     } catch (error) {
       if (error instanceof DomainError && error.kind === 'unauthorized' && wantsHtml(req)) {
-        if (credentials.from === 'cookie') res.clearCookie(gatewayCookie, { path: `${gatewayBasePath}/` });
-        res
-          .set('Cache-Control', 'no-store')
-          .redirect(302, `${gatewayBasePath}/_login?next=${encodeURIComponent(url)}`);
+        if (credentials.from === 'cookie') res.clearCookie(gatewayCookie, { path: site.cookiePath });
+        res.set('Cache-Control', 'no-store').redirect(302, `${site.login}?next=${encodeURIComponent(url)}`);
         return;
       }
       throw error;
     }
+    const labels = { projectId: target.service.projectId, serviceId: parsed.serviceId, port: parsed.port };
     if (target.principal) locals(res).principal = target.principal;
     locals(res).gateway = true;
     const length = Number(req.headers['content-length'] ?? 0);
@@ -381,8 +542,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const requestId = locals(res).requestId;
     const clientIp = locals(res).clientIp;
     afterResponse(res, () => {
-      observe?.(parsed, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9);
-      if (mutating.has(req.method)) audit(target, parsed, req, res.statusCode, requestId, clientIp);
+      observe?.(labels, res.statusCode, Number(process.hrtime.bigint() - started) / 1e9);
+      if (mutating.has(req.method)) audit(target, labels, req, res.statusCode, requestId, clientIp);
     });
     req.headers = forwardedHeaders(req.headers, {
       prefix: parsed.prefix,
@@ -393,6 +554,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       upgrade: false,
     });
     req.url = parsed.rest;
+    const reach = target.reach;
     // A body larger than the limit, sent without a length: cut where it crosses the limit.
     let size = 0;
     const limited = new Transform({
@@ -417,7 +579,21 @@ export function createGateway(deps: GatewayDeps): Gateway {
       req.resume();
     });
     req.pipe(limited);
-    proxy.web(req, res as ServerResponse, { target: target.address, buffer: limited }, (err) => {
+    if (reach.refusal) {
+      watched.set(req, {
+        refusal: reach.refusal,
+        fail: (error) => (res.headersSent ? res.destroy() : next(error)),
+      });
+    }
+    const options = {
+      target: reach.url,
+      headers: reach.headers,
+      changeOrigin: reach.targetHost,
+      agent: reach.agent ?? agent,
+      buffer: limited,
+      selfHandleResponse: reach.refusal !== undefined,
+    };
+    proxy.web(req, res as ServerResponse, options, (err) => {
       if (res.headersSent || res.writableEnded) {
         res.destroy();
         return;
@@ -428,8 +604,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
   }
 
   const handle: RequestHandler = (req, res, next) => {
-    if (req.path !== gatewayBasePath && !req.path.startsWith(`${gatewayBasePath}/`)) return next();
-    web(req, res, next).catch(next);
+    const found = parseRequest(req.originalUrl, req.headers.host);
+    if (!found.hosted && req.path !== gatewayBasePath && !req.path.startsWith(`${gatewayBasePath}/`))
+      return next();
+    web(req, res, next, found).catch(next);
   };
 
   const upgraded = new Set<Duplex>();
@@ -437,7 +615,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     socket.on('error', () => undefined);
     upgraded.add(socket);
     socket.once('close', () => upgraded.delete(socket));
-    const parsed = parse(req.url ?? '');
+    const { parsed } = parseRequest(req.url ?? '', req.headers.host);
     if (!parsed || parsed.rest === null) {
       refuseUpgrade(socket, new DomainError('not-found', `no WebSocket at ${req.url ?? ''}`));
       return;
@@ -448,30 +626,18 @@ export function createGateway(deps: GatewayDeps): Gateway {
     void (async () => {
       let target: GatewayTarget | null = null;
       try {
-        // A browser's cookie is sent by any page that opens a WebSocket: only Atrium's own origin may.
-        if (credentials.from === 'cookie' && req.headers.origin !== undefined) {
-          const origin = new URL(req.headers.origin);
-          if (origin.host !== req.headers.host)
-            throw new DomainError(
-              'forbidden',
-              `a WebSocket signed in by cookie must come from this origin, not ${origin.host}`,
-            );
-        }
-        target = await services.gateway.resolve({
-          projectId: parsed.projectId,
-          serviceId: parsed.serviceId,
-          port: parsed.port,
-          method: 'GET',
-          credentials: credentials.value,
-        });
+        // A browser's cookie is sent by any page that opens a WebSocket: only this origin may.
+        checkOrigin(req, credentials.from, 'a WebSocket');
+        target = await services.gateway.resolve(requestOf(parsed, 'GET', credentials.value));
       } catch (error) {
         audit(null, parsed, req, error instanceof DomainError ? error.status : 500, requestId, clientIp);
         refuseUpgrade(socket, error);
         return;
       }
       const reached = target;
-      audit(reached, parsed, req, 101, requestId, clientIp);
-      observe?.(parsed, 101, 0);
+      const labels = { projectId: reached.service.projectId, serviceId: parsed.serviceId, port: parsed.port };
+      audit(reached, labels, req, 101, requestId, clientIp);
+      observe?.(labels, 101, 0);
       req.headers = forwardedHeaders(req.headers, {
         prefix: parsed.prefix,
         clientIp,
@@ -481,7 +647,14 @@ export function createGateway(deps: GatewayDeps): Gateway {
         upgrade: true,
       });
       req.url = parsed.rest as string;
-      proxy.ws(req, socket, head, { target: reached.address.replace(/^http/, 'ws') }, (err) => {
+      const reach = reached.reach;
+      const options = {
+        target: reach.url.replace(/^http/, 'ws'),
+        headers: reach.headers,
+        changeOrigin: reach.targetHost,
+        agent: reach.agent ?? agent,
+      };
+      proxy.ws(req, socket, head, options, (err) => {
         // Before the service's 101, the client still waits for an HTTP answer; after it, only closing is left.
         if ((socket as Socket).bytesWritten === 0) refuseUpgrade(socket, failed(err, reached));
         else socket.destroy();

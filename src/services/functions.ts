@@ -2,15 +2,17 @@
 // schemas, timeout, idempotency, cache), performed by a driver on the running service. A call is
 // synchronous (the answer carries the result) or queued: then it is a durable scheduler job on the
 // service's own queue (at most `functions.concurrency` of them run at once), tried again only if the function is
-// idempotent, and its result is kept for a while.
+// idempotent, and its result is kept for a while. A service offers the functions of its package
+// version (declared, and its scope's) and those of every plugin driver registered for its app
+// (drivers.ts): a name both offer is the package's, so a plugin never changes what a package says.
 import { createHash } from 'node:crypto';
 import { Ajv2020, type AnySchema, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { ServiceFunctionSpec } from '../backends/catalog/manifest.js';
-import { DriverError, ping, type DriverContext, type NativeDriver } from '../backends/drivers/http-json.js';
-import { nativeDrivers } from '../backends/drivers/scopes.js';
+import { DriverError, ping, type DriverContext } from '../backends/drivers/http-json.js';
+import { callPlugin } from '../backends/drivers/plugin.js';
 import {
   JobFailure,
   type JobHandler,
@@ -28,7 +30,8 @@ import { findService, type ServiceRecord } from '../db/services.js';
 import { conflict, DomainError, notFound, type FieldError } from '../errors.js';
 import { newId } from '../ids.js';
 import type { Notifier } from '../notifier.js';
-import { portAddress, type GatewayService } from './gateway.js';
+import type { AppVersion, DriverService, PluginDriver, PluginFunction } from './drivers.js';
+import { healthOf, portAddress, type GatewayService } from './gateway.js';
 import type { Principal } from './principal.js';
 import type { ServiceManager } from './services.js';
 
@@ -51,15 +54,29 @@ interface FunctionDeps {
   scheduler: Scheduler;
   serviceManager: ServiceManager;
   gateway: GatewayService;
+  drivers: DriverService;
   /** The content of a file of a project, at most `maxBytes` (null: no such file, or larger). */
   fileContent(projectId: string, fileId: string, maxBytes: number): Promise<Buffer | null>;
   settings: FunctionSettings;
 }
 
+/** A function a service offers: its package's (performed by a native driver), or a plugin's. */
+export type OfferedFunction =
+  | (ServiceFunctionSpec & { plugin: null })
+  | (PluginFunction & { driver: string; http: null; plugin: PluginDriver });
+
 /** A function as a service offers it. */
-export interface ServiceFunctionView extends ServiceFunctionSpec {
-  serviceId: string;
-}
+export type ServiceFunctionView = OfferedFunction & { serviceId: string };
+
+/**
+ * The app a service runs, which plugins are chosen by: the one its package version named, else its
+ * package's name and version.
+ */
+export const appOf = (service: ServiceRecord): AppVersion =>
+  service.app ?? { name: service.packageName, version: service.packageVersion };
+
+/** Where a call reaches the service: one port's address (native drivers), or every http port's (plugins). */
+type Reach = string | Record<string, string>;
 
 /** A call, with its place in the queue while it waits. */
 export interface CallView extends CallRecord {
@@ -75,20 +92,24 @@ export interface CallOutcome {
 export class FunctionService {
   private readonly ajv = new Ajv2020({ strict: false, allErrors: true });
   private readonly validators = new Map<string, ValidateFunction>();
-  private readonly drivers = new Map<string, NativeDriver>(nativeDrivers.map((d) => [d.name, d]));
 
   constructor(private readonly deps: FunctionDeps) {
     addFormats.default(this.ajv);
   }
 
-  /** The drivers Atrium has. */
-  listDrivers(): NativeDriver[] {
-    return [...this.drivers.values()];
-  }
-
   async list(principal: Principal, projectId: string, serviceId: string): Promise<ServiceFunctionView[]> {
     const service = await this.deps.serviceManager.get(principal, projectId, serviceId);
-    return service.functions.map((f) => ({ ...f, serviceId }));
+    return (await this.offered(service)).map((f) => ({ ...f, serviceId }));
+  }
+
+  /** The package version's functions, then those of the plugins for its app whose names are free. */
+  private async offered(service: ServiceRecord): Promise<OfferedFunction[]> {
+    const own: OfferedFunction[] = service.functions.map((f) => ({ ...f, plugin: null }));
+    const taken = new Set(own.map((f) => f.name));
+    const plugins = (await this.deps.drivers.functionsForApp(appOf(service)))
+      .filter(({ fn }) => !taken.has(fn.name))
+      .map(({ plugin, fn }): OfferedFunction => ({ ...fn, driver: plugin.name, http: null, plugin }));
+    return [...own, ...plugins];
   }
 
   async get(
@@ -98,21 +119,42 @@ export class FunctionService {
     name: string,
   ): Promise<ServiceFunctionView> {
     const service = await this.deps.serviceManager.get(principal, projectId, serviceId);
-    return { ...this.functionOf(service, name), serviceId };
+    return { ...(await this.functionOf(service, name)), serviceId };
   }
 
-  private functionOf(service: ServiceRecord, name: string): ServiceFunctionSpec {
-    const fn = service.functions.find((f) => f.name === name);
+  private async functionOf(service: ServiceRecord, name: string): Promise<OfferedFunction> {
+    const fn = (await this.offered(service)).find((f) => f.name === name);
     if (!fn) throw notFound(`function of service ${service.id}`, name);
     return fn;
   }
 
+  /**
+   * Where the service is reached for this function, or the problem (503 while it does not run).
+   * A plugin gets the address of every http port: it decides which it calls.
+   */
+  private reach(service: ServiceRecord, fn: OfferedFunction): Reach {
+    const reached = this.deps.gateway.reaches(service.regionId);
+    if (!fn.plugin) return portAddress(service, fn.http.port, reached);
+    // The ports its run specs declare, and those it reports (a backend Atrium did not launch has
+    // no run spec, only endpoints).
+    const ports = [
+      ...(service.runSpec.local?.ports ?? []),
+      ...(service.runSpec.cluster?.ports ?? []),
+      ...service.endpoints.map((e) => ({ name: e.port, protocol: e.protocol })),
+    ];
+    const names = [...new Set(ports.filter((p) => p.protocol === 'http').map((p) => p.name))];
+    return Object.fromEntries(names.map((port) => [port, portAddress(service, port, reached)]));
+  }
+
   private validator(
     service: ServiceRecord,
-    fn: ServiceFunctionSpec,
+    fn: OfferedFunction,
     which: 'input' | 'output',
   ): ValidateFunction {
-    const key = `${service.catalogId}/${service.packageName}@${service.packageVersion}/${fn.name}/${which}`;
+    // A plugin registered again under the same name may declare other schemas: its registration time tells them apart.
+    const key = fn.plugin
+      ? `plugin:${fn.plugin.name}@${fn.plugin.createdAt}/${fn.name}/${which}`
+      : `${service.catalogId}/${service.packageName}@${service.packageVersion}/${fn.name}/${which}`;
     let validate = this.validators.get(key);
     if (!validate) {
       const { $id: _ignored, ...schema } = (which === 'input' ? fn.input : fn.output) ?? {};
@@ -123,7 +165,7 @@ export class FunctionService {
     return validate;
   }
 
-  private checkInput(service: ServiceRecord, fn: ServiceFunctionSpec, input: unknown): void {
+  private checkInput(service: ServiceRecord, fn: OfferedFunction, input: unknown): void {
     const validate = this.validator(service, fn, 'input');
     if (validate(structuredClone(input))) return;
     const errors: FieldError[] = (validate.errors ?? []).map((e) => ({
@@ -137,7 +179,7 @@ export class FunctionService {
     });
   }
 
-  private cacheKeyOf(fn: ServiceFunctionSpec, input: unknown): string | null {
+  private cacheKeyOf(fn: OfferedFunction, input: unknown): string | null {
     return fn.cache_ttl_s > 0
       ? createHash('sha256')
           .update(`${fn.name}\n${canonicalJson(input)}`)
@@ -163,7 +205,7 @@ export class FunctionService {
   ): Promise<CallOutcome> {
     const { db, clock } = this.deps;
     const service = await this.deps.serviceManager.get(principal, projectId, serviceId);
-    const fn = this.functionOf(service, name);
+    const fn = await this.functionOf(service, name);
     this.checkInput(service, fn, input);
     const cacheKey = this.cacheKeyOf(fn, input);
     const now = clock();
@@ -191,8 +233,10 @@ export class FunctionService {
       expiresAt: null,
     };
     if (sync) {
-      // The address first: a service that does not run answers 503 before anything is recorded.
-      const address = portAddress(service, fn.http.port, this.deps.gateway.reaches(service.regionId));
+      // The address first: a service that does not run (or a plugin that is down) answers 503
+      // before anything is recorded.
+      const address = this.reach(service, fn);
+      if (fn.plugin) await this.deps.drivers.ensureUp(fn.plugin);
       await q.insertCall(db, call);
       const ended = await this.perform(call, service, fn, address, signal);
       if (ended.status === 'failed') throw problemOf(ended.error ?? {}, fn);
@@ -218,8 +262,8 @@ export class FunctionService {
   private async perform(
     call: CallRecord,
     service: ServiceRecord,
-    fn: ServiceFunctionSpec,
-    address: string,
+    fn: OfferedFunction,
+    address: Reach,
     signal: AbortSignal,
   ): Promise<CallRecord> {
     const outcome = await this.attempt(service, fn, call.input, address, signal);
@@ -232,16 +276,16 @@ export class FunctionService {
   /** One try: the driver's answer checked against the output schema, or the problem. */
   private async attempt(
     service: ServiceRecord,
-    fn: ServiceFunctionSpec,
+    fn: OfferedFunction,
     input: unknown,
-    address: string,
+    address: Reach,
     signal: AbortSignal,
   ): Promise<
     | { status: 'succeeded'; result: unknown }
     | { status: 'failed'; error: Record<string, unknown>; retriable: boolean }
   > {
-    const driver = this.drivers.get(fn.driver);
-    if (!driver)
+    const driver = fn.plugin ? null : this.deps.drivers.native(fn.driver);
+    if (!fn.plugin && !driver)
       return {
         status: 'failed',
         error: callProblem('bad-gateway', `no driver ${fn.driver}`),
@@ -249,8 +293,31 @@ export class FunctionService {
       };
     const timeout = AbortSignal.timeout(fn.timeout_ms);
     try {
-      const sent = driver.prepare ? await driver.prepare(fn, input, this.driverContext(service)) : input;
-      const result = await driver.call(fn, sent, address, AbortSignal.any([signal, timeout]));
+      const both = AbortSignal.any([signal, timeout]);
+      let result: unknown;
+      if (fn.plugin) {
+        const endpoints = typeof address === 'string' ? {} : address;
+        const { id, projectId } = service;
+        result = await callPlugin(
+          fn.plugin,
+          fn.name,
+          input,
+          { id, projectId, app: appOf(service), endpoints },
+          both,
+        ).catch(async (error: unknown) => {
+          // Seen down now rather than at the next health round: the next sync call is refused fast.
+          if (error instanceof DriverError && error.reason === 'unreachable' && fn.plugin)
+            await this.deps.drivers.noteDown(fn.plugin, error.message);
+          throw error;
+        });
+      } else if (driver) {
+        const sent = driver.prepare ? await driver.prepare(fn, input, this.driverContext(service)) : input;
+        // The port as its backend reaches it (an API server's service proxy, say), now.
+        const target = await this.deps.gateway.reach(service, fn.http.port).catch((error: unknown) => {
+          throw error instanceof DomainError ? new DriverError('unreachable', error.detail) : error;
+        });
+        result = await driver.call(fn, sent, target, both);
+      }
       if (fn.output) {
         const validate = this.validator(service, fn, 'output');
         if (!validate(result)) {
@@ -384,15 +451,14 @@ export class FunctionService {
   /** Whether the service answers: its health path (or its first http port's root) through the driver's ping. */
   async heartbeat(principal: Principal, projectId: string, serviceId: string, signal: AbortSignal) {
     const service = await this.deps.serviceManager.get(principal, projectId, serviceId);
-    const run = service.runSpec.local ?? service.runSpec.cluster;
-    const port = run?.health?.port ?? run?.ports.find((p) => p.protocol === 'http')?.name;
-    if (!port) throw new DomainError('unprocessable', `${service.name} has no http port to ping`);
-    const address = portAddress(service, port, this.deps.gateway.reaches(service.regionId));
+    const health = healthOf(service);
+    if (!health) throw new DomainError('unprocessable', `${service.name} has no http port to ping`);
+    const address = await this.deps.gateway.reach(service, health.port);
     const started = performance.now();
     try {
       const { status } = await ping(
         address,
-        run?.health?.path ?? '/',
+        health.path,
         AbortSignal.any([signal, AbortSignal.timeout(5000)]),
       );
       return {
@@ -444,14 +510,14 @@ export class FunctionService {
       throw new JobFailure('the service is gone', false, {
         problem: callProblem('not-found', 'the service is gone'),
       });
-    const fn = service.functions.find((f) => f.name === call.function);
+    const fn = (await this.offered(service)).find((f) => f.name === call.function);
     if (!fn)
       throw new JobFailure(`the service has no function ${call.function}`, false, {
         problem: callProblem('not-found', `no function ${call.function}`),
       });
-    let address: string;
+    let address: Reach;
     try {
-      address = portAddress(service, fn.http.port, this.deps.gateway.reaches(service.regionId));
+      address = this.reach(service, fn);
     } catch (error) {
       if (!(error instanceof DomainError)) throw error;
       const problem = callProblem(error.kind, error.detail);
@@ -517,7 +583,7 @@ function callProblem(
 }
 
 /** The answer to a synchronous call that failed: the call's problem, as a response. */
-function problemOf(error: Record<string, unknown>, fn: ServiceFunctionSpec): DomainError {
+function problemOf(error: Record<string, unknown>, fn: OfferedFunction): DomainError {
   const kind = String(error.kind ?? 'bad-gateway');
   const { type: _type, kind: _kind, detail, ...extensions } = error;
   const known = ['gateway-timeout', 'unprocessable', 'bad-gateway'].includes(kind) ? kind : 'bad-gateway';

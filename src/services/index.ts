@@ -12,6 +12,8 @@ import { Authenticator } from './authenticator.js';
 import { OidcVerifier } from '../auth/oidc.js';
 import { ContentStore } from '../backends/files/store.js';
 import { AuditService } from './audit.js';
+import { ExternalBackendService } from './backends.js';
+import { EgressGuard } from '../backends/egress.js';
 import { FileService } from './files.js';
 import { ModuleService } from './modules.js';
 import { PipelineService } from './pipelines.js';
@@ -21,6 +23,7 @@ import { BenchmarkService } from './benchmarks.js';
 import { BenchmarkJobs, benchmarkRunKind } from './benchmark-jobs.js';
 import { loadBenchmarkDefinitions, type BenchmarkDefinitions } from '../backends/benchmark/builtin.js';
 import { CatalogService } from './catalogs.js';
+import { DriverService } from './drivers.js';
 import { FunctionService, serviceCallKind } from './functions.js';
 import { GatewayService } from './gateway.js';
 import { IdempotencyService } from './idempotency.js';
@@ -39,9 +42,13 @@ import { UserService } from './users.js';
 
 export interface Services {
   audit: AuditService;
+  /** External backends: services Atrium did not launch, registered by URL. */
+  backends: ExternalBackendService;
   benchmarks: BenchmarkService;
   authenticator: Authenticator;
   catalogs: CatalogService;
+  /** Native drivers and registered plugins, and the plugins' health checks. */
+  drivers: DriverService;
   files: FileService;
   /** The functions services offer, and their calls (sync, or queued as jobs). */
   functions: FunctionService;
@@ -199,7 +206,17 @@ export function createServices({ config, database, clock, log, build }: ServiceD
   operations.seeWith('run', projectMembers);
   operations.seeWith('benchmark-run', projectMembers);
   const authenticator = new Authenticator({ tokens, users, oidc });
-  const gateway = new GatewayService({ db, authenticator, serviceManager, reconciler: serviceReconciler });
+  // Where Atrium may connect on users' behalf (external backends' URLs).
+  const egress = new EgressGuard(config.functions.externalBackends);
+  const gateway = new GatewayService({
+    db,
+    authenticator,
+    serviceManager,
+    reconciler: serviceReconciler,
+    egress,
+    domains: new Map(config.regions.flatMap((r) => (r.gateway ? [[r.id, r.gateway.domain] as const] : []))),
+  });
+  const drivers = new DriverService({ db, clock, log, settings: config.functions });
   const functions = new FunctionService({
     db,
     clock,
@@ -208,15 +225,18 @@ export function createServices({ config, database, clock, log, build }: ServiceD
     scheduler,
     serviceManager,
     gateway,
+    drivers,
     fileContent: (projectId, fileId, maxBytes) => files.content(projectId, fileId, maxBytes),
     settings: config.functions,
   });
   scheduler.register(serviceCallKind, functions.handler());
   return {
     audit: new AuditService({ db, clock, log }),
+    backends: new ExternalBackendService({ db, clock, projects, notifier, egress, probeTimeoutMs: 3000 }),
     benchmarks,
     authenticator,
     catalogs,
+    drivers,
     files,
     functions,
     gateway,

@@ -158,6 +158,11 @@ export class ServiceReconciler {
   private async step(serviceId: string): Promise<void> {
     const service = await q.findService(this.deps.db, serviceId);
     if (!service) return;
+    // An external backend runs elsewhere: deleting it forgets it; there is nothing else to do.
+    if (service.origin === 'external') {
+      if (service.desiredState === 'deleted') await this.remove(service);
+      return;
+    }
     const backend = this.backendOf(service.regionId);
     // A step whose decision went stale (the service changed meanwhile) is taken again, afresh.
     const again = (applied: boolean) => {

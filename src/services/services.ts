@@ -219,6 +219,10 @@ export class ServiceManager {
         runSpec: version.spec.run,
         sourceDir: version.sourceDir,
         functions: version.spec.functions ?? [],
+        // Versions stored before manifests named their app have none: then the package is the app.
+        app: version.spec.app ?? null,
+        origin: 'catalog',
+        external: null,
         resources,
         status: 'pending',
         desiredState: 'running',
@@ -300,6 +304,11 @@ export class ServiceManager {
       if (!service) throw notFound('service', serviceId);
       checkIfMatch(ifMatch, serviceEtag(service), `service ${serviceId}`);
       if (service.desiredState === 'deleted') throw conflict(`service ${serviceId} is being deleted`);
+      if (service.origin === 'external' && changes.suspended === true) {
+        throw conflict(
+          `${service.name} is an external backend: Atrium does not run it, so cannot suspend it`,
+        );
+      }
       const suspend = changes.suspended === true && service.desiredState === 'running';
       const resume =
         changes.suspended === false &&
@@ -392,6 +401,8 @@ export class ServiceManager {
     options: LogOptions,
   ): AsyncIterable<string> {
     const { service } = await this.access(principal, projectId, serviceId, 'read');
+    // An external backend's log is where it runs, not here.
+    if (service.origin === 'external') return;
     const backend = this.backendFor(service.regionId);
     const tasks = new Set(service.tasks.map((t) => t.id).concat(['main']));
     if (options.task && !tasks.has(options.task)) throw notFound('task', options.task);

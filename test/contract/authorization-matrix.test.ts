@@ -12,7 +12,7 @@ import { specOperationDocs, type SpecOperationDoc } from '../fixtures/fuzz/reque
 import { jsonText, SpecSchemas } from '../fixtures/fuzz/schemas.js';
 import { buildWorld, type World } from '../fixtures/world.js';
 
-/** Path parameters naming what everyone may read (catalogs, modules, built-in benchmarks, regions). */
+/** Path parameters naming what everyone may read (catalogs, modules, built-in benchmarks, regions, drivers). */
 const sharedParameters = new Set([
   'catalogId',
   'packageName',
@@ -23,6 +23,7 @@ const sharedParameters = new Set([
   'qpiName',
   'planName',
   'regionId',
+  'driverName',
 ]);
 /** Path parameters naming what belongs to someone (their projects and all in them, tokens, operations, users). */
 const ownedParameters = new Set([

@@ -5,18 +5,18 @@ import { Worker } from '../../src/backends/scheduler/worker.js';
 import { createLogger } from '../../src/log.js';
 import { createTestApp, expectProblem, type TestApp } from '../fixtures/app.js';
 import { testEngines } from '../fixtures/databases.js';
-import { echo, launch, serviceTestConfig, waitForService } from '../fixtures/services.js';
+import {
+  echo,
+  functionCalls,
+  launch,
+  serviceTestConfig,
+  waitForService,
+  type CallView as Call,
+} from '../fixtures/services.js';
 
 type Login = Awaited<ReturnType<TestApp['login']>>;
 const kvOwn = ['put', 'get', 'delete', 'keys'];
 const dbScope = ['tables', 'records.get', 'records.put', 'records.delete', 'records.query'];
-type Call = {
-  id: string;
-  status: string;
-  result: unknown;
-  error: Record<string, unknown> | null;
-  position: number | null;
-};
 
 describe.each(testEngines())('service functions (%s)', (engine) => {
   let t: TestApp;
@@ -48,24 +48,11 @@ describe.each(testEngines())('service functions (%s)', (engine) => {
     await t.close();
   });
 
-  const callFn = (serviceId: string, name: string, input: unknown, { sync = false, auth = bob.auth } = {}) =>
-    t.http
-      .post(`${lab}/${serviceId}/functions/${name}/calls${sync ? '?sync=true' : ''}`)
-      .set('Authorization', auth)
-      .send({ input });
-
-  const waitCall = async (serviceId: string, id: string): Promise<Call> => {
-    let call: Call | null = null;
-    for (let i = 0; i < 20 && !['succeeded', 'failed', 'cancelled'].includes(call?.status ?? ''); i++) {
-      const res = await t.http
-        .get(`${lab}/${serviceId}/calls/${id}`)
-        .set('Authorization', bob.auth)
-        .set('Prefer', 'wait=10');
-      expect(res.status).toBe(200);
-      call = res.body as Call;
-    }
-    return call as Call;
-  };
+  const { call: callFn, wait: waitCall } = functionCalls(
+    () => t,
+    lab,
+    () => bob.auth,
+  );
 
   it('lists the functions the package declares, and one with its schemas', async () => {
     const list = await t.http.get(`${lab}/${kv}/functions`).set('Authorization', bob.auth).expect(200);
@@ -395,10 +382,10 @@ describe.each(testEngines())('service functions (%s)', (engine) => {
     });
 
     it('is hidden from outsiders and refused to read-only tokens', async () => {
-      expectProblem(await callFn(echoId, 'echo', {}, { sync: true, auth: oscar.auth }), 404, 'not-found');
+      expectProblem(await callFn(echoId, 'echo', {}, { sync: true, as: oscar.auth }), 404, 'not-found');
       const reader = await t.login('bob', { scopes: ['read'] });
       expectProblem(
-        await callFn(echoId, 'echo', {}, { sync: true, auth: reader.auth }),
+        await callFn(echoId, 'echo', {}, { sync: true, as: reader.auth }),
         403,
         'insufficient-scope',
       );

@@ -1,9 +1,11 @@
 // The gateway: every http port of a service through Atrium, at a URL that survives suspend and
 // resume, with Atrium's credentials checked and never passed on. Against a real listening server
-// and real service processes (echo, static-files).
+// and real service processes (echo, static-files). What every backend must do alike (methods, SSE,
+// WebSocket, suspend and resume) is the conformance suite, test/conformance/gateway.ts.
 import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import WebSocket from 'ws';
+import { gatewayHost, parseGatewayHost } from '../../src/services/gateway.js';
 import { createTestApp, type TestApp } from '../fixtures/app.js';
 import { testEngines } from '../fixtures/databases.js';
 import { echo, launch, serviceTestConfig, waitForService } from '../fixtures/services.js';
@@ -99,27 +101,6 @@ describe.each(testEngines())('gateway (%s)', (engine) => {
     expect(answer.headers['x-forwarded-prefix']).toBe(`/services/lab/${serviceId}/http`);
     expect(answer.headers['x-forwarded-proto']).toBe('http');
     expect(answer.headers['x-forwarded-host']).toBe(new URL(base).host);
-  });
-
-  it('sends every method and streams Server-Sent Events as they come, unbuffered', async () => {
-    for (const method of ['GET', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
-      const res = await fetch(`${gw}/m`, { method, headers: { Authorization: bob.auth } });
-      expect(res.status).toBe(200);
-      expect(((await res.json()) as { method: string }).method).toBe(method);
-    }
-    const res = await fetch(`${gw}/sse`, { headers: { Authorization: bob.auth } });
-    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
-    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
-    const first = new TextDecoder().decode((await reader.read()).value);
-    // The service sends one event at a time: a buffering proxy would deliver them all at once.
-    expect(first).toBe('data: 0\n\n');
-    let rest = '';
-    for (let i = 0; i < 100; i++) {
-      const chunk = await reader.read();
-      if (chunk.done) break;
-      rest += new TextDecoder().decode(chunk.value);
-    }
-    expect(rest).toBe('data: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\n');
   });
 
   it('redirects the bare prefix to its slash, where relative links resolve (308)', async () => {
@@ -358,5 +339,129 @@ describe.each(testEngines())('gateway (%s)', (engine) => {
         `atrium_gateway_requests_total\\{project="lab",service="${serviceId}",port="http",status="101"\\} [1-9]`,
       ),
     );
+  });
+});
+
+describe.each(testEngines())('gateway by host, under a region’s wildcard domain (%s)', (engine) => {
+  const domain = 'apps.example.test';
+  let t: TestApp;
+  let bob: Login;
+  let oscar: Login;
+  let serviceId: string;
+  let host: string;
+
+  /** A request to the app with another Host header (as a wildcard DNS name would bring it). */
+  const send = (
+    path: string,
+    headers: Record<string, string>,
+    { method = 'GET', body = null as string | null, as = host } = {},
+  ) =>
+    new Promise<{ status: number; headers: Record<string, string | string[] | undefined>; text: string }>(
+      (resolve, reject) => {
+        const length = body === null ? {} : { 'Content-Length': String(Buffer.byteLength(body)) };
+        const req = httpRequest(
+          `${t.url}${path}`,
+          { method, headers: { ...headers, ...length, Host: as } },
+          (res) => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (chunk: string) => (text += chunk));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }));
+          },
+        );
+        req.on('error', reject);
+        req.end(body ?? undefined);
+      },
+    );
+
+  beforeAll(async () => {
+    t = await createTestApp(engine, {
+      config: {
+        ...serviceTestConfig,
+        regions: [{ id: 'local', name: 'This machine', backend: { type: 'local' }, gateway: { domain } }],
+      },
+    });
+    const alice = await t.login('alice');
+    [bob, oscar] = await Promise.all([t.login('bob'), t.login('oscar')]);
+    await t.createProject(alice, 'lab', { member: [bob] });
+    serviceId = (await launch(t, bob.auth, 'lab', echo)).serviceId;
+    host = gatewayHost(serviceId, 'http', domain) as string;
+  });
+  afterAll(() => t.close());
+
+  it('names each port by a host of its own: {port}-{service id in base32}.{domain}, one per port', async () => {
+    expect(host).toMatch(new RegExp(`^http-[a-z2-7]+\\.${domain.replace(/\./g, '\\.')}$`));
+    expect(parseGatewayHost(host.toUpperCase(), [domain])).toEqual({ serviceId, port: 'http', domain });
+    expect(parseGatewayHost(`http-${host.split('.')[0]?.slice(5)}x.${domain}`, [domain])).toBeNull();
+    expect(parseGatewayHost(`http-abc.elsewhere.test`, [domain])).toBeNull();
+    // A port whose label would not fit one DNS label (63) keeps its path URL.
+    expect(gatewayHost(serviceId, 'p'.repeat(30), domain)).toBeNull();
+    const res = await t.http.get(`/api/v1/projects/lab/services/${serviceId}`).set('Authorization', bob.auth);
+    expect(res.body.endpoints).toEqual([{ port: 'http', protocol: 'http', url: `http://${host}/` }]);
+  });
+
+  it('passes the whole path to the service, with the same auth and without Atrium’s credentials', async () => {
+    const res = await send('/some/path?x=1', { Authorization: bob.auth });
+    expect(res.status).toBe(200);
+    const answer = JSON.parse(res.text) as { path: string; query: object; headers: Record<string, string> };
+    expect(answer).toMatchObject({ path: '/some/path', query: { x: '1' } });
+    expect(answer.headers).not.toHaveProperty('authorization');
+    expect(answer.headers).not.toHaveProperty('x-forwarded-prefix');
+    expect(answer.headers['x-forwarded-host']).toBe(host);
+    expect((await send('/', {})).status).toBe(401);
+    expect((await send('/', { Authorization: oscar.auth })).status).toBe(404);
+    // A host of no service under the domain: 404, not Atrium's API.
+    const nobody = gatewayHost('svc_00000000000000000000', 'http', domain) as string;
+    expect((await send('/', { Authorization: bob.auth }, { as: nobody })).status).toBe(404);
+    expect((await send('/api/v1/projects', { Authorization: bob.auth })).text).toContain(
+      '"path":"/api/v1/projects"',
+    );
+  });
+
+  it('signs a browser in on the service’s host, into a cookie of that host only', async () => {
+    const browser = await send('/page', { Accept: 'text/html' });
+    expect(browser.status).toBe(302);
+    expect(browser.headers.location).toBe(`/_atrium/login?next=${encodeURIComponent('/page')}`);
+    const form = new URLSearchParams({ token: bob.token, next: '/page' }).toString();
+    const signed = await send(
+      '/_atrium/login',
+      { 'Content-Type': 'application/x-www-form-urlencoded' },
+      { method: 'POST', body: form },
+    );
+    expect(signed.status).toBe(303);
+    expect(signed.headers.location).toBe('/page');
+    const cookie = String(signed.headers['set-cookie'] ?? '');
+    expect(cookie).toMatch(/^atrium_gateway=.*; Path=\/;.*HttpOnly/);
+    expect(cookie).not.toMatch(/Domain=/i);
+    const pair = cookie.split(';')[0] as string;
+    const through = await send('/page', { Cookie: pair, Accept: 'text/html' });
+    expect(through.status).toBe(200);
+    expect((JSON.parse(through.text) as { headers: object }).headers).not.toHaveProperty('cookie');
+    // Another page of the same site (another service's host) cannot write with this cookie.
+    const forged = await send(
+      '/write',
+      { Cookie: pair, Origin: `http://${gatewayHost('svc_someoneelse0000000000', 'http', domain)}` },
+      { method: 'POST', body: 'x' },
+    );
+    expect(forged.status).toBe(403);
+    const offsite = await send(
+      '/_atrium/login',
+      { 'Content-Type': 'application/x-www-form-urlencoded' },
+      { method: 'POST', body: new URLSearchParams({ token: bob.token, next: '//evil.example/' }).toString() },
+    );
+    expect(offsite.headers.location).toBe('/');
+  });
+
+  it('round-trips WebSocket messages by host', async () => {
+    const socket = new WebSocket(`${t.url.replace(/^http/, 'ws')}/ws`, {
+      headers: { Authorization: bob.auth, Host: host },
+    });
+    const echoed = await new Promise<string>((resolve, reject) => {
+      socket.once('open', () => socket.send('ping by host'));
+      socket.once('message', (data) => resolve(String(data)));
+      socket.once('error', reject);
+    });
+    expect(echoed).toBe('ping by host');
+    socket.close();
   });
 });

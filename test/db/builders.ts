@@ -190,6 +190,7 @@ export function aSpec(
       cluster: null,
     },
     functions: [],
+    app: { name, version },
     ...overrides,
   };
 }

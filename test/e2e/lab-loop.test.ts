@@ -4,63 +4,33 @@
 // through the ai scope's driver, `predict` with a queued call, and check the predictions against
 // the model the run trained. The model-server is reached through its gateway URL with the token,
 // and not without it.
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { logisticProbability, studentsCsv, type TrainedModel } from '../fixtures/ml.js';
-import { createTestDatabase, testEngines, type TestDatabase } from '../fixtures/databases.js';
-import {
-  apiCaller,
-  requireBuild,
-  startAtrium,
-  waitForStatus,
-  type AtriumProcess,
-} from '../fixtures/process.js';
+import { testEngines } from '../fixtures/databases.js';
+import { startedAtrium, until, type StartedAtrium } from '../fixtures/e2e.js';
 
 const adminToken = 'atr_e2eLabLoopAdmin0123456789ab';
 
 describe.each(testEngines())('train → serve → predict, end to end (%s)', (engine) => {
-  let db: TestDatabase;
-  let server: AtriumProcess;
+  let atrium: StartedAtrium;
   const project = '/api/v1/projects/user-admin';
   let serviceId = '';
 
-  const call = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
-    apiCaller(server, adminToken)(method, path, body, headers);
-
-  /** Polls until `done` holds for what `get` answers, for at most `timeoutMs`. */
-  async function until<T>(what: string, get: () => Promise<T>, done: (v: T) => boolean, timeoutMs = 90_000) {
-    const deadline = Date.now() + timeoutMs;
-    let last: T = await get();
-    while (!done(last)) {
-      if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(last)}`);
-      await sleep(200);
-      last = await get();
-    }
-    return last;
-  }
+  const call: StartedAtrium['call'] = (...args) => atrium.call(...args);
 
   beforeAll(async () => {
-    requireBuild();
-    db = await createTestDatabase(engine);
-    server = await startAtrium({
-      ATRIUM_DATA_DIR: db.dataDir,
-      ATRIUM_DATABASE_URL: db.url,
-      ATRIUM_ADMIN_TOKEN: adminToken,
-      ATRIUM_LOG_LEVEL: 'warn',
-    });
-    await waitForStatus(`${server.url}/readyz`, 200, 60_000);
+    atrium = await startedAtrium(engine, adminToken);
   }, 90_000);
 
   afterAll(async () => {
-    if (serviceId && server) await call('DELETE', `${project}/services/${serviceId}`).catch(() => undefined);
-    await server?.stop();
-    await db?.drop();
+    if (serviceId && atrium) await call('DELETE', `${project}/services/${serviceId}`).catch(() => undefined);
+    await atrium?.stop();
   });
 
   it('trains a model in a pipeline, serves its output on the model-server and predicts with it', async () => {
     const form = new FormData();
     form.append('file', new Blob([studentsCsv], { type: 'text/csv' }), 'students.csv');
-    const uploaded = await fetch(`${server.url}${project}/files`, {
+    const uploaded = await fetch(`${atrium.server.url}${project}/files`, {
       method: 'POST',
       headers: { Authorization: `Bearer ${adminToken}` },
       body: form,

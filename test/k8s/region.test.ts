@@ -1,9 +1,9 @@
-// A Kubernetes region through the whole HTTP API, against a real API server with the test's node
-// agent: launch the echo package, call it through the API server's service proxy (as a client
-// outside the cluster would), read and follow its logs, suspend and resume it, delete it (nothing
-// left); an unschedulable launch fails with its reason; a cluster quota refusal leaves nothing; a
-// restarted Atrium adopts what runs; pipeline tasks and benchmark runs run as Jobs. Atrium works
-// there as a ServiceAccount holding exactly the ClusterRole of the README, no more.
+// A Kubernetes region through the whole HTTP API, against a real API server with the test's node agent:
+// launch the echo package, call it through its gateway URL (Atrium reaches it through the API server's
+// service proxy, as a client outside the cluster), read and follow its logs, suspend and resume it, delete
+// it (nothing left); an unschedulable launch fails with its reason; a cluster quota refusal leaves nothing;
+// a restarted Atrium adopts what runs; pipeline tasks and benchmark runs run as Jobs. Atrium works there as
+// a ServiceAccount holding exactly the ClusterRole of the README, no more.
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -140,14 +140,20 @@ describe('a kubernetes region through the API (real API server, node agent)', ()
     ].map((o) => o.metadata?.name);
   };
 
-  /** Calls the service through the API server's service proxy, as a client outside the cluster. */
+  /**
+   * Calls the service at its endpoint URL: Atrium's gateway, which reaches it through the API
+   * server's service proxy (Atrium runs outside the cluster).
+   */
   const callThroughProxy = async (url: string, path: string) => {
-    const endpoint = new URL(url);
-    const [name, ns] = endpoint.hostname.split('.');
-    return cluster.rest.call<{ path: string; service?: string }>(
-      'GET',
-      `/api/v1/namespaces/${ns}/services/${name}:${endpoint.port || '80'}/proxy${path}`,
-    );
+    const res = await fetch(`${url.replace(/\/$/, '')}${path}`, { headers: { Authorization: owner.auth } });
+    const text = await res.text();
+    let body: { path: string; service?: string } | null = null;
+    try {
+      body = JSON.parse(text) as { path: string; service?: string };
+    } catch {
+      body = null;
+    }
+    return { status: res.status, body };
   };
 
   it('launches echo, reaches it through the service proxy, follows its logs, suspends, resumes and deletes it', async () => {

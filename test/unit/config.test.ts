@@ -70,6 +70,10 @@ const samples: Record<string, { raw: string; expected: unknown }> = {
     raw: 'https://a.example.org, https://b.example.org',
     expected: ['https://a.example.org', 'https://b.example.org'],
   },
+  ATRIUM_EXTERNAL_BACKENDS_ALLOW: {
+    raw: '127.0.0.1/32, 10.0.0.0/8',
+    expected: ['127.0.0.1/32', '10.0.0.0/8'],
+  },
   ATRIUM_LOG_LEVEL: { raw: 'debug', expected: 'debug' },
   ATRIUM_WORKERS: { raw: '0', expected: 0 },
   ATRIUM_MAX_UPLOAD_BYTES: { raw: '1048576', expected: 1048576 },
@@ -128,6 +132,7 @@ describe('loadConfig', () => {
             default: { cpu: '4', memory: '8Gi', gpu: 0, services: 10, concurrent_jobs: 4, storage: '10Gi' },
           },
           expose: null,
+          gateway: null,
         },
       ]);
     });
@@ -266,6 +271,15 @@ describe('loadConfig', () => {
         /server\.port/,
       );
     });
+
+    it.each(['localhost', '10.0.0.0/33', '10.0.0.0/8/1', '::1/x'])(
+      'refuses %j in the external backends allow-list and names it',
+      (entry) => {
+        expect(configErrorOf(() => loadConfig({ env: { ATRIUM_EXTERNAL_BACKENDS_ALLOW: entry } }))).toMatch(
+          /functions\.externalBackends\.allow/,
+        );
+      },
+    );
 
     it('refuses an unknown log level and names log.level', () => {
       expect(configErrorOf(() => loadConfig({ env: { ATRIUM_LOG_LEVEL: 'loud' } }))).toMatch(/log\.level/);

@@ -121,6 +121,20 @@ export const manifestSchema = z
       .strict()
       .nullable()
       .default(null),
+    // The app the package runs, when it is not the package itself (a `redis-cluster` package
+    // running redis 7.2): plugin drivers are chosen by it (services/drivers.ts). Left out, the app
+    // is the package, at the package's version.
+    app: z
+      .object({
+        name: z
+          .string()
+          .max(63)
+          .regex(/^[a-z0-9][a-z0-9._-]*$/, 'a lower-case name (letters, digits, . _ -)'),
+        version: z.string().min(1).max(100),
+      })
+      .strict()
+      .nullable()
+      .default(null),
   })
   .strict();
 
@@ -142,6 +156,8 @@ export interface PackageVersionSpec {
   resources: { cpu: string; memory: string; gpu: number };
   run: { local: LocalRunSpec | null; cluster: ClusterRunSpec | null };
   functions: ServiceFunctionSpec[];
+  /** The app it runs, for plugin drivers: the package itself unless its manifest names another. */
+  app: { name: string; version: string };
 }
 
 export class ManifestError extends Error {
@@ -352,6 +368,7 @@ export function parseManifest(document: unknown): PackageVersionSpec {
     resources: m.resources,
     run: m.run,
     functions,
+    app: m.app ?? { name: m.name, version: m.version },
   };
 }
 

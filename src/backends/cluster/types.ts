@@ -1,7 +1,10 @@
 // The cluster backend: where services run. One interface, one implementation per kind of backend
 // (registry.ts: the local process runtime, Kubernetes), proven by the same conformance suite
 // (test/conformance/).
+import type { Agent as HttpAgent } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Dispatcher } from 'undici';
+import type { DomainError } from '../../errors.js';
 import type { ClusterRunSpec, LocalRunSpec } from '../catalog/manifest.js';
 import type { BackendType } from './registry.js';
 
@@ -118,6 +121,47 @@ export interface BackendCapabilities {
   endpoints: 'loopback' | 'cluster-service';
 }
 
+/** Which port of which workload Atrium wants to reach (the gateway, a service function's driver). */
+export interface ReachRequest {
+  serviceId: string;
+  projectId: string;
+  /** The port's name. */
+  port: string;
+  /** The port's endpoint as the backend last reported it (`WorkloadStatus.endpoints[].url`). */
+  endpointUrl: string;
+}
+
+/**
+ * How Atrium sends HTTP to one port of a workload: a base URL and what every request to it needs,
+ * for node:http(s) clients (http-proxy-3: `agent`) and fetch (`dispatcher`) alike. A registered URL
+ * is one too (`{ url, headers: {} }`).
+ */
+export interface PortReach {
+  /** The port's root: a request's path and query are appended to its path. */
+  url: string;
+  /**
+   * Headers every request carries: the backend's own credentials (the API server's bearer token),
+   * taken off by whatever is in between (the API server) before the service. They override the
+   * client's headers of the same name, and are never shown to clients.
+   */
+  headers: Record<string, string>;
+  /**
+   * Whether requests say the target's host (an API server in between, whose TLS name it is) rather
+   * than the client's (the service sees the host its users called).
+   */
+  targetHost: boolean;
+  /** TLS settings and connection reuse for node:http(s) requests; undefined: the caller's own. */
+  agent?: HttpAgent | undefined;
+  /** The same for fetch, as its `dispatcher`; undefined: fetch's default. */
+  dispatcher?: Dispatcher | undefined;
+  /**
+   * For a way in that answers errors of its own (an API server's service proxy): the problem an
+   * error answer (status, small JSON body) stands for when it is the way in's, not the service's;
+   * null for the service's own answer, passed on as it is.
+   */
+  refusal?: ((status: number, body: unknown) => DomainError | null) | undefined;
+}
+
 export interface ClusterBackend {
   /** The kind's name (the region's `backend.type`), for people and diagnostics only. */
   readonly type: BackendType;
@@ -132,6 +176,12 @@ export interface ClusterBackend {
   delete(serviceId: string): Promise<void>;
   status(serviceId: string): Promise<WorkloadStatus | null>;
   logs(serviceId: string, options: LogOptions): AsyncIterable<string>;
+  /**
+   * How Atrium reaches an http port of a running workload (the gateway proxies to it, drivers call
+   * it): its loopback address on the local runtime; on Kubernetes the port's Service, through the
+   * API server's service proxy or (Atrium running in the cluster) at its cluster DNS name.
+   */
+  reach(request: ReachRequest): Promise<PortReach>;
   /** Registers the listener of every workload event. */
   onEvent(listener: (event: WorkloadEvent) => void): void;
   /**

@@ -9,6 +9,8 @@ import * as jobsEnqueue from './008_jobs_enqueue.js';
 import * as serviceEventsOutlive from './009_service_events_outlive.js';
 import * as serviceCalls from './010_service_calls.js';
 import * as concurrencyLimits from './011_concurrency_limits.js';
+import * as pluginDrivers from './012_plugin_drivers.js';
+import * as externalBackends from './013_external_backends.js';
 
 // A static list, so that migrations work the same from src/ (tests) and dist/ (production), and a
 // bundler or a missing directory can never skip one. Append only.
@@ -23,6 +25,8 @@ const migrations: Record<string, Knex.Migration> = {
   '009_service_events_outlive': serviceEventsOutlive,
   '010_service_calls': serviceCalls,
   '011_concurrency_limits': concurrencyLimits,
+  '012_plugin_drivers': pluginDrivers,
+  '013_external_backends': externalBackends,
 };
 
 export const migrationSource: Knex.MigrationSource<string> = {

@@ -145,7 +145,19 @@ describe('parseManifest', () => {
           local: { command: ['./tiny'], ports: [], health: null, env: {} },
           cluster: null,
         },
+        app: { name: 'tiny', version: '0.1.0' },
       });
+    });
+
+    it('keeps the app a package names, for plugin drivers, and refuses a malformed one', () => {
+      expect(parseManifest({ ...validManifest(), app: { name: 'redis', version: '7.2' } }).app).toEqual({
+        name: 'redis',
+        version: '7.2',
+      });
+      expect(() => parseManifest({ ...validManifest(), app: { name: 'Redis!', version: '7' } })).toThrow(
+        /app\.name/,
+      );
+      expect(() => parseManifest({ ...validManifest(), app: { name: 'redis' } })).toThrow(/app\.version/);
     });
 
     it('fills the defaults of ports, health and cluster run fields', () => {

@@ -34,6 +34,7 @@ describe('Kubernetes regions in the configuration', () => {
         namespacePrefix: 'atrium-',
         exposeDomain: null,
         ingressClass: null,
+        gateway: 'apiserver-proxy',
         roleBinding: null,
         workVolumeClaim: null,
         reconcileIntervalMs: 30_000,

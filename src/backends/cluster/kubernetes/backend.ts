@@ -24,6 +24,8 @@ import { DomainError } from '../../../errors.js';
 import type {
   ClusterBackend,
   LogOptions,
+  PortReach,
+  ReachRequest,
   ReconcileReport,
   RenderedWorkload,
   WorkloadEvent,
@@ -70,6 +72,7 @@ import {
   renderService,
   type PackageFiles,
 } from './render.js';
+import { ServiceReach } from './reach.js';
 import { captureLogs, renderLogSnapshot, serviceLogLines } from './service-logs.js';
 import {
   defaultSettings,
@@ -138,6 +141,7 @@ export class KubernetesBackend implements ClusterBackend {
   readonly capabilities = kubernetesCapabilities;
   readonly settings: KubernetesSettings;
   private readonly onboarding: Onboarding;
+  private readonly ports: ServiceReach;
   private readonly listeners: ((event: WorkloadEvent) => void)[] = [];
   private readonly tracked = new Map<string, Tracked>();
   /** Workloads found gone while watched, until they are deleted or started again. */
@@ -155,6 +159,11 @@ export class KubernetesBackend implements ClusterBackend {
   constructor(private readonly options: KubernetesBackendOptions) {
     this.settings = { ...defaultSettings, ...options.settings };
     this.onboarding = new Onboarding(options.clients, this.settings);
+    this.ports = new ServiceReach(options.clients, this.settings, options.log);
+  }
+
+  reach(request: ReachRequest): Promise<PortReach> {
+    return this.ports.reach(request);
   }
 
   private guard<T>(what: string, work: () => Promise<T>): Promise<T> {
@@ -995,6 +1004,7 @@ export class KubernetesBackend implements ClusterBackend {
     for (const tracked of this.tracked.values()) if (tracked.deadline) clearTimeout(tracked.deadline);
     for (const watch of this.watches.values()) watch.stop();
     this.watches.clear();
+    this.ports.close();
     await Promise.all([...this.chains.values()]);
   }
 }

@@ -35,6 +35,10 @@ export const kubernetesConfigSchema = z
     // `expose.domain`.
     expose_domain: z.string().min(1).nullable().default(null),
     ingress_class: z.string().min(1).nullable().default(null),
+    // How the gateway and service functions reach a service's ports: through the API server's
+    // service proxy (Atrium runs outside the cluster), or at the Services' cluster DNS names
+    // (`in-cluster`: Atrium runs in a pod of the cluster).
+    gateway: z.enum(['apiserver-proxy', 'in-cluster']).default('apiserver-proxy'),
     // Granted in every project namespace; `${project.id}` in a subject's name stands for the project.
     role_binding: z
       .object({
@@ -75,6 +79,7 @@ export const kubernetesConfigSchema = z
       namespacePrefix: c.namespace_prefix,
       exposeDomain: c.expose_domain,
       ingressClass: c.ingress_class,
+      gateway: c.gateway,
       roleBinding: c.role_binding
         ? { clusterRole: c.role_binding.cluster_role, subjects: c.role_binding.subjects }
         : null,

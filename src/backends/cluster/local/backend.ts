@@ -15,6 +15,8 @@ import type {
   ClusterBackend,
   WorkloadPhase,
   LogOptions,
+  PortReach,
+  ReachRequest,
   ReconcileReport,
   RenderedWorkload,
   WorkloadEvent,
@@ -465,6 +467,11 @@ export class LocalBackend implements ClusterBackend {
     await this.stop(serviceId);
     this.unwatch(serviceId);
     await rm(this.dir(serviceId), { recursive: true, force: true });
+  }
+
+  /** Its ports listen on this machine's loopback: the address it reported is the way in. */
+  reach(request: ReachRequest): Promise<PortReach> {
+    return Promise.resolve({ url: request.endpointUrl, headers: {}, targetHost: false });
   }
 
   async status(serviceId: string): Promise<WorkloadStatus | null> {
