@@ -11,6 +11,7 @@ import addFormats from 'ajv-formats';
 import type { Knex } from 'knex';
 import type { Logger } from 'pino';
 import type { ServiceFunctionSpec } from '../backends/catalog/manifest.js';
+import type { PortReach } from '../backends/cluster/types.js';
 import { DriverError, ping, type DriverContext } from '../backends/drivers/http-json.js';
 import { callPlugin } from '../backends/drivers/plugin.js';
 import {
@@ -292,6 +293,8 @@ export class FunctionService {
         retriable: false,
       };
     const timeout = AbortSignal.timeout(fn.timeout_ms);
+    // The way to the port, kept to tell the way in's own refusals from the service's answers.
+    let target: PortReach | null = null;
     try {
       const both = AbortSignal.any([signal, timeout]);
       let result: unknown;
@@ -313,7 +316,7 @@ export class FunctionService {
       } else if (driver) {
         const sent = driver.prepare ? await driver.prepare(fn, input, this.driverContext(service)) : input;
         // The port as its backend reaches it (an API server's service proxy, say), now.
-        const target = await this.deps.gateway.reach(service, fn.http.port).catch((error: unknown) => {
+        target = await this.deps.gateway.reach(service, fn.http.port).catch((error: unknown) => {
           throw error instanceof DomainError ? new DriverError('unreachable', error.detail) : error;
         });
         result = await driver.call(fn, sent, target, both);
@@ -334,6 +337,11 @@ export class FunctionService {
       return { status: 'succeeded', result };
     } catch (error) {
       if (!(error instanceof DriverError)) throw error;
+      // An API server's service proxy saying no (no ready pod, say): its problem, not its words.
+      const refused = error.answer ? target?.refusal?.(error.answer.status, error.answer.body) : null;
+      if (refused) {
+        return { status: 'failed', error: callProblem(refused.kind, refused.detail), retriable: true };
+      }
       const timedOut = error.reason === 'timeout' && timeout.aborted;
       const kind = timedOut
         ? 'gateway-timeout'
@@ -586,6 +594,11 @@ function callProblem(
 function problemOf(error: Record<string, unknown>, fn: OfferedFunction): DomainError {
   const kind = String(error.kind ?? 'bad-gateway');
   const { type: _type, kind: _kind, detail, ...extensions } = error;
+  if (kind === 'unavailable') {
+    return new DomainError('unavailable', String(detail ?? `${fn.name} failed`), extensions, {
+      'Retry-After': '2',
+    });
+  }
   const known = ['gateway-timeout', 'unprocessable', 'bad-gateway'].includes(kind) ? kind : 'bad-gateway';
   return new DomainError(known as 'bad-gateway', String(detail ?? `${fn.name} failed`), extensions);
 }

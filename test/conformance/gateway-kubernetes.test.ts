@@ -37,6 +37,7 @@ describe('the gateway through the fake API server’s service proxy, when it ref
   let t: TestApp;
   let auth: string;
   let url: string;
+  let echoId: string;
   let portService: KubeObject & { spec: { selector: Record<string, string> } };
 
   beforeAll(async () => {
@@ -49,6 +50,7 @@ describe('the gateway through the fake API server’s service proxy, when it ref
       .send({ id: 'kube', name: 'Kube' })
       .expect(201);
     const serviceId = (await launch(t, auth, 'kube', echo, 30)).serviceId;
+    echoId = serviceId;
     url = `${t.url}/services/kube/${serviceId}/http/`;
     portService = fake.objects(
       'services',
@@ -76,6 +78,30 @@ describe('the gateway through the fake API server’s service proxy, when it ref
     expect(text).not.toMatch(/no endpoints|Status|atrium-kube/);
     fake.api.write('services', portService);
     expect((await fetch(url, { headers: { Authorization: auth } })).status).toBe(200);
+  });
+
+  it('answers a sync call 503 with Retry-After, in its own words, while the Service has no ready pod', async () => {
+    fake.api.write('services', {
+      ...portService,
+      spec: { ...portService.spec, selector: { nothing: 'here' } },
+    });
+    try {
+      const res = await t.http
+        .post(`/api/v1/projects/kube/services/${echoId}/functions/echo/calls?sync=true`)
+        .set('Authorization', auth)
+        .send({ input: { message: 'while it has no pod' } });
+      expect(res.status).toBe(503);
+      expect(res.body.type).toBe('https://atrium.dev/problems/unavailable');
+      expect(Number(res.headers['retry-after'])).toBeGreaterThan(0);
+      expect(JSON.stringify(res.body)).not.toMatch(/no endpoints|"Status"|atrium-kube/);
+    } finally {
+      fake.api.write('services', portService);
+    }
+    const again = await t.http
+      .post(`/api/v1/projects/kube/services/${echoId}/functions/echo/calls?sync=true`)
+      .set('Authorization', auth)
+      .send({ input: { message: 'with its pod back' } });
+    expect(again.status).toBe(200);
   });
 
   it('passes the service’s own error answers as they are', async () => {
