@@ -1,9 +1,11 @@
 // `make bench-profile`: where a request's CPU time goes. Starts the figure-1 servers (Atrium and the
 // bare node:http baseline, scripts/bench/server.mjs) under `node --cpu-prof`, drives the catalog page
-// (and, with an admin token, the services page) for BENCH_SECONDS, stops them, and prints the top
-// self-time functions and the self time per package (node_modules/<name>, node: internals, Atrium's
-// own dist/src/<dir>) of each profile, in µs per request. The .cpuprofile files are kept under
-// .bench/profiles/ for Chrome DevTools or speedscope.
+// (also with its page cache off, the services page's baseline in figure 4, and, with an admin token,
+// the services page) for BENCH_SECONDS, stops them, and prints the top self-time functions and the
+// self time per package (node_modules/<name>, node: internals, Atrium's own dist/src/<dir>) of each
+// profile, in µs per request. Self time is the main thread's: work on libuv's threads (SQLite's
+// statements run there) is in "CPU µs/req" of `make bench`, not here. The .cpuprofile files are
+// kept under .bench/profiles/ for Chrome DevTools or speedscope.
 // Settings: BENCH_SECONDS (5), BENCH_CONNECTIONS (32), BENCH_PACKAGES (500), BENCH_PROFILE_TOP (25),
 // ATRIUM_BENCH_DATABASE_URL (also profile on PostgreSQL).
 import { randomBytes } from 'node:crypto';
@@ -123,6 +125,12 @@ async function profileEngine(engine, database) {
     catalog,
   );
   await profileOne(`bare ${engine}`, { kind: 'bare', ...database }, catalog);
+  // The services page's baseline in figure 4: the same page making its one query on every request.
+  await profileOne(
+    `atrium ${engine} catalog page cache off`,
+    { kind: 'atrium', ...database, catalogId: 'bench', extraPaths: 0, cache: { catalogPagesMs: 0 } },
+    catalog,
+  );
   const token = `atr_${randomBytes(16).toString('hex')}`;
   await profileOne(
     `atrium ${engine} services page`,

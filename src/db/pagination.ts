@@ -91,9 +91,12 @@ export async function keysetPage<Row, T>(
 /**
  * Keyset pagination over the union of several queries (for example "mine OR shared"): each runs
  * as its own index range scan with the cursor and limit, and the pages are merged. An `OR` in one
- * query would filter rows after the range scan instead, and cost more as the table grows.
+ * query would filter rows after the range scan instead, and cost more as the table grows. The
+ * ranges are sent as one statement (a UNION ALL of the limited ranges, merged here): one round trip
+ * and one query to build, whatever the number of ranges.
  */
 export async function keysetUnionPage<Row, T>(
+  db: Knex,
   queries: Knex.QueryBuilder[],
   page: PageRequest,
   options: KeysetOptions<Row, T> & { idOf: (row: Row) => string },
@@ -102,20 +105,23 @@ export async function keysetUnionPage<Row, T>(
   const after = page.cursor
     ? decodeCursor(options.list, page.cursor, options.keyTypes ?? keys.map(() => 'string'))
     : null;
-  const parts = await Promise.all(
-    queries.map(async (query) => {
-      if (after) {
-        query.whereRaw(
-          `(${keys.map(() => '??').join(', ')}) ${direction === 'asc' ? '>' : '<'} (${keys.map(() => '?').join(', ')})`,
-          [...keys, ...after],
-        );
-      }
-      for (const key of keys) query.orderBy(key, direction);
-      return (await query.limit(page.limit + 1)) as Row[];
-    }),
-  );
+  // Each range is a subquery of its own, because SQLite takes no ORDER BY or LIMIT on a member of
+  // a compound SELECT; `select *` of it keeps the members' columns alike.
+  const ranges = queries.map((query, i) => {
+    if (after) {
+      query.whereRaw(
+        `(${keys.map(() => '??').join(', ')}) ${direction === 'asc' ? '>' : '<'} (${keys.map(() => '?').join(', ')})`,
+        [...keys, ...after],
+      );
+    }
+    for (const key of keys) query.orderBy(key, direction);
+    return db.select('*').from(query.limit(page.limit + 1).as(`range_${i}`));
+  });
+  const [first, ...others] = ranges;
+  if (!first) return { items: [], nextCursor: null };
+  const rows = (others.length ? await first.unionAll(others) : await first) as Row[];
   const byId = new Map<string, Row>();
-  for (const row of parts.flat()) byId.set(options.idOf(row), row);
+  for (const row of rows) byId.set(options.idOf(row), row);
   const compare = (a: Row, b: Row) => {
     const [ka, kb] = [options.keyOf(a), options.keyOf(b)];
     for (let i = 0; i < ka.length; i++) {
@@ -125,9 +131,9 @@ export async function keysetUnionPage<Row, T>(
     }
     return 0;
   };
-  const rows = [...byId.values()].sort(compare);
-  const hasMore = rows.length > page.limit;
-  const items = rows.slice(0, page.limit);
+  const sorted = [...byId.values()].sort(compare);
+  const hasMore = sorted.length > page.limit;
+  const items = sorted.slice(0, page.limit);
   const last = items[items.length - 1];
   return {
     items: items.map(options.map),

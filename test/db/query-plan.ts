@@ -57,6 +57,11 @@ function sqlitePlan(rows: SqlitePlanRow[]): QueryPlan {
   const sortingParents = new Set(
     rows.filter((r) => /^USE TEMP B-TREE FOR .*ORDER BY/.test(r.detail)).map((r) => r.parent),
   );
+  // A subquery in FROM (the ranges of a union, say) is run as a co-routine or materialized, and its
+  // rows read back with "SCAN <its name>": not a table, and its own tables are reached above.
+  const subqueries = new Set(
+    rows.map((r) => /^(?:CO-ROUTINE|MATERIALIZE) (\S+)/.exec(r.detail)?.[1]).filter(Boolean),
+  );
   const accesses: TableAccess[] = [];
   for (const row of rows) {
     const match =
@@ -65,6 +70,7 @@ function sqlitePlan(rows: SqlitePlanRow[]): QueryPlan {
       );
     if (!match) continue;
     const [, verb, name, index, rowid, condition] = match;
+    if (subqueries.has(name)) continue;
     accesses.push({
       name: name as string,
       how: verb === 'SEARCH' ? 'search' : index || rowid ? 'walk' : 'scan',
@@ -114,7 +120,9 @@ function postgresPlan(root: PostgresPlanNode): QueryPlan {
   const visit = (node: PostgresPlanNode, sorted: boolean) => {
     const type = node['Node Type'];
     const isSort = sorted || type === 'Sort' || type === 'Incremental Sort';
-    if (node.Alias !== undefined) {
+    // Only relations are tables: a subquery's scan (the ranges of a union) has an alias but no
+    // relation, and its own tables are among the nodes below it.
+    if (node.Alias !== undefined && node['Relation Name'] !== undefined) {
       // A bitmap heap scan takes its rows from the bitmap index scan(s) below it.
       const sources = type === 'Bitmap Heap Scan' ? bitmapScans(node) : [node];
       const indexed = type === 'Index Scan' || type === 'Index Only Scan' || type === 'Bitmap Heap Scan';
