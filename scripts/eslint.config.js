@@ -106,7 +106,18 @@ const layers = [
 ];
 
 export default tseslint.config(
-  { ignores: ['generated/**', 'dist/**', 'data/**', 'coverage/**', 'node_modules/**'] },
+  {
+    ignores: [
+      'generated/**',
+      'dist/**',
+      'data/**',
+      'coverage/**',
+      'node_modules/**',
+      // The client's generated types and its build, like generated/ and dist/ above.
+      'clients/typescript/src/generated/**',
+      'clients/typescript/dist/**',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

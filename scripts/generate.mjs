@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Writes generated/ from spec/: the bundled spec (openapi.json), its TypeScript types (openapi.d.ts,
-// by openapi-typescript) and an index of operations (operations.ts). The only writer of generated/;
+// by openapi-typescript) and an index of operations (operations.ts); and the types of the TypeScript
+// client (clients/typescript/src/generated/openapi.ts). The only writer of both;
 // CI runs it and fails when the committed files differ.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -33,6 +34,17 @@ writeFileSync(bundled, JSON.stringify(spec, null, 2) + '\n');
 
 const types = astToString(await openapiTS(new URL(`file://${bundled}`), { alphabetize: false }));
 writeFileSync(join(out, 'openapi.d.ts'), `// ${banner}\n\n${types}`);
+// The client's types: the same output but for `defaultNonNullable: false`. The server's handlers see
+// bodies after the validator has filled in defaults, so there a property with a default is always
+// present; a caller may leave it out (`options`, `shared` of a launch …), so for the client it is
+// optional. A .ts module, not a .d.ts: tsc emits its declarations into the client's dist/, so the
+// packed client carries its own types (a .d.ts under src/ would not be copied there).
+const clientTypes = astToString(
+  await openapiTS(new URL(`file://${bundled}`), { alphabetize: false, defaultNonNullable: false }),
+);
+const clientOut = join(root, 'clients/typescript/src/generated');
+mkdirSync(clientOut, { recursive: true });
+writeFileSync(join(clientOut, 'openapi.ts'), `// ${banner}\n\n${clientTypes}`);
 
 const methods = ['get', 'put', 'post', 'patch', 'delete'];
 const globalSecurity = spec.security ?? [];
