@@ -22,6 +22,7 @@ describe.each(testEngines())('using services, end to end (%s)', (engine) => {
   let atrium: StartedAtrium;
   let outside: ChildProcess | null = null;
   let plugin: ChildProcess | null = null;
+  const launchedIds: string[] = [];
   let launchedKv = '';
   let outsideKv = '';
   const scratch = mkdtempSync(join(tmpdir(), 'atrium-e2e-outside-'));
@@ -32,6 +33,12 @@ describe.each(testEngines())('using services, end to end (%s)', (engine) => {
   }, 90_000);
 
   afterAll(async () => {
+    // What it launched: services outlive the server (they are adopted on its next start).
+    for (const id of launchedIds) {
+      await atrium
+        ?.call('DELETE', `${project}/services/${id}`, undefined, { Prefer: 'wait=20' })
+        .catch(() => undefined);
+    }
     outside?.kill('SIGTERM');
     plugin?.kill('SIGTERM');
     await atrium?.stop();
@@ -42,6 +49,7 @@ describe.each(testEngines())('using services, end to end (%s)', (engine) => {
     const res = await atrium.call('POST', `${project}/services`, { catalog_id: 'demo', package: pkg });
     expect(res.status).toBe(202);
     const serviceId = res.body.target.id as string;
+    launchedIds.push(serviceId);
     return until(
       `${pkg} running`,
       async () => (await atrium.call('GET', `${project}/services/${serviceId}`)).body,
