@@ -12,8 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { stringify } from 'yaml';
-import { demoCatalogPath, repoRoot } from '../../src/paths.js';
+import { repoRoot } from '../../src/paths.js';
 import {
   AtriumProblem,
   createAtriumClient,
@@ -21,7 +20,7 @@ import {
   type AtriumClient,
   type AtriumEvent,
 } from '../../clients/typescript/src/index.js';
-import { startedAtrium, type StartedAtrium } from '../fixtures/e2e.js';
+import { startedAtrium, writeTestCatalogsConfig, type StartedAtrium } from '../fixtures/e2e.js';
 
 const run = promisify(execFile);
 const adminToken = 'atr_e2eTypescriptClientAdmin0123';
@@ -104,18 +103,7 @@ describe('the TypeScript client (@atrium/client)', () => {
 
   beforeAll(async () => {
     // The test catalog has `probe`, a package that crashes on request: a launch that fails.
-    const config = join(scratch, 'atrium.yaml');
-    writeFileSync(
-      config,
-      stringify({
-        server: { rateLimit: { enabled: false } },
-        catalogs: [
-          { id: 'demo', name: 'Demo', path: demoCatalogPath },
-          { id: 'test', name: 'Test', path: join(repoRoot, 'test', 'fixtures', 'packages') },
-        ],
-        localRuntime: { readinessTimeoutMs: 10_000, stopGraceMs: 2000 },
-      }),
-    );
+    const config = writeTestCatalogsConfig(scratch);
     atrium = await startedAtrium('sqlite', adminToken, { ATRIUM_CONFIG: config });
     client = createAtriumClient({ baseUrl: atrium.server.url, token: adminToken });
   }, 90_000);

@@ -2,15 +2,12 @@
 // real processes under their supervisors, and what the API says is checked against the operating
 // system. Launch, serve, log, stream events, suspend, resume, delete; survive the API being killed
 // (adoption, loss, event streams resumed with Last-Event-ID); a package that crashes ends failed.
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { stringify } from 'yaml';
 import type { components } from '../../generated/openapi.js';
-import { demoCatalogPath, repoRoot } from '../../src/paths.js';
 import { createTestDatabase, testEngines, type TestDatabase } from '../fixtures/databases.js';
 import { EventStream, frameSummary, type SseFrame } from '../fixtures/event-stream.js';
 import { requireBuild, startAtrium, waitForStatus, type AtriumProcess } from '../fixtures/process.js';
+import { writeTestCatalogsConfig } from '../fixtures/e2e.js';
 import {
   backendUrl,
   eventually,
@@ -140,18 +137,7 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
   beforeAll(async () => {
     requireBuild();
     db = await createTestDatabase(engine);
-    const configFile = join(db.dataDir, 'atrium.yaml');
-    writeFileSync(
-      configFile,
-      stringify({
-        server: { rateLimit: { enabled: false } },
-        catalogs: [
-          { id: 'demo', name: 'Demo', path: demoCatalogPath },
-          { id: 'test', name: 'Test', path: join(repoRoot, 'test', 'fixtures', 'packages') },
-        ],
-        localRuntime: { readinessTimeoutMs: 10_000, stopGraceMs: 2000 },
-      }),
-    );
+    const configFile = writeTestCatalogsConfig(db.dataDir);
     env = {
       ATRIUM_CONFIG: configFile,
       ATRIUM_DATA_DIR: db.dataDir,
