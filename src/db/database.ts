@@ -37,6 +37,7 @@ interface TransactionClass {
 interface QueryingClient {
   _query(connection: unknown, query: unknown): Promise<unknown>;
   acquireConnection(): Promise<unknown>;
+  destroyRawConnection(connection: unknown): Promise<unknown>;
   transaction(container: unknown, config: unknown, outerTx: unknown): unknown;
   queryBuilder(): Knex.QueryBuilder;
   positionBindings(sql: string): string;
@@ -146,7 +147,23 @@ function immediateSqliteClient(): KnexClientClass {
       return this.query(conn, 'BEGIN IMMEDIATE;');
     }
   }
-  class ImmediateSqliteClient extends atriumClient(SqliteClient) {
+  const Base = atriumClient(SqliteClient) as unknown as new (...args: unknown[]) => QueryingClient;
+  class ImmediateSqliteClient extends Base {
+    /** Reads go through a statement prepared once per connection and SQL text (preparedRead). */
+    override async _query(connection: unknown, query: unknown): Promise<unknown> {
+      const obj = query as { method?: string; sql?: string; bindings?: unknown[]; response?: unknown };
+      if (!readMethods.has(obj.method ?? '') || !obj.sql) return super._query(connection, query);
+      try {
+        obj.response = await preparedRead(connection as SqliteConnection, obj.sql, obj.bindings ?? []);
+        return obj;
+      } catch (error) {
+        throw translateDatabaseError(error);
+      }
+    }
+    override async destroyRawConnection(connection: unknown): Promise<unknown> {
+      await finalizeStatements(connection as SqliteConnection);
+      return super.destroyRawConnection(connection);
+    }
     override transaction(container: TransactionContainer, config: unknown, outerTx: unknown) {
       return new ImmediateTransaction(
         this,
@@ -156,7 +173,78 @@ function immediateSqliteClient(): KnexClientClass {
       ) as unknown as Knex.Transaction;
     }
   }
-  return ImmediateSqliteClient;
+  return ImmediateSqliteClient as unknown as KnexClientClass;
+}
+
+const readMethods = new Set(['select', 'first', 'pluck']);
+
+interface SqliteStatement {
+  all(params: unknown[], cb: (err: Error | null, rows: unknown[]) => void): void;
+  reset(cb: () => void): void;
+  finalize(cb: () => void): void;
+}
+interface SqliteConnection {
+  prepare(sql: string, cb: (err: Error | null) => void): SqliteStatement;
+}
+
+/** The most statements kept prepared per connection (the least recently used is finalized). */
+const preparedPerConnection = 256;
+const statementsOf = new WeakMap<SqliteConnection, Map<string, Promise<SqliteStatement>>>();
+
+/**
+ * A read through a statement prepared once per connection and SQL text: knex prepares every
+ * statement anew, and preparing a page's wide select costs about a third of running it (README,
+ * "Performance"). SQLite re-prepares a kept statement by itself when the schema changes. A statement
+ * that ran to its end holds no lock; one whose run failed is reset (its read transaction ended) and
+ * forgotten. One connection runs one query at a time (knex's pool), so a statement is never shared
+ * by two runs at once.
+ */
+function preparedRead(connection: SqliteConnection, sql: string, bindings: unknown[]): Promise<unknown[]> {
+  let statements = statementsOf.get(connection);
+  if (!statements) statementsOf.set(connection, (statements = new Map()));
+  let prepared = statements.get(sql);
+  if (prepared) {
+    statements.delete(sql); // re-inserted below: the map's order is the order of use
+  } else {
+    prepared = new Promise<SqliteStatement>((resolve, reject) => {
+      const statement = connection.prepare(sql, (err) => (err ? reject(err) : resolve(statement)));
+    });
+    prepared.catch(() => statements.delete(sql));
+    if (statements.size >= preparedPerConnection) {
+      const [oldest, evicted] = statements.entries().next().value as [string, Promise<SqliteStatement>];
+      statements.delete(oldest);
+      void evicted.then(
+        (s) => s.finalize(() => undefined),
+        () => undefined,
+      );
+    }
+  }
+  statements.set(sql, prepared);
+  return prepared.then(
+    (statement) =>
+      new Promise<unknown[]>((resolve, reject) => {
+        statement.all(bindings, (err, rows) => {
+          if (!err) return resolve(rows);
+          statements.delete(sql);
+          statement.reset(() => statement.finalize(() => reject(err)));
+        });
+      }),
+  );
+}
+
+/** Finalizes a connection's kept statements (before it closes: SQLite closes none with some open). */
+async function finalizeStatements(connection: SqliteConnection): Promise<void> {
+  const statements = statementsOf.get(connection);
+  if (!statements) return;
+  statementsOf.delete(connection);
+  await Promise.all(
+    [...statements.values()].map((prepared) =>
+      prepared.then(
+        (s) => new Promise<void>((resolve) => s.finalize(() => resolve())),
+        () => undefined,
+      ),
+    ),
+  );
 }
 
 function postgresClient(): KnexClientClass {
