@@ -8,7 +8,7 @@ $(NODE_MODULES): package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-dist/.built: $(NODE_MODULES) $(shell find src generated -type f 2>/dev/null) tsconfig.json tsconfig.build.json
+dist/.built: $(NODE_MODULES) $(shell find src generated clients/typescript/src clients/typescript/package.json -type f 2>/dev/null) tsconfig.json tsconfig.build.json
 	npm run -s build
 	@touch $@
 

@@ -97,12 +97,12 @@ describe('atrium serve on embedded defaults', () => {
     expect(write.status).toBe(403);
   });
 
-  it('refuses bad configuration with a clear message and exit code 1', async () => {
+  it('refuses bad configuration with a clear message and exit code 1, an unknown command with 2', async () => {
     const result = await runCli(['serve'], { ATRIUM_DATA_DIR: dataDir, ATRIUM_PORT: 'eighty' });
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('server.port');
     const unknown = await runCli(['frobnicate'], { ATRIUM_DATA_DIR: dataDir });
-    expect(unknown.code).toBe(1);
+    expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('unknown command');
   });
 });
