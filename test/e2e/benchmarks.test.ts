@@ -1,36 +1,20 @@
-// End to end, through the real `atrium serve`: the built-in `quick` plan run twice through the API
-// (the second waits, queued, for the first: one run per runner), progress per metric in the
-// operation's events, results whose scores are recomputed here from the raw samples and baselines
-// by the documented formula, the same results as CSV, and a comparison of the two runs.
+// End to end, through the real `atrium serve` and the generated client (@atrium/client): the
+// built-in `quick` plan run twice through the API (the second waits, queued, for the first: one run
+// per runner), progress per metric in the operation's events, results whose scores are recomputed
+// here from the raw samples and baselines by the documented formula, the same results as CSV, and a
+// comparison of the two runs.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { createTestDatabase, type TestDatabase } from '../fixtures/databases.js';
-import { EventStream } from '../fixtures/event-stream.js';
-import { requireBuild, startAtrium, type AtriumProcess } from '../fixtures/process.js';
+import { unwrap, type Schemas } from '@atrium/client';
+import {
+  expectAccepted,
+  expectStatus,
+  FollowedEvents,
+  startedAtrium,
+  type StartedAtrium,
+} from '../fixtures/e2e.js';
 
 const adminToken = 'atr_e2eBenchmarksAdmin0123456789';
-const project = '/api/v1/projects/user-admin';
-
-interface Results {
-  score: number;
-  formula: string;
-  qpis: {
-    name: string;
-    baseline_score: number;
-    score: number;
-    sections: {
-      name: string;
-      score: number;
-      metrics: {
-        id: string;
-        better: string;
-        baseline: number;
-        value: number;
-        samples: number[];
-        score: number;
-      }[];
-    }[];
-  }[];
-}
+const projectId = 'user-admin';
 
 const mean = (values: number[]) => values.reduce((a, b) => a + b, 0) / values.length;
 function median(values: number[]): number {
@@ -43,79 +27,69 @@ function median(values: number[]): number {
 const close = (a: number, b: number) => Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(a), Math.abs(b));
 
 describe('benchmarks end to end (sqlite)', () => {
-  let db: TestDatabase;
-  let server: AtriumProcess;
-
-  const call = async (method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${server.url}${path}`, {
-      method,
-      headers: {
-        Authorization: `Bearer ${adminToken}`,
-        ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
-      },
-      body: body === undefined ? null : JSON.stringify(body),
-      signal: AbortSignal.timeout(120_000),
-    });
-    const text = await res.text();
-    return {
-      status: res.status,
-      type: res.headers.get('content-type') ?? '',
-      text,
-      body: /json/.test(res.headers.get('content-type') ?? '') ? JSON.parse(text) : null,
-    };
-  };
+  let atrium: StartedAtrium;
 
   beforeAll(async () => {
-    requireBuild();
-    db = await createTestDatabase('sqlite');
-    server = await startAtrium({
-      ATRIUM_DATA_DIR: db.dataDir,
-      ATRIUM_DATABASE_URL: db.url,
-      ATRIUM_ADMIN_TOKEN: adminToken,
-      ATRIUM_LOG_LEVEL: 'warn',
-    });
+    atrium = await startedAtrium('sqlite', adminToken);
   }, 60_000);
 
   afterAll(async () => {
-    await server?.stop();
-    await db?.drop();
+    await atrium?.stop();
   });
 
+  const getRun = async (runId: string) =>
+    unwrap(
+      await atrium.client.GET('/projects/{projectId}/benchmark-runs/{runId}', {
+        params: { path: { projectId, runId } },
+      }),
+    );
+  const getResults = async (runId: string): Promise<Schemas['BenchmarkResults']> => {
+    const results = unwrap(
+      await atrium.client.GET('/projects/{projectId}/benchmark-runs/{runId}/results', {
+        params: { path: { projectId, runId } },
+      }),
+    );
+    if (typeof results === 'string') throw new Error(`results as text, not JSON: ${results.slice(0, 200)}`);
+    return results;
+  };
+
   it('runs the quick plan twice, one after the other, and scores follow from the raw values', async () => {
-    const first = await call('POST', `${project}/benchmark-runs`, { plan: 'quick', samples: 1, warmup: 0 });
-    const second = await call('POST', `${project}/benchmark-runs`, { plan: 'quick', samples: 1, warmup: 0 });
-    expect([first.status, second.status]).toEqual([202, 202]);
+    const { client } = atrium;
+    const create = () =>
+      client.POST('/projects/{projectId}/benchmark-runs', {
+        params: { path: { projectId } },
+        body: { plan: 'quick', samples: 1, warmup: 0 },
+      });
+    const first = expectAccepted(await create());
+    const second = expectAccepted(await create());
 
     // The first run's operation reports progress per metric, then ends.
-    const stream = await EventStream.open(`${server.url}/api/v1/operations/${first.body.id}/events`, {
-      token: adminToken,
-    });
-    let frames;
+    const stream = new FollowedEvents((signal) =>
+      client.events('/operations/{operationId}/events', {
+        params: { path: { operationId: first.id } },
+        signal,
+      }),
+    );
+    let events;
     try {
-      frames = await stream.readToEnd(120_000);
+      events = await stream.readToEnd(120_000);
     } finally {
       stream.close();
     }
-    const measured = frames.filter((f) => f.event === 'progress' && /^measured /.test(f.data.message));
+    const measured = events.filter((e) => e.event === 'progress' && /^measured /.test(e.data.message ?? ''));
     expect(measured.length).toBe(11);
-    expect(frames[frames.length - 1]?.event).toBe('done');
+    expect(events[events.length - 1]?.event).toBe('done');
 
     // While the first ran, the second waited in the queue: it started after the first finished.
-    const waited = await fetch(`${server.url}/api/v1/operations/${second.body.id}`, {
-      headers: { Authorization: `Bearer ${adminToken}`, Prefer: 'wait=60' },
-      signal: AbortSignal.timeout(90_000),
-    });
-    expect(((await waited.json()) as { status: string }).status).toBe('succeeded');
-    const runA = (await call('GET', `${project}/benchmark-runs/${first.body.target.id}`)).body;
-    const runB = (await call('GET', `${project}/benchmark-runs/${second.body.target.id}`)).body;
+    const waited = await client.waitForOperation(second, { timeoutMs: 90_000 });
+    expect(waited.status).toBe('succeeded');
+    const runA = await getRun(first.target?.id as string);
+    const runB = await getRun(second.target?.id as string);
     expect(runA.status).toBe('succeeded');
     expect(runB.created_at >= runA.created_at).toBe(true);
-    const resultsA = (await call('GET', `${project}/benchmark-runs/${runA.id}/results`)).body as Results;
-    const resultsB = (await call('GET', `${project}/benchmark-runs/${runB.id}/results`)).body as Results;
-    expect(Date.parse((resultsB as unknown as { started_at: string }).started_at)).toBeGreaterThanOrEqual(
-      Date.parse((resultsA as unknown as { finished_at: string }).finished_at),
-    );
-
+    const resultsA = await getResults(runA.id);
+    const resultsB = await getResults(runB.id);
+    expect(Date.parse(resultsB.started_at)).toBeGreaterThanOrEqual(Date.parse(resultsA.finished_at));
     // The documented formula, recomputed from the raw samples and the baselines.
     for (const results of [resultsA, resultsB]) {
       const qpiScores = results.qpis.map((qpi) => {
@@ -138,27 +112,26 @@ describe('benchmarks end to end (sqlite)', () => {
     }
     expect(runA.score).toBeCloseTo(resultsA.score, 6);
 
-    const csv = await call('GET', `${project}/benchmark-runs/${runA.id}/results?format=csv`);
-    expect(csv.status).toBe(200);
-    expect(csv.type).toMatch(/^text\/csv/);
-    const lines = csv.text.trim().split('\n');
+    const csv = await client.GET('/projects/{projectId}/benchmark-runs/{runId}/results', {
+      params: { path: { projectId, runId: runA.id }, query: { format: 'csv' } },
+      parseAs: 'text',
+    });
+    const csvText = expectStatus(csv, 200);
+    expect(csv.response.headers.get('content-type')).toMatch(/^text\/csv/);
+    const lines = csvText.trim().split('\n');
     expect(lines[0]).toBe(
       'run_id,plan,qpi,section,metric,unit,better,baseline,value,spread,samples,metric_score,section_score,qpi_score,overall_score',
     );
     expect(lines).toHaveLength(12);
 
-    const comparison = await call(
-      'GET',
-      `${project}/benchmark-comparisons?base=${runA.id}&run=${runB.id}&threshold=10`,
+    const comparison = expectStatus(
+      await client.GET('/projects/{projectId}/benchmark-comparisons', {
+        params: { path: { projectId }, query: { base: runA.id, run: runB.id, threshold: 10 } },
+      }),
+      200,
     );
-    expect(comparison.status).toBe(200);
-    expect(comparison.body.metrics).toHaveLength(11);
-    const overall = comparison.body.overall as {
-      a: number;
-      b: number;
-      delta_percent: number;
-      regression: boolean;
-    };
+    expect(comparison.metrics).toHaveLength(11);
+    const overall = comparison.overall;
     expect(close(overall.delta_percent, ((resultsB.score - resultsA.score) / resultsA.score) * 100)).toBe(
       true,
     );

@@ -1,96 +1,127 @@
 // The whole lab loop, end to end through the real `atrium serve` (its in-process workers run the
-// pipeline's tasks and the queued calls): upload the students CSV, train a logistic regression in a
-// pipeline (csv.clean → ml.train), launch the demo model-server, `serve` the trained model.json
-// through the ai scope's driver, `predict` with a queued call, and check the predictions against
-// the model the run trained. The model-server is reached through its gateway URL with the token,
-// and not without it.
+// pipeline's tasks and the queued calls), driven as a user drives it, with the generated client
+// (@atrium/client): upload the students CSV, train a logistic regression in a pipeline (csv.clean →
+// ml.train), launch the demo model-server, `serve` the trained model.json through the ai scope's
+// driver, `predict` with a queued call, and check the predictions against the model the run
+// trained. The model-server is reached through its gateway URL with the token, and not without it.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { unwrap } from '@atrium/client';
 import { logisticProbability, studentsCsv, type TrainedModel } from '../fixtures/ml.js';
 import { testEngines } from '../fixtures/databases.js';
-import { startedAtrium, until, type StartedAtrium } from '../fixtures/e2e.js';
+import { expectAccepted, expectStatus, startedAtrium, until, type StartedAtrium } from '../fixtures/e2e.js';
 
 const adminToken = 'atr_e2eLabLoopAdmin0123456789ab';
+const projectId = 'user-admin';
+
+async function readText(stream: ReadableStream<Uint8Array>): Promise<string> {
+  return new Response(stream).text();
+}
 
 describe.each(testEngines())('train → serve → predict, end to end (%s)', (engine) => {
   let atrium: StartedAtrium;
-  const project = '/api/v1/projects/user-admin';
   let serviceId = '';
-
-  const call: StartedAtrium['call'] = (...args) => atrium.call(...args);
 
   beforeAll(async () => {
     atrium = await startedAtrium(engine, adminToken);
   }, 90_000);
 
   afterAll(async () => {
-    if (serviceId && atrium) await call('DELETE', `${project}/services/${serviceId}`).catch(() => undefined);
+    if (serviceId && atrium) {
+      await atrium.client
+        .DELETE('/projects/{projectId}/services/{serviceId}', { params: { path: { projectId, serviceId } } })
+        .catch(() => undefined);
+    }
     await atrium?.stop();
   });
 
   it('trains a model in a pipeline, serves its output on the model-server and predicts with it', async () => {
-    const form = new FormData();
-    form.append('file', new Blob([studentsCsv], { type: 'text/csv' }), 'students.csv');
-    const uploaded = await fetch(`${atrium.server.url}${project}/files`, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${adminToken}` },
-      body: form,
-    });
-    expect(uploaded.status).toBe(201);
-    const csv = (await uploaded.json()) as { id: string };
-    const pipeline = await call('POST', `${project}/pipelines`, {
-      name: 'clean → train',
-      tasks: [
-        { module: 'csv', function: 'clean' },
-        {
-          module: 'ml',
-          function: 'train',
-          options: { target: 'passed', features: ['hours_studied', 'hours_slept'], model: 'logistic' },
+    const { client } = atrium;
+    // Uploaded as a form (the spec's multipart body), as a browser does; the other end-to-end tests
+    // stream theirs raw through uploadFile.
+    const csv = expectStatus(
+      await client.POST('/projects/{projectId}/files', {
+        params: { path: { projectId } },
+        body: { file: studentsCsv },
+        // openapi-fetch sends a FormData as multipart, with its boundary.
+        bodySerializer: (fields) => {
+          const form = new FormData();
+          const content = typeof fields === 'string' ? fields : (fields.file ?? '');
+          form.append('file', new Blob([content], { type: 'text/csv' }), 'students.csv');
+          return form;
         },
-      ],
-    });
-    expect(pipeline.status).toBe(201);
-    const started = await call('POST', `${project}/runs`, {
-      pipeline_id: pipeline.body.id,
-      input_file_ids: [csv.id],
-    });
-    expect(started.status).toBe(202);
-    const runId = started.body.target.id as string;
+      }),
+      201,
+    );
+    const pipeline = expectStatus(
+      await client.POST('/projects/{projectId}/pipelines', {
+        params: { path: { projectId } },
+        body: {
+          name: 'clean → train',
+          tasks: [
+            { module: 'csv', function: 'clean' },
+            {
+              module: 'ml',
+              function: 'train',
+              options: { target: 'passed', features: ['hours_studied', 'hours_slept'], model: 'logistic' },
+            },
+          ],
+        },
+      }),
+      201,
+    );
+    const started = expectAccepted(
+      await client.POST('/projects/{projectId}/runs', {
+        params: { path: { projectId } },
+        body: { pipeline_id: pipeline.id, input_file_ids: [csv.id] },
+      }),
+    );
+    const runId = started.target?.id as string;
 
     // Launch the model server while the run trains.
-    const launched = await call(
-      'POST',
-      `${project}/services`,
-      { catalog_id: 'demo', package: 'model-server' },
-      { Prefer: 'wait=30' },
+    const launched = expectAccepted(
+      await client.POST('/projects/{projectId}/services', {
+        params: { path: { projectId }, header: { Prefer: 'wait=30' } },
+        body: { catalog_id: 'demo', package: 'model-server' },
+      }),
     );
-    expect(launched.status).toBe(202);
-    serviceId = launched.body.target.id as string;
+    serviceId = launched.target?.id as string;
 
-    const run = await until(
-      'the run',
-      () => call('GET', `${project}/runs/${runId}`),
-      (r) => ['finished', 'failed', 'cancelled'].includes(r.body.status as string),
+    await client.waitForOperation(started, { timeoutMs: 90_000 });
+    const run = unwrap(
+      await client.GET('/projects/{projectId}/runs/{runId}', { params: { path: { projectId, runId } } }),
     );
-    expect(run.body.status).toBe('finished');
-    const train = (run.body.jobs as { output_file_ids: string[] }[])[1];
+    expect(run.status).toBe('finished');
+    const train = run.jobs[1];
     const outputs = await Promise.all(
-      (train?.output_file_ids ?? []).map(
-        async (id) => (await call('GET', `${project}/files/${id}`)).body as { id: string; name: string },
+      (train?.output_file_ids ?? []).map(async (fileId) =>
+        unwrap(
+          await client.GET('/projects/{projectId}/files/{fileId}', {
+            params: { path: { projectId, fileId } },
+          }),
+        ),
       ),
     );
-    const modelFile = outputs.find((f) => f.name === 'model.json');
+    const modelFile = outputs.find((f) => f?.name === 'model.json');
     expect(modelFile).toBeDefined();
-    const model = (await call('GET', `${project}/files/${modelFile?.id}/content`)).body as TrainedModel;
+    const model = JSON.parse(
+      await readText(await client.downloadFile(projectId, modelFile?.id as string)),
+    ) as TrainedModel;
 
     const service = await until(
       'the model server',
-      () => call('GET', `${project}/services/${serviceId}`),
-      (s) => s.body.status === 'running' || s.body.status === 'failed',
+      async () =>
+        unwrap(
+          await client.GET('/projects/{projectId}/services/{serviceId}', {
+            params: { path: { projectId, serviceId } },
+          }),
+        ),
+      (s) => s.status === 'running' || s.status === 'failed',
     );
-    expect(service.body.status).toBe('running');
+    expect(service.status).toBe('running');
 
-    // Its gateway URL answers with the token, and not without it.
-    const url = (service.body.endpoints as { url: string }[])[0]?.url as string;
+    // Its gateway URL (the service's own API, not Atrium's: raw fetch) answers with the token, and
+    // not without it.
+    const url = service.endpoints[0]?.url as string;
     const described = await fetch(`${url}model`, { headers: { Authorization: `Bearer ${adminToken}` } });
     expect(described.status).toBe(200);
     expect(((await described.json()) as { kind: string }).kind).toBe('logistic-regression');
@@ -98,12 +129,14 @@ describe.each(testEngines())('train → serve → predict, end to end (%s)', (en
     expect(anonymous.status).toBe(401);
     await anonymous.body?.cancel();
 
-    const fns = `${project}/services/${serviceId}/functions`;
-    const served = await call('POST', `${fns}/serve/calls?sync=true`, {
-      input: { name: 'students', model_file: modelFile?.id },
-    });
-    expect(served.status).toBe(200);
-    expect(served.body.result).toMatchObject({
+    const served = expectStatus(
+      await client.POST('/projects/{projectId}/services/{serviceId}/functions/{functionName}/calls', {
+        params: { path: { projectId, serviceId, functionName: 'serve' }, query: { sync: true } },
+        body: { input: { name: 'students', model_file: modelFile?.id } },
+      }),
+      200,
+    );
+    expect(served.result).toMatchObject({
       name: 'students',
       features: model.features,
       target: 'passed',
@@ -114,18 +147,25 @@ describe.each(testEngines())('train → serve → predict, end to end (%s)', (en
       [1, 4],
       [5, 7],
     ];
-    const queued = await call('POST', `${fns}/predict/calls`, { input: { model: 'students', instances } });
-    expect(queued.status).toBe(202);
+    const queued = expectStatus(
+      await client.POST('/projects/{projectId}/services/{serviceId}/functions/{functionName}/calls', {
+        params: { path: { projectId, serviceId, functionName: 'predict' } },
+        body: { input: { model: 'students', instances } },
+      }),
+      202,
+    );
     const done = await until(
       'the predict call',
-      () =>
-        call('GET', `${project}/services/${serviceId}/calls/${queued.body.id}`, undefined, {
-          Prefer: 'wait=10',
-        }),
-      (c) => ['succeeded', 'failed'].includes(c.body.status as string),
+      async () =>
+        unwrap(
+          await client.GET('/projects/{projectId}/services/{serviceId}/calls/{callId}', {
+            params: { path: { projectId, serviceId, callId: queued.id }, header: { Prefer: 'wait=10' } },
+          }),
+        ),
+      (c) => ['succeeded', 'failed'].includes(c.status),
     );
-    expect(done.body.status).toBe('succeeded');
-    const predictions = (done.body.result as { predictions: { probability: number; label: number }[] })
+    expect(done.status).toBe('succeeded');
+    const predictions = (done.result as { predictions: { probability: number; label: number }[] })
       .predictions;
     const expected = instances.map((x) => logisticProbability(model, x));
     expect(predictions.map((p) => p.probability)).toEqual(expected.map((p) => expect.closeTo(p, 9)));

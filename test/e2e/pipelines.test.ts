@@ -1,18 +1,25 @@
-// End to end, through the real `atrium serve` (its in-process workers run the jobs): upload a CSV,
-// create the demo pipeline csv.clean → ml.train → ml.predict, run it, follow its events to the
-// end, and download the predictions, checked against the model the run trained. Then a task whose
-// `atrium worker` is SIGKILLed under it.
+// End to end, through the real `atrium serve` (its in-process workers run the jobs) and the
+// generated client (@atrium/client), as a user drives it: upload a CSV, create the demo pipeline
+// csv.clean → ml.train → ml.predict, run it, follow its events to the end, and download the
+// predictions, checked against the model the run trained. Then a task whose `atrium worker` is
+// SIGKILLed under it.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { createAtriumClient, unwrap, type AtriumClient } from '@atrium/client';
 import { demoModulesPath, repoRoot } from '../../src/paths.js';
 import { studentsCsv, type TrainedModel } from '../fixtures/ml.js';
 import { createTestDatabase, testEngines, type TestDatabase } from '../fixtures/databases.js';
-import { EventStream } from '../fixtures/event-stream.js';
 import {
-  apiCaller,
+  expectAccepted,
+  expectStatus,
+  FollowedEvents,
+  startedAtrium,
+  type StartedAtrium,
+} from '../fixtures/e2e.js';
+import {
   cliPath,
   requireBuild,
   startAtrium,
@@ -21,6 +28,7 @@ import {
 } from '../fixtures/process.js';
 
 const adminToken = 'atr_e2ePipelinesAdmin0123456789';
+const projectId = 'user-admin';
 
 function isAlive(pid: number): boolean {
   try {
@@ -37,85 +45,77 @@ function parseCsv(text: string): { header: string[]; rows: string[][] } {
 }
 
 describe.each(testEngines())('pipelines end to end (%s)', (engine) => {
-  let db: TestDatabase;
-  let server: AtriumProcess;
-
-  const call = (method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
-    apiCaller(server, adminToken)(method, path, body, headers);
+  let atrium: StartedAtrium;
 
   beforeAll(async () => {
-    requireBuild();
-    db = await createTestDatabase(engine);
-    server = await startAtrium({
-      ATRIUM_DATA_DIR: db.dataDir,
-      ATRIUM_DATABASE_URL: db.url,
-      ATRIUM_ADMIN_TOKEN: adminToken,
-      ATRIUM_LOG_LEVEL: 'warn',
-    });
-    for (let i = 0; i < 200; i++) {
-      if ((await fetch(`${server.url}/readyz`)).status === 200) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    atrium = await startedAtrium(engine, adminToken);
   }, 60_000);
 
   afterAll(async () => {
-    await server?.stop();
-    await db?.drop();
+    await atrium?.stop();
   });
 
   it('uploads a CSV, runs clean → train → predict, follows the run and downloads checked predictions', async () => {
-    const project = '/api/v1/projects/user-admin';
-    const form = new FormData();
-    form.append('tags', 'students');
-    form.append('file', new Blob([studentsCsv], { type: 'text/csv' }), 'students.csv');
-    const uploaded = await fetch(`${server.url}${project}/files`, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${adminToken}` },
-      body: form,
+    const { client } = atrium;
+    const file = await client.uploadFile(projectId, new Blob([studentsCsv]), {
+      name: 'students.csv',
+      tags: ['students'],
     });
-    expect(uploaded.status).toBe(201);
-    const file = (await uploaded.json()) as { id: string; media_type: string };
+    expect(file).toMatchObject({
+      name: 'students.csv',
+      tags: ['students'],
+      size: Buffer.byteLength(studentsCsv),
+    });
     expect(file.media_type).toBe('text/csv');
 
-    const pipeline = await call('POST', `${project}/pipelines`, {
-      name: 'clean → train → predict',
-      tasks: [
-        { module: 'csv', function: 'clean' },
-        {
-          module: 'ml',
-          function: 'train',
-          options: { target: 'passed', features: ['hours_studied', 'hours_slept'], model: 'logistic' },
+    const pipeline = expectStatus(
+      await client.POST('/projects/{projectId}/pipelines', {
+        params: { path: { projectId } },
+        body: {
+          name: 'clean → train → predict',
+          tasks: [
+            { module: 'csv', function: 'clean' },
+            {
+              module: 'ml',
+              function: 'train',
+              options: { target: 'passed', features: ['hours_studied', 'hours_slept'], model: 'logistic' },
+            },
+            { module: 'ml', function: 'predict' },
+          ],
         },
-        { module: 'ml', function: 'predict' },
-      ],
-    });
-    expect(pipeline.status).toBe(201);
+      }),
+      201,
+    );
 
-    const started = await call('POST', `${project}/runs`, {
-      pipeline_id: pipeline.body.id,
-      input_file_ids: [file.id],
-    });
-    expect(started.status).toBe(202);
-    const runId = started.body.target.id as string;
+    const started = expectAccepted(
+      await client.POST('/projects/{projectId}/runs', {
+        params: { path: { projectId } },
+        body: { pipeline_id: pipeline.id, input_file_ids: [file.id] },
+      }),
+    );
+    const runId = started.target?.id as string;
 
     // Follow the run's events, live, until the stream ends with the run.
-    const stream = await EventStream.open(`${server.url}${project}/runs/${runId}/events`, {
-      token: adminToken,
-    });
-    let frames;
+    const stream = new FollowedEvents((signal) =>
+      client.events('/projects/{projectId}/runs/{runId}/events', {
+        params: { path: { projectId, runId } },
+        signal,
+      }),
+    );
+    let events;
     try {
-      frames = await stream.readToEnd(90_000);
+      events = await stream.readToEnd(90_000);
     } finally {
       stream.close();
     }
-    const types = frames.map((f) => f.event);
+    const types = events.map((e) => e.event);
     expect(types[0]).toBe('run-created');
     expect(types[types.length - 1]).toBe('run-finished');
     expect(types.filter((t) => t === 'job-finished')).toHaveLength(3);
     // Each task ran only after the previous one finished.
-    const order = frames
-      .filter((f) => f.event === 'job-running' || f.event === 'job-finished')
-      .map((f) => `${f.event}:${String(f.data.data?.task_index)}`);
+    const order = events
+      .filter((e) => e.event === 'job-running' || e.event === 'job-finished')
+      .map((e) => `${e.event}:${String(e.data.data?.task_index)}`);
     expect(order).toEqual([
       'job-running:0',
       'job-finished:0',
@@ -125,26 +125,36 @@ describe.each(testEngines())('pipelines end to end (%s)', (engine) => {
       'job-finished:2',
     ]);
 
-    const run = await call('GET', `${project}/runs/${runId}`);
-    expect(run.body.status).toBe('finished');
-    const [, train, predict] = run.body.jobs as { output_file_ids: string[] }[];
+    const run = unwrap(
+      await client.GET('/projects/{projectId}/runs/{runId}', { params: { path: { projectId, runId } } }),
+    );
+    expect(run.status).toBe('finished');
+    const [, train, predict] = run.jobs;
     const outputs = await Promise.all(
-      [...(train?.output_file_ids ?? []), ...(predict?.output_file_ids ?? [])].map(
-        async (id) => (await call('GET', `${project}/files/${id}`)).body as { id: string; name: string },
+      [...(train?.output_file_ids ?? []), ...(predict?.output_file_ids ?? [])].map(async (fileId) =>
+        unwrap(
+          await client.GET('/projects/{projectId}/files/{fileId}', {
+            params: { path: { projectId, fileId } },
+          }),
+        ),
       ),
     );
-    const modelFile = outputs.find((f) => f.name === 'model.json');
-    const predictions = outputs.find((f) => f.name === 'predictions.csv');
+    const modelFile = outputs.find((f) => f?.name === 'model.json');
+    const predictions = outputs.find((f) => f?.name === 'predictions.csv');
     expect(modelFile).toBeDefined();
     expect(predictions).toBeDefined();
 
-    const model = (await call('GET', `${project}/files/${modelFile?.id}/content`)).body as TrainedModel;
-    const content = await fetch(`${server.url}${project}/files/${predictions?.id}/content`, {
-      headers: { Authorization: `Bearer ${adminToken}` },
+    const model = JSON.parse(
+      await new Response(await client.downloadFile(projectId, modelFile?.id as string)).text(),
+    ) as TrainedModel;
+    // Read as text through the typed GET rather than downloadFile, to see the Content-Type it is served with.
+    const content = await client.GET('/projects/{projectId}/files/{fileId}/content', {
+      params: { path: { projectId, fileId: predictions?.id as string } },
+      parseAs: 'text',
     });
-    expect(content.status).toBe(200);
-    expect(content.headers.get('content-type')).toMatch(/^text\/csv/);
-    const { header, rows } = parseCsv(await content.text());
+    const text = expectStatus(content, 200);
+    expect(content.response.headers.get('content-type')).toMatch(/^text\/csv/);
+    const { header, rows } = parseCsv(text);
     expect(header).toEqual(
       expect.arrayContaining(['hours_studied', 'hours_slept', 'passed', 'prediction', 'probability']),
     );
@@ -177,19 +187,7 @@ describe.each(testEngines())('a pipeline task whose worker is SIGKILLed (%s)', (
   let server: AtriumProcess;
   const workers = new Set<ChildProcess>();
   let env: Record<string, string>;
-
-  async function call(method: string, path: string, body?: unknown) {
-    const res = await fetch(`${server.url}${path}`, {
-      method,
-      headers: {
-        Authorization: `Bearer ${adminToken}`,
-        ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
-      },
-      body: body === undefined ? null : JSON.stringify(body),
-      signal: AbortSignal.timeout(60_000),
-    });
-    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-  }
+  let client: AtriumClient;
 
   function startWorker(): ChildProcess {
     const proc = spawn(process.execPath, [cliPath, 'worker', '--concurrency', '1'], {
@@ -225,6 +223,7 @@ describe.each(testEngines())('a pipeline task whose worker is SIGKILLed (%s)', (
     };
     server = await startAtrium(env);
     await waitForStatus(`${server.url}/readyz`, 200, 60_000);
+    client = createAtriumClient({ baseUrl: server.url, token: adminToken });
   }, 90_000);
 
   afterAll(async () => {
@@ -234,29 +233,30 @@ describe.each(testEngines())('a pipeline task whose worker is SIGKILLed (%s)', (
   });
 
   it('takes the task’s process with its worker, records its end, and the run finishes on another worker', async () => {
-    const project = '/api/v1/projects/user-admin';
-    const uploaded = await fetch(`${server.url}${project}/files?name=notes.txt`, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${adminToken}`, 'Content-Type': 'application/octet-stream' },
-      body: 'some notes\n',
-    });
-    expect(uploaded.status).toBe(201);
-    const file = (await uploaded.json()) as { id: string };
-    const pipeline = await call('POST', `${project}/pipelines`, {
-      name: 'sleepy',
-      tasks: [{ module: 'testing', function: 'sleepy', options: { seconds: 2 } }],
-    });
-    expect(pipeline.status).toBe(201);
+    const file = await client.uploadFile(projectId, Buffer.from('some notes\n'), { name: 'notes.txt' });
+    expect(file).toMatchObject({ name: 'notes.txt', size: 11 });
+    const pipeline = expectStatus(
+      await client.POST('/projects/{projectId}/pipelines', {
+        params: { path: { projectId } },
+        body: { name: 'sleepy', tasks: [{ module: 'testing', function: 'sleepy', options: { seconds: 2 } }] },
+      }),
+      201,
+    );
     const first = startWorker();
-    const started = await call('POST', `${project}/runs`, {
-      pipeline_id: pipeline.body.id,
-      input_file_ids: [file.id],
-    });
-    expect(started.status).toBe(202);
-    const runId = (started.body.target as { id: string }).id;
+    const started = expectAccepted(
+      await client.POST('/projects/{projectId}/runs', {
+        params: { path: { projectId } },
+        body: { pipeline_id: pipeline.id, input_file_ids: [file.id] },
+      }),
+    );
+    const runId = started.target?.id as string;
+    const getRun = async () =>
+      unwrap(
+        await client.GET('/projects/{projectId}/runs/{runId}', { params: { path: { projectId, runId } } }),
+      );
 
     // The first attempt's process, once it runs.
-    const jobId = ((await call('GET', `${project}/runs/${runId}`)).body.jobs as { id: string }[])[0]?.id;
+    const jobId = (await getRun()).jobs[0]?.id;
     const statusPath = join(db.dataDir, 'jobs', `${jobId}-a1`, 'status.json');
     const readStatus = () => {
       try {
@@ -276,13 +276,10 @@ describe.each(testEngines())('a pipeline task whose worker is SIGKILLed (%s)', (
     expect(readStatus()?.message).toBe('its worker went away');
 
     startWorker();
-    let run = (await call('GET', `${project}/runs/${runId}`)).body;
-    for (let i = 0; i < 1200 && run.status === 'running'; i++) {
-      await sleep(100);
-      run = (await call('GET', `${project}/runs/${runId}`)).body;
-    }
+    await client.waitForOperation(started, { timeoutMs: 100_000 });
+    const run = await getRun();
     expect(run.status).toBe('finished');
-    const [job] = run.jobs as { attempts: number; output_file_ids: string[] }[];
+    const [job] = run.jobs;
     expect(job?.attempts).toBe(2);
     expect(job?.output_file_ids).toHaveLength(1);
   }, 120_000);

@@ -1,13 +1,20 @@
-// Services end to end, with the real command: the API runs as `atrium serve` (dist/), services run as
-// real processes under their supervisors, and what the API says is checked against the operating
-// system. Launch, serve, log, stream events, suspend, resume, delete; survive the API being killed
-// (adoption, loss, event streams resumed with Last-Event-ID); a package that crashes ends failed.
+// Services end to end, with the real command: the API runs as `atrium serve` (dist/) and is driven
+// through the generated client (@atrium/client), services run as real processes under their
+// supervisors, and what the API says is checked against the operating system. Launch, serve, log,
+// stream events, suspend, resume, delete; survive the API being killed (adoption, loss, event
+// streams resumed with Last-Event-ID); a package that crashes ends failed.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import type { components } from '../../generated/openapi.js';
+import { createAtriumClient, unwrap, type AtriumClient, type Schemas } from '@atrium/client';
 import { createTestDatabase, testEngines, type TestDatabase } from '../fixtures/databases.js';
-import { EventStream, frameSummary, type SseFrame } from '../fixtures/event-stream.js';
 import { requireBuild, startAtrium, waitForStatus, type AtriumProcess } from '../fixtures/process.js';
-import { writeTestCatalogsConfig } from '../fixtures/e2e.js';
+import {
+  collect,
+  eventSummary,
+  expectAccepted,
+  expectStatus,
+  FollowedEvents,
+  writeTestCatalogsConfig,
+} from '../fixtures/e2e.js';
 import {
   backendUrl,
   eventually,
@@ -19,19 +26,11 @@ import {
   type SupervisorStateFile,
 } from '../fixtures/service-processes.js';
 
-type Schemas = components['schemas'];
-/** What a client sends to launch (the options and shared flag have defaults). */
-type LaunchBody = Omit<Schemas['ServiceLaunch'], 'options' | 'shared'> &
-  Partial<Pick<Schemas['ServiceLaunch'], 'options' | 'shared'>>;
-
 const adminToken = 'atr_e2eServicesAdmin0123456789';
 const zeroUsage = { cpu: '0', memory: '0', gpu: 0, services: 0, concurrent_jobs: 0, storage: '0' };
 
-interface Reply<T> {
-  status: number;
-  headers: Headers;
-  body: T;
-}
+/** The ids of events, as numbers (they are sequence numbers). */
+const idsOf = (events: { id: string }[]) => events.map((e) => Number(e.id));
 
 /** The supervisor and child of a service, as its state file names them (both must exist). */
 function workloadOf(state: SupervisorStateFile | null): { supervisor: ProcessRef; child: ProcessRef } {
@@ -42,69 +41,84 @@ function workloadOf(state: SupervisorStateFile | null): { supervisor: ProcessRef
 describe.each(testEngines())('services on the local runtime, end to end (%s)', (engine) => {
   let db: TestDatabase;
   let server: AtriumProcess;
+  /** The client of the running server (a new one after a restart: the port changes). */
+  let client: AtriumClient;
   let env: Record<string, string>;
   /** Every service launched here, so that none survives the tests whatever happens. */
   const launched = new Set<string>();
   /** The project of the running test: each test has its own, so that one failing leaves the others be. */
-  let project = '';
-  const servicesPath = () => `/api/v1/projects/${project}/services`;
+  let projectId = '';
+  const servicePath = (serviceId: string) => ({ path: { projectId, serviceId } });
 
   async function useNewProject(id: string): Promise<void> {
-    const res = await call<Schemas['Project']>('POST', '/api/v1/projects', { body: { id, name: id } });
-    expect(res.status).toBe(201);
-    project = id;
+    expectStatus(await client.POST('/projects', { body: { id, name: id } }), 201);
+    projectId = id;
   }
 
-  async function call<T>(
-    method: string,
-    path: string,
-    {
+  async function launch(body: Schemas['ServiceLaunch']): Promise<Schemas['Operation']> {
+    const res = await client.POST('/projects/{projectId}/services', {
+      params: { path: { projectId }, header: { Prefer: 'wait=30' } },
       body,
-      headers = {},
-      timeoutMs = 40_000,
-    }: { body?: unknown; headers?: Record<string, string>; timeoutMs?: number } = {},
-  ): Promise<Reply<T>> {
-    const res = await fetch(`${server.url}${path}`, {
-      method,
-      headers: {
-        Authorization: `Bearer ${adminToken}`,
-        ...(body === undefined ? {} : { 'Content-Type': 'application/json' }),
-        ...headers,
-      },
-      body: body === undefined ? null : JSON.stringify(body),
-      signal: AbortSignal.timeout(timeoutMs),
     });
-    const text = await res.text();
-    const json = /json/.test(res.headers.get('content-type') ?? '');
-    return { status: res.status, headers: res.headers, body: (json ? JSON.parse(text) : text) as T };
+    const op = expectAccepted(res);
+    expect(res.response.headers.get('location')).toBe(`/api/v1/operations/${op.id}`);
+    expect(res.response.headers.get('preference-applied')).toBe('wait=30');
+    if (op.target?.type === 'service') launched.add(op.target.id);
+    return op;
   }
 
-  async function launch(body: LaunchBody): Promise<Schemas['Operation']> {
-    const res = await call<Schemas['Operation']>('POST', servicesPath(), {
-      body,
-      headers: { Prefer: 'wait=30' },
-    });
-    expect(res.status).toBe(202);
-    expect(res.headers.get('location')).toBe(`/api/v1/operations/${res.body.id}`);
-    expect(res.headers.get('preference-applied')).toBe('wait=30');
-    if (res.body.target?.type === 'service') launched.add(res.body.target.id);
-    return res.body;
-  }
-
-  const getService = (id: string) => call<Schemas['Service']>('GET', `${servicesPath()}/${id}`);
+  const getService = async (serviceId: string) =>
+    unwrap(
+      await client.GET('/projects/{projectId}/services/{serviceId}', { params: servicePath(serviceId) }),
+    );
+  const serviceStatusCode = async (serviceId: string) =>
+    (await client.GET('/projects/{projectId}/services/{serviceId}', { params: servicePath(serviceId) }))
+      .response.status;
+  const listServices = () =>
+    collect(client.paginate('/projects/{projectId}/services', { params: { path: { projectId } } }));
   const getQuota = async () =>
-    (await call<Schemas['Quota']>('GET', `/api/v1/projects/${project}/quota`)).body;
+    unwrap(await client.GET('/projects/{projectId}/quota', { params: { path: { projectId } } }));
   const serviceState = (id: string) => readServiceState(db.dataDir, id);
+  const setSuspended = async (serviceId: string, suspended: boolean, wait = true) =>
+    expectAccepted(
+      await client.PATCH('/projects/{projectId}/services/{serviceId}', {
+        params: { ...servicePath(serviceId), header: wait ? { Prefer: 'wait=30' } : {} },
+        body: { suspended },
+      }),
+    );
+  const deleteService = async (serviceId: string) =>
+    expectAccepted(
+      await client.DELETE('/projects/{projectId}/services/{serviceId}', {
+        params: { ...servicePath(serviceId), header: { Prefer: 'wait=30' } },
+      }),
+    );
 
-  function events(id: string, lastEventId?: number): Promise<EventStream> {
-    const options = lastEventId === undefined ? { token: adminToken } : { token: adminToken, lastEventId };
-    return EventStream.open(`${server.url}${servicesPath()}/${id}/events`, options);
+  /**
+   * The service's events, followed live (after `lastEventId` when given). `maxRetries: 0` shows a
+   * dropped connection as the end of the stream instead of reconnecting.
+   */
+  function events(
+    serviceId: string,
+    { lastEventId, maxRetries }: { lastEventId?: number; maxRetries?: number } = {},
+  ) {
+    return new FollowedEvents((signal) =>
+      client.events('/projects/{projectId}/services/{serviceId}/events', {
+        params: servicePath(serviceId),
+        signal,
+        ...(lastEventId === undefined ? {} : { lastEventId: String(lastEventId) }),
+        ...(maxRetries === undefined ? {} : { maxRetries }),
+      }),
+    );
   }
 
-  async function storedEvents(id: string): Promise<SseFrame[]> {
-    const stream = await EventStream.open(`${server.url}${servicesPath()}/${id}/events?follow=false`, {
-      token: adminToken,
-    });
+  async function storedEvents(serviceId: string) {
+    const stream = new FollowedEvents((signal) =>
+      client.events('/projects/{projectId}/services/{serviceId}/events', {
+        params: servicePath(serviceId),
+        follow: false,
+        signal,
+      }),
+    );
     try {
       return await stream.readToEnd(10_000);
     } finally {
@@ -112,7 +126,10 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
     }
   }
 
-  /** A GET to an echo service (with the token: the gateway asks for it, the service ignores it). */
+  /**
+   * A GET to an echo service (with the token: the gateway asks for it, the service ignores it). The
+   * gateway's URLs are the service's own API, not paths of Atrium's: plain fetch.
+   */
   async function echo(url: string, path: string): Promise<Record<string, unknown>> {
     const res = await fetch(`${url}${path}`, {
       headers: { Authorization: `Bearer ${adminToken}` },
@@ -131,6 +148,7 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
   async function start(): Promise<AtriumProcess> {
     const started = await startAtrium(env);
     await waitForStatus(`${started.url}/readyz`, 200);
+    client = createAtriumClient({ baseUrl: started.url, token: adminToken });
     return started;
   }
 
@@ -163,11 +181,11 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
     const id = op.target?.id as string;
     expect(op.result).toEqual({ service_id: id });
 
-    const running = (await getService(id)).body;
+    const running = await getService(id);
     expect(running.status).toBe('running');
     // Reached through the gateway, at a URL of Atrium's: the service's own port stays internal.
     expect(running.endpoints).toEqual([
-      { port: 'http', protocol: 'http', url: `${server.url}/services/${project}/${id}/http/` },
+      { port: 'http', protocol: 'http', url: `${server.url}/services/${projectId}/${id}/http/` },
     ]);
     const url = (running.endpoints[0]?.url as string).replace(/\/$/, '');
     const ownUrl = backendUrl(db.dataDir, id);
@@ -180,38 +198,47 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
     });
 
     const logs = await eventually('the request in the logs', async () => {
-      const res = await call<string>('GET', `${servicesPath()}/${id}/logs`);
-      expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
-      return res.body.includes('GET /hello/e2e') && res.body;
+      const res = await client.GET('/projects/{projectId}/services/{serviceId}/logs', {
+        params: servicePath(id),
+        parseAs: 'text',
+      });
+      const text = expectStatus(res, 200);
+      expect(res.response.headers.get('content-type')).toMatch(/^text\/plain/);
+      return text.includes('GET /hello/e2e') && text;
     });
     expect(logs).toContain('echo listening on 127.0.0.1:');
 
+    // The stream is served as Server-Sent Events.
+    const head = await client.GET('/projects/{projectId}/services/{serviceId}/events', {
+      params: servicePath(id),
+      headers: { Accept: 'text/event-stream' },
+      parseAs: 'stream',
+    });
+    expect(head.response.status).toBe(200);
+    expect(head.response.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    await head.data?.cancel();
+
     // Followed live over a real connection: the history first, then what happens next.
-    const stream = await events(id);
+    const stream = events(id);
     try {
-      expect(stream.response.headers.get('content-type')).toMatch(/^text\/event-stream/);
-      const history = await stream.readUntil((f) => f.event === 'running', 10_000);
-      expect(history.map((f) => f.id)).toEqual(history.map((_, i) => i + 1));
-      expect(history.every((f) => f.data.seq === f.id && f.data.type === f.event)).toBe(true);
+      const history = await stream.readUntil((e) => e.event === 'running', 10_000);
+      expect(idsOf(history)).toEqual(history.map((_, i) => i + 1));
+      expect(history.every((e) => String(e.data.seq) === e.id && e.data.type === e.event)).toBe(true);
       expect(history[0]?.event).toBe('admitted');
-      const statuses = history.map((f) => f.data.data?.status);
+      const statuses = history.map((e) => e.data.data?.status);
       expect(statuses.filter((s, i) => s !== statuses[i - 1])).toEqual(['pending', 'starting', 'running']);
 
       const first = workloadOf(serviceState(id));
       expect(processRuns(first.supervisor) && processRuns(first.child)).toBe(true);
       expect(processesOfService(id).sort()).toEqual([first.supervisor.pid, first.child.pid].sort());
 
-      const suspend = await call<Schemas['Operation']>('PATCH', `${servicesPath()}/${id}`, {
-        body: { suspended: true },
-        headers: { Prefer: 'wait=30' },
-      });
-      expect(suspend.status).toBe(202);
-      expect(suspend.body).toMatchObject({ kind: 'suspend-service', status: 'succeeded' });
-      const live = await stream.readUntil((f) => f.event === 'suspended', 10_000);
-      const lastSeen = history.at(-1)?.id as number;
-      expect(live.map((f) => f.id)).toEqual(live.map((_, i) => lastSeen + 1 + i));
+      const suspend = await setSuspended(id, true);
+      expect(suspend).toMatchObject({ kind: 'suspend-service', status: 'succeeded' });
+      const live = await stream.readUntil((e) => e.event === 'suspended', 10_000);
+      const lastSeen = Number(history.at(-1)?.id);
+      expect(idsOf(live)).toEqual(live.map((_, i) => lastSeen + 1 + i));
 
-      const suspended = (await getService(id)).body;
+      const suspended = await getService(id);
       expect(suspended).toMatchObject({ status: 'suspended', desired_state: 'suspended', endpoints: [] });
       await gone('the echo process', first.child);
       await gone('its supervisor', first.supervisor);
@@ -224,13 +251,9 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
       stream.close();
     }
 
-    const resume = await call<Schemas['Operation']>('PATCH', `${servicesPath()}/${id}`, {
-      body: { suspended: false },
-      headers: { Prefer: 'wait=30' },
-    });
-    expect(resume.status).toBe(202);
-    expect(resume.body).toMatchObject({ kind: 'resume-service', status: 'succeeded' });
-    const resumed = (await getService(id)).body;
+    const resume = await setSuspended(id, false);
+    expect(resume).toMatchObject({ kind: 'resume-service', status: 'succeeded' });
+    const resumed = await getService(id);
     expect(resumed.status).toBe('running');
     // The same URL as before the suspension, though the service listens on a new port now.
     expect(resumed.endpoints[0]?.url).toBe(`${url}/`);
@@ -240,24 +263,21 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
     expect(processRuns(second.child)).toBe(true);
     // The whole story, each event told once: the first run's are not told again for the second.
     const story = await storedEvents(id);
-    expect(story.map((f) => f.id)).toEqual(story.map((_, i) => i + 1));
-    const told = story.map((f) => `${f.data.at} ${f.event} ${f.data.message}`);
+    expect(idsOf(story)).toEqual(story.map((_, i) => i + 1));
+    const told = story.map((e) => `${e.data.at} ${e.event} ${e.data.message}`);
     expect(told.filter((line, i) => told.indexOf(line) !== i)).toEqual([]);
-    expect(story.map((f) => f.event).slice(story.findIndex((f) => f.event === 'resume-requested'))).toEqual(
+    expect(story.map((e) => e.event).slice(story.findIndex((e) => e.event === 'resume-requested'))).toEqual(
       expect.arrayContaining(['resume-requested', 'running']),
     );
 
-    const removal = await call<Schemas['Operation']>('DELETE', `${servicesPath()}/${id}`, {
-      headers: { Prefer: 'wait=30' },
-    });
-    expect(removal.status).toBe(202);
-    expect(removal.body).toMatchObject({ kind: 'delete-service', status: 'succeeded' });
+    const removal = await deleteService(id);
+    expect(removal).toMatchObject({ kind: 'delete-service', status: 'succeeded' });
     await gone('the resumed echo process', second.child);
     await gone('its supervisor', second.supervisor);
     await nothingLeftOf(id);
     expect((await getQuota()).usage).toEqual(zeroUsage);
-    expect((await call<Schemas['ServiceList']>('GET', servicesPath())).body.items).toEqual([]);
-    expect((await getService(id)).status).toBe(404);
+    expect(await listServices()).toEqual([]);
+    expect(await serviceStatusCode(id)).toBe(404);
   }, 60_000);
 
   it('adopts services that still run after the API is killed, marks lost the one whose supervisor died, and resumes event streams after Last-Event-ID', async () => {
@@ -265,17 +285,19 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
     const adoptedId = (await launch({ catalog_id: 'demo', package: 'echo', name: 'adopted' })).target
       ?.id as string;
     const lostId = (await launch({ catalog_id: 'demo', package: 'echo', name: 'lost' })).target?.id as string;
-    const adoptedPath = new URL((await getService(adoptedId)).body.endpoints[0]?.url as string).pathname;
+    const adoptedPath = new URL((await getService(adoptedId)).endpoints[0]?.url as string).pathname;
     const adoptedUrl = backendUrl(db.dataDir, adoptedId);
     const adopted = workloadOf(serviceState(adoptedId));
     const lost = workloadOf(serviceState(lostId));
 
-    // Clients follow both services when the API dies under them.
-    const adoptedStream = await events(adoptedId);
-    const lostStream = await events(lostId);
-    const seenAdopted = (await adoptedStream.readUntil((f) => f.event === 'running', 10_000)).at(-1)
-      ?.id as number;
-    const seenLost = (await lostStream.readUntil((f) => f.event === 'running', 10_000)).at(-1)?.id as number;
+    // Clients follow both services when the API dies under them; they see the drop (no retries):
+    // they reconnect themselves below, after the restart, with the last id they saw.
+    const adoptedStream = events(adoptedId, { maxRetries: 0 });
+    const lostStream = events(lostId, { maxRetries: 0 });
+    const seenAdopted = Number(
+      (await adoptedStream.readUntil((e) => e.event === 'running', 10_000)).at(-1)?.id,
+    );
+    const seenLost = Number((await lostStream.readUntil((e) => e.event === 'running', 10_000)).at(-1)?.id);
 
     const killedAt = new Date().toISOString();
     server.proc.kill('SIGKILL');
@@ -295,7 +317,7 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
 
     server = await start();
 
-    const adoptedNow = (await getService(adoptedId)).body;
+    const adoptedNow = await getService(adoptedId);
     expect(adoptedNow.status).toBe('running');
     // The same gateway path on the new API process, and the very same service behind it.
     expect(new URL(adoptedNow.endpoints[0]?.url as string).pathname).toBe(adoptedPath);
@@ -308,7 +330,7 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
     expect(processRuns(adopted.supervisor) && processRuns(adopted.child)).toBe(true);
 
     const lostNow = await eventually('the service to be lost', async () => {
-      const service = (await getService(lostId)).body;
+      const service = await getService(lostId);
       return service.status === 'lost' && service;
     });
     expect(lostNow.endpoints).toEqual([]);
@@ -319,28 +341,25 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
     expect((await getQuota()).usage).toEqual({ ...zeroUsage, cpu: '100m', memory: '128Mi', services: 1 });
 
     // A client reconnecting with the last id it saw gets the rest, without a gap or a repeat.
-    const lostResumed = await events(lostId, seenLost);
+    const lostResumed = events(lostId, { lastEventId: seenLost });
     const afterLost = await lostResumed
-      .readUntil((f) => f.event === 'lost', 10_000)
+      .readUntil((e) => e.event === 'lost', 10_000)
       .finally(() => lostResumed.close());
-    expect(afterLost.map((f) => f.id)).toEqual(afterLost.map((_, i) => seenLost + 1 + i));
+    expect(idsOf(afterLost)).toEqual(afterLost.map((_, i) => seenLost + 1 + i));
     expect(afterLost.at(-1)?.data.data?.status).toBe('lost');
     // Only what happened since: nothing replayed from before the kill.
-    expect(afterLost.filter((f) => f.data.at < killedAt)).toEqual([]);
+    expect(afterLost.filter((e) => e.data.at < killedAt)).toEqual([]);
     const lostHistory = await storedEvents(lostId);
-    expect(lostHistory.map((f) => f.id)).toEqual(lostHistory.map((_, i) => i + 1));
-    expect(frameSummary(lostHistory.filter((f) => f.id > seenLost))).toBe(frameSummary(afterLost));
+    expect(idsOf(lostHistory)).toEqual(lostHistory.map((_, i) => i + 1));
+    expect(eventSummary(lostHistory.filter((e) => Number(e.id) > seenLost))).toBe(eventSummary(afterLost));
 
-    const adoptedResumed = await events(adoptedId, seenAdopted);
+    const adoptedResumed = events(adoptedId, { lastEventId: seenAdopted });
     try {
-      const suspend = await call<Schemas['Operation']>('PATCH', `${servicesPath()}/${adoptedId}`, {
-        body: { suspended: true },
-      });
-      expect(suspend.status).toBe(202);
-      const afterAdopted = await adoptedResumed.readUntil((f) => f.event === 'suspended', 15_000);
-      expect(afterAdopted.filter((f) => f.data.at < killedAt)).toEqual([]);
-      expect(afterAdopted.map((f) => f.id)).toEqual(afterAdopted.map((_, i) => seenAdopted + 1 + i));
-      expect(afterAdopted.map((f) => f.event)).toEqual(
+      await setSuspended(adoptedId, true, false);
+      const afterAdopted = await adoptedResumed.readUntil((e) => e.event === 'suspended', 15_000);
+      expect(afterAdopted.filter((e) => e.data.at < killedAt)).toEqual([]);
+      expect(idsOf(afterAdopted)).toEqual(afterAdopted.map((_, i) => seenAdopted + 1 + i));
+      expect(afterAdopted.map((e) => e.event)).toEqual(
         expect.arrayContaining(['suspend-requested', 'suspended']),
       );
     } finally {
@@ -348,12 +367,13 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
     }
     await gone('the adopted echo process, once suspended', adopted.child);
 
-    const removal = await call<Schemas['Operation']>('DELETE', servicesPath(), {
-      headers: { Prefer: 'wait=30' },
-    });
-    expect(removal.status).toBe(202);
-    expect(removal.body).toMatchObject({ kind: 'delete-services', status: 'succeeded' });
-    expect([...((removal.body.result?.done as string[]) ?? [])].sort()).toEqual([adoptedId, lostId].sort());
+    const removal = expectAccepted(
+      await client.DELETE('/projects/{projectId}/services', {
+        params: { path: { projectId }, header: { Prefer: 'wait=30' } },
+      }),
+    );
+    expect(removal).toMatchObject({ kind: 'delete-services', status: 'succeeded' });
+    expect([...((removal.result?.done as string[]) ?? [])].sort()).toEqual([adoptedId, lostId].sort());
     await nothingLeftOf(adoptedId);
     expect((await getQuota()).usage).toEqual(zeroUsage);
   }, 60_000);
@@ -374,20 +394,17 @@ describe.each(testEngines())('services on the local runtime, end to end (%s)', (
       log_tail: expect.arrayContaining(['probe crashing now']),
     });
 
-    const failed = (await getService(id)).body;
+    const failed = await getService(id);
     expect(failed).toMatchObject({ status: 'failed', exit_code: 42, endpoints: [] });
     expect(failed.log_tail).toContain('probe crashing now');
     expect(failed.message).toMatch(/exited with code 42/);
     expect((await getQuota()).usage).toEqual(zeroUsage);
     await nothingLeftOf(id);
 
-    const removal = await call<Schemas['Operation']>('DELETE', `${servicesPath()}/${id}`, {
-      headers: { Prefer: 'wait=30' },
-    });
-    expect(removal.status).toBe(202);
-    expect(removal.body).toMatchObject({ kind: 'delete-service', status: 'succeeded' });
-    expect((await getService(id)).status).toBe(404);
-    expect((await call<Schemas['ServiceList']>('GET', servicesPath())).body.items).toEqual([]);
+    const removal = await deleteService(id);
+    expect(removal).toMatchObject({ kind: 'delete-service', status: 'succeeded' });
+    expect(await serviceStatusCode(id)).toBe(404);
+    expect(await listServices()).toEqual([]);
     expect((await getQuota()).usage).toEqual(zeroUsage);
   }, 60_000);
 });
